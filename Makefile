@@ -1,0 +1,43 @@
+# The two commands a new user needs: `make demo` (whole pipeline on the local stack) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.paydata-installed
+
+.PHONY: demo test lint unit integration stack-up stack-down stack-status bench clean-stack
+
+# Reinstall only when the dependency pins change: a second run costs nothing here.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+demo: $(STAMP)
+	$(PY) -m paydata.demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit tests/dags
+
+integration: $(STAMP)
+	$(PY) -m pytest tests/integration
+
+stack-up: $(STAMP)
+	$(PY) -m paydata.stack up
+
+stack-down: $(STAMP)
+	$(PY) -m paydata.stack down
+
+stack-status: $(STAMP)
+	$(PY) -m paydata.stack status
+
+bench: $(STAMP)
+	$(PY) -m bench

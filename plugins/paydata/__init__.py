@@ -1,0 +1,1 @@
+"""paydata: CDC, warehouse, MongoDB and fraud ML for a payment processor."""
