@@ -1,0 +1,1 @@
+"""Change data capture: decoding PostgreSQL logical replication (pgoutput) into typed changes."""
