@@ -1,0 +1,104 @@
+"""The contract between the CDC engine and its sinks.
+
+The engine decodes pgoutput transactions, applies the capture manifest (keep / tokenise / drop per
+column) and hands each sink a batch of :class:`CapturedChange` in commit order. PII never passes
+this point in clear: a sink only ever sees kept or tokenised values.
+
+Exactly-once rests on three rules every sink follows:
+
+1. A sink stores the highest :class:`Position` it applied *in the same transaction* as the data
+   (warehouse: a row in ``staging.cdc_offsets``; Mongo: a per-document position guard plus an
+   offsets document).
+2. A sink skips every change whose position is not greater than the stored one for its source, so
+   a batch replayed after a crash changes nothing.
+3. The engine advances the slot only to the lowest position that every sink reports as applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+CapturedKind = Literal["insert", "update", "delete", "truncate", "snapshot"]
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Position:
+    """Totally ordered place of a change in a source's history: (commit LSN, index in transaction).
+
+    Snapshot rows use ``(consistent_point_lsn, -1)``: before every streamed change of the slot.
+    """
+
+    commit_lsn: int
+    index_in_txn: int
+
+    @classmethod
+    def zero(cls) -> Position:
+        return cls(0, -1)
+
+
+@dataclass(slots=True)
+class CapturedChange:
+    """One change after the manifest: values are kept or tokenised, never raw PII.
+
+    ``row`` holds the new row's captured columns for insert/update/snapshot (columns whose value the
+    source did not send because it is unchanged TOAST are absent from ``row`` and listed in
+    ``unchanged``), ``None`` for delete/truncate. ``key`` holds the captured table's key columns.
+    """
+
+    source: str  # logical source database: "reference" or "oltp"
+    table: str  # source table, e.g. "charge" (schema public is implied)
+    kind: CapturedKind
+    position: Position
+    commit_time: datetime
+    key: dict[str, Any]
+    row: dict[str, Any] | None
+    unchanged: frozenset[str] = frozenset()
+
+
+class Sink(Protocol):
+    """What the engine needs from a sink."""
+
+    name: str
+
+    def applied_position(self, source: str) -> Position:
+        """Highest position durably applied for ``source`` (``Position.zero()`` if none)."""
+        ...
+
+    def apply(self, source: str, changes: list[CapturedChange]) -> Position:
+        """Apply ``changes`` (commit order) atomically with the new offset; return the applied position.
+
+        Changes at or below the stored position are skipped. Must be safe to call again with the
+        same or an overlapping batch after a crash at any point.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A captured table as a sink sees it, derived from the manifest and the source catalog.
+
+    ``columns`` maps each captured column (kept or tokenised; dropped ones never appear) to its SQL
+    type in the sink: the source's ``format_type`` for kept columns, ``text`` for tokenised ones.
+    ``history`` asks the warehouse sink to keep every version (needed for SCD2 dimensions).
+    """
+
+    source: str
+    table: str
+    key: tuple[str, ...]
+    columns: dict[str, str]
+    sinks: tuple[str, ...]
+    history: bool = False
+
+
+STAGING_SCHEMA = "staging"
+
+
+def staging_table(source: str, table: str) -> str:
+    """Name of the warehouse mirror of ``source.table``, e.g. ``oltp_charge`` (schema ``staging``)."""
+    return f"{source}_{table}"
+
+
+def staging_history_table(source: str, table: str) -> str:
+    return f"{source}_{table}_history"
