@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Creates the paydata databases and roles; the official postgres image runs this once, on an
+# empty data directory (docker-entrypoint-initdb.d), as the superuser over the Unix socket.
+# Mirrors the local stack: each database is owned by its own login role (settings.DATABASE_OWNERS)
+# and the CDC role may use logical replication on the CDC source databases.
+# Names and passwords reach SQL only as psql variables (:"identifier" / :'literal' quoting).
+# No "set -u": if the file loses its executable bit the entrypoint sources it, and -u would leak
+# into docker-entrypoint.sh.
+set -eo pipefail
+
+require() {
+    if [[ -z "${!1:-}" ]]; then
+        echo "init.sh: $1 is empty; set it in the paydata-postgres environment" >&2
+        exit 1
+    fi
+}
+
+run_sql() {
+    local database="$1"
+    shift
+    psql -v ON_ERROR_STOP=1 --no-psqlrc --username "$POSTGRES_USER" --dbname "$database" "$@"
+}
+
+# create_database DATABASE OWNER PASSWORD_VARIABLE
+create_database() {
+    require "$3"
+    run_sql postgres -v db="$1" -v owner="$2" -v password="${!3}" <<'SQL'
+CREATE ROLE :"owner" LOGIN PASSWORD :'password';
+CREATE DATABASE :"db" OWNER :"owner";
+REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
+SQL
+}
+
+# create_cdc_role ROLE PASSWORD_VARIABLE
+create_cdc_role() {
+    require "$2"
+    run_sql postgres -v role="$1" -v password="${!2}" <<'SQL'
+CREATE ROLE :"role" LOGIN REPLICATION PASSWORD :'password';
+SQL
+}
+
+# grant_cdc DATABASE OWNER ROLE: connect, plus read access to whatever the owner creates later.
+grant_cdc() {
+    run_sql "$1" -v db="$1" -v owner="$2" -v role="$3" <<'SQL'
+GRANT CONNECT ON DATABASE :"db" TO :"role";
+GRANT USAGE ON SCHEMA public TO :"role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" GRANT USAGE ON SCHEMAS TO :"role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" GRANT SELECT ON TABLES TO :"role";
+SQL
+}
+
+create_database reference reference_owner PAYDATA_REFERENCE_OWNER_PASSWORD
+create_database oltp oltp_owner PAYDATA_OLTP_OWNER_PASSWORD
+create_database warehouse warehouse_owner PAYDATA_WAREHOUSE_OWNER_PASSWORD
+
+create_cdc_role paydata_cdc PAYDATA_CDC_PASSWORD
+grant_cdc reference reference_owner paydata_cdc
+grant_cdc oltp oltp_owner paydata_cdc

