@@ -1,0 +1,53 @@
+"""``python -m paydata.stack up [--only postgres,mongo,airflow,mlflow] | down | status``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from paydata.stack.config import SERVICES, StackConfig, StackError
+from paydata.stack.core import HEALTHY_STATES, ensure_up, shutdown, status
+
+COLUMNS = ("service", "endpoint", "pid", "health", "notes")
+
+
+def format_table(rows: list[dict]) -> str:
+    cells = [[str(row.get(column) if row.get(column) is not None else "-") for column in COLUMNS] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(COLUMNS)]
+    lines = ["  ".join(column.upper().ljust(widths[i]) for i, column in enumerate(COLUMNS)).rstrip()]
+    lines += ["  ".join(value.ljust(widths[i]) for i, value in enumerate(line)).rstrip() for line in cells]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m paydata.stack", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start services and write the env file (idempotent)")
+    up.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SERVICES)}")
+    commands.add_parser("down", help="stop Postgres and SecantusDB, keeping their data")
+    commands.add_parser("status", help="table of services; exit 1 unless all are healthy")
+    args = parser.parse_args(argv)
+    try:
+        config = StackConfig.default()
+        if args.command == "up":
+            ensure_up(config, services=args.only, export_env=False)
+            rows = status(config)
+            print(format_table(rows))
+            print(f"\nenv file: {config.env_file}  (load with: set -a; . {config.env_file}; set +a)")
+            return 0
+        if args.command == "down":
+            stopped = shutdown(config)
+            print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+            return 0
+        rows = status(config)
+        print(format_table(rows))
+        return 0 if all(row["health"] in HEALTHY_STATES for row in rows) else 1
+    except StackError as exc:
+        print(f"paydata.stack {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+# Airflow's plugin loader imports every file under plugins/ with __name__ set to the file stem, so a bare
+# __name__ check would run the CLI inside Airflow; runpy (python -m) also sets the package.
+if __name__ == "__main__" and __package__ == "paydata.stack":
+    sys.exit(main())
