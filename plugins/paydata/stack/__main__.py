@@ -19,6 +19,23 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def apply_schema_migrations() -> dict[str, list[str]]:
+    """Bring every managed database to the latest schema (a no-op when already current)."""
+    from paydata import settings
+    from paydata.migrations import MANAGED_DATABASES, MigrationError, apply_migrations
+
+    applied = {}
+    for database in MANAGED_DATABASES:
+        conn = settings.pg_connect(settings.POSTGRES_DATABASES[database])
+        try:
+            applied[database] = apply_migrations(conn, database)
+        except MigrationError as exc:
+            raise StackError(f"schema migration failed for {database}: {exc}") from exc
+        finally:
+            conn.close()
+    return applied
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m paydata.stack", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -30,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = StackConfig.default()
         if args.command == "up":
-            ensure_up(config, services=args.only, export_env=False)
+            ensure_up(config, services=args.only, export_env=True)
+            if args.only is None or "postgres" in args.only:
+                for database, versions in apply_schema_migrations().items():
+                    if versions:
+                        print(f"{database}: applied migrations {', '.join(versions)}")
             rows = status(config)
             print(format_table(rows))
             print(f"\nenv file: {config.env_file}  (load with: set -a; . {config.env_file}; set +a)")
