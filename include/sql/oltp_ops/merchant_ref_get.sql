@@ -1,0 +1,1 @@
+SELECT merchant_id, status, default_currency_code FROM merchant_ref WHERE merchant_id = %(merchant_id)s;

@@ -1,0 +1,1 @@
+DELETE FROM payment_method WHERE payment_method_id = %(payment_method_id)s;

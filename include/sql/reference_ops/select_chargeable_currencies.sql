@@ -1,0 +1,5 @@
+-- Only currencies with known minor units can be charged, so only those are replicated.
+SELECT currency_code, minor_units
+FROM currency
+WHERE minor_units IS NOT NULL
+ORDER BY currency_code;
