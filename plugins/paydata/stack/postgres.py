@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paydata import settings
+from paydata.sql import SQL_ROOT
 from paydata.stack.config import CDC_DATABASES, PG_CDC_ROLE, PG_SUPERUSER, StackConfig, StackError
 from paydata.stack.secretstore import write_private
 from paydata.stack.system import (
@@ -24,7 +25,7 @@ from paydata.stack.system import (
 SYSTEM_PG_ROOT = Path("/usr/lib/postgresql")
 MIN_SYSTEM_MAJOR = 15
 REQUIRED_BINARIES = ("initdb", "postgres", "pg_ctl", "pg_config")
-SQL_DIR = Path(__file__).with_name("sql")
+SQL_DIR = SQL_ROOT / "stack"
 CONF_INCLUDE = "paydata.conf"
 
 

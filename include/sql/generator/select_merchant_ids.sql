@@ -1,0 +1,1 @@
+SELECT merchant_id FROM merchant ORDER BY merchant_id
