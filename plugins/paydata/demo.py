@@ -19,6 +19,7 @@ from paydata import settings
 # The pipeline, in dependency order. Each later capability appends its DAGs here.
 PIPELINE_DAGS: list[str] = [
     "platform_healthcheck",
+    "schema_migrate",
 ]
 
 

@@ -1,0 +1,46 @@
+"""
+### Schema migrations
+
+Applies the versioned SQL migrations in `include/sql/<database>/V<NNN>__<name>.sql` to each
+managed database, in version order, each migration in its own transaction and under an advisory
+lock. Applying twice is a no-op; an applied file that was edited afterwards fails the task and
+names the file (history is never rewritten: add a new migration instead).
+
+Triggered manually and by `make demo`; the local stack also applies migrations on `up`.
+XCom carries the list of versions applied per database.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+MANAGED_DATABASES = ["reference", "oltp"]
+
+
+@dag(
+    dag_id="schema_migrate",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["paydata", "platform", "schema"],
+    doc_md=__doc__,
+    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+)
+def schema_migrate():
+    @task
+    def apply(database: str) -> list[str]:
+        from paydata.migrations import apply_migrations
+        from paydata.settings import POSTGRES_DATABASES, pg_connect
+
+        conn = pg_connect(POSTGRES_DATABASES[database])
+        try:
+            return apply_migrations(conn, database)
+        finally:
+            conn.close()
+
+    apply.expand(database=MANAGED_DATABASES)
+
+
+schema_migrate()
