@@ -20,6 +20,7 @@ from paydata import settings
 PIPELINE_DAGS: list[str] = [
     "platform_healthcheck",
     "schema_migrate",
+    "workload_generate",
 ]
 
 
