@@ -1,0 +1,2 @@
+-- Canonical base type name of a (whitelisted) type, typmod dropped: 'timestamptz' -> 'timestamp with time zone'.
+SELECT %(type)s::regtype::text

@@ -1,0 +1,2 @@
+RESET enable_hashjoin;
+RESET enable_mergejoin

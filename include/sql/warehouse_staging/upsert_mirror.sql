@@ -1,0 +1,13 @@
+-- The last change per key (by position) wins; the guard keeps a newer stored row from being overwritten.
+INSERT INTO {schema}.{table} AS staged ({columns}, _commit_lsn, _index_in_txn, _commit_time, _is_deleted, _loaded_at)
+SELECT DISTINCT ON ({key}) {columns}, _commit_lsn, _index_in_txn, _commit_time, _op = 'D', now()
+FROM {batch}
+ORDER BY {key}, _commit_lsn DESC, _index_in_txn DESC
+ON CONFLICT ({key}) DO UPDATE
+SET {assignments},
+    _commit_lsn = EXCLUDED._commit_lsn,
+    _index_in_txn = EXCLUDED._index_in_txn,
+    _commit_time = EXCLUDED._commit_time,
+    _is_deleted = EXCLUDED._is_deleted,
+    _loaded_at = EXCLUDED._loaded_at
+WHERE (staged._commit_lsn, staged._index_in_txn) < (EXCLUDED._commit_lsn, EXCLUDED._index_in_txn)

@@ -1,0 +1,819 @@
+"""Warehouse staging sink: applies captured changes to ``staging.<source>_<table>`` mirror tables.
+
+Layout (database ``warehouse``, schema ``staging``, created by :meth:`WarehouseSink.prepare`):
+
+* a mirror per captured table with the captured columns plus ``_commit_lsn``, ``_index_in_txn``,
+  ``_commit_time``, ``_is_deleted`` and ``_loaded_at``; primary key = the table key. Deletes leave a
+  tombstone (last values kept, ``_is_deleted = true``); a TRUNCATE tombstones every live row.
+* for ``history=True`` specs an append-only ``<mirror>_history`` with the same columns plus ``_op``
+  (``I``/``U``/``D``/``T``/``S``), primary key (key..., ``_commit_lsn``, ``_index_in_txn``).
+* ``staging.cdc_offsets(source, commit_lsn, index_in_txn, updated_at)``: the highest applied position.
+
+How a batch is applied (one database transaction per :meth:`WarehouseSink.apply` call):
+
+1. The source's offsets row is locked (``SELECT ... FOR UPDATE``); changes at or below it are dropped.
+2. Per table (split at TRUNCATEs), every change is COPYed in text format into a temporary table.
+   Columns a change does not carry (unchanged TOAST, or every non-key column of a delete) are first
+   taken from earlier changes of the same key in the batch while encoding, then, for whatever is
+   still missing, from the row stored before the batch (one set-based UPDATE of the temporary table).
+   Every row in the temporary table is therefore a complete version of its key.
+3. History tables get every version (``ON CONFLICT DO NOTHING`` on key + position); the mirror gets
+   the last version per key (``DISTINCT ON`` key, highest position) through one
+   ``INSERT ... ON CONFLICT DO UPDATE`` that only replaces a stored row with a lower position.
+4. The offsets row is set to the highest position of the batch and the transaction commits.
+
+A crash at any point before the commit leaves data and offsets as they were, and replaying the same
+or an overlapping batch afterwards applies each change exactly once.
+
+Bad input (a change for a table without a warehouse spec, a missing or extra key or column, a value
+that cannot be encoded, an unsupported column type) raises :class:`WarehouseSinkError` before
+anything is written; database errors propagate as psycopg2 exceptions after a rollback.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import operator
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from psycopg2 import sql
+
+from paydata.cdc.model import (
+    STAGING_SCHEMA,
+    CapturedChange,
+    Position,
+    TableSpec,
+    staging_history_table,
+    staging_table,
+)
+from paydata.sql import load_sql
+
+SQL_FOLDER = "warehouse_staging"
+COPY_NULL = "\\N"
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names, which could merge two tables
+META_COLUMNS = frozenset(
+    {"_commit_lsn", "_index_in_txn", "_commit_time", "_is_deleted", "_loaded_at", "_op", "_unchanged"}
+)
+ROW_KINDS = {"insert": "I", "update": "U", "snapshot": "S"}
+KINDS = frozenset({*ROW_KINDS, "delete", "truncate"})
+
+# Types as ``format_type`` prints them (plus common aliases), optionally as arrays. Anything else is
+# refused: the type text is the one piece of DDL that cannot be passed as an identifier or parameter.
+_TYPE_PATTERN = re.compile(
+    r"""^(?:
+        (?:bigint|integer|smallint|int|int2|int4|int8|boolean|bool|text|bytea|date|inet|cidr|macaddr
+          |json|jsonb|uuid|real|float4|float8|double\ precision|interval|"char"|name|oid|timestamptz|timetz)
+      | (?:numeric|decimal)(?:\(\d{1,4}(?:,\ ?-?\d{1,4})?\))?
+      | (?:character\ varying|varchar|character|char|bpchar|bit\ varying|varbit|bit)(?:\(\d{1,8}\))?
+      | (?:timestamp|time)(?:\([0-6]\))?(?:\ with(?:out)?\ time\ zone)?
+    )(?:\[\])*$""",
+    re.VERBOSE,
+)
+
+
+class WarehouseSinkError(ValueError):
+    """Bad input or spec for the warehouse sink; raised before anything is written."""
+
+
+def validate_type(type_name: str) -> str:
+    """Return ``type_name`` normalised (lowercase, single spaces) if it is a whitelisted SQL type.
+
+    Raises :class:`WarehouseSinkError` for anything else (unknown names, injected SQL, enums).
+    """
+    if not isinstance(type_name, str):
+        raise WarehouseSinkError(f"column type must be a string, got {type(type_name).__name__}")
+    normalised = " ".join(type_name.strip().lower().split())
+    if not _TYPE_PATTERN.match(normalised):
+        raise WarehouseSinkError(
+            f"column type {type_name!r} is not supported by the warehouse sink; allowed are the built-in "
+            "scalar types as format_type prints them (e.g. bigint, numeric(20,10), character(3), "
+            "timestamp with time zone, jsonb) and arrays of them"
+        )
+    return normalised
+
+
+# --- COPY text encoding ------------------------------------------------------------------------------
+
+
+def _escape(text: str) -> str:
+    """Escape text for one field of COPY's text format (backslash, tab, newline, carriage return)."""
+    if "\x00" in text:
+        raise WarehouseSinkError("text contains a NUL character, which PostgreSQL text cannot store")
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def _float_text(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
+def _decimal_text(value: Decimal) -> str:
+    if value.is_nan():
+        return "NaN"
+    if value.is_infinite():
+        return "Infinity" if value > 0 else "-Infinity"
+    return str(value)
+
+
+def _interval_text(value: timedelta) -> str:
+    return f"{value.days} days {value.seconds * 1_000_000 + value.microseconds} microseconds"
+
+
+_PLAIN_TEXT: dict[type, Callable[[Any], str]] = {
+    str: str,
+    int: str,
+    bool: lambda value: "t" if value else "f",
+    float: _float_text,
+    Decimal: _decimal_text,
+    bytes: lambda value: "\\x" + value.hex(),
+    bytearray: lambda value: "\\x" + value.hex(),
+    memoryview: lambda value: "\\x" + value.hex(),
+    datetime: datetime.isoformat,
+    date: date.isoformat,
+    time: time.isoformat,
+    timedelta: _interval_text,
+    UUID: str,
+    dict: _json_text,
+    list: _json_text,
+}
+
+
+def plain_text(value: Any) -> str:
+    """PostgreSQL input text of a non-NULL Python value (before COPY escaping).
+
+    bool -> ``t``/``f``; int, Decimal, float (NaN/Infinity spelled out); str as is; bytes -> hex
+    ``\\x..``; date/time/datetime -> ISO 8601 (aware datetimes keep their offset); timedelta -> interval;
+    UUID; dict/list -> JSON. Raises :class:`WarehouseSinkError` for any other type.
+    """
+    convert = _PLAIN_TEXT.get(type(value))
+    if convert is None:
+        for kind, candidate in _PLAIN_TEXT.items():
+            if isinstance(value, kind):
+                convert = candidate
+                break
+        else:
+            raise WarehouseSinkError(f"cannot store a value of type {type(value).__name__}: {value!r:.80}")
+    return convert(value)
+
+
+def copy_text(value: Any) -> str:
+    """One COPY text-format field for ``value``: ``\\N`` for None, else escaped :func:`plain_text`."""
+    if value is None:
+        return COPY_NULL
+    if type(value) is str:
+        return _escape(value)
+    if type(value) is int:
+        return str(value)
+    return _escape(plain_text(value))
+
+
+def copy_json(value: Any) -> str:
+    """COPY field for a json/jsonb column: any JSON-compatible value (str included) serialised as JSON."""
+    if value is None:
+        return COPY_NULL
+    try:
+        return _escape(_json_text(value))
+    except (TypeError, ValueError) as exc:
+        raise WarehouseSinkError(f"value is not JSON serialisable: {exc}") from exc
+
+
+def _array_element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, list | tuple):
+        return "{" + ",".join(_array_element(item) for item in value) + "}"
+    text = plain_text(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def copy_array(value: Any) -> str:
+    """COPY field for an array column: a (nested) list becomes an array literal, elements quoted."""
+    if value is None:
+        return COPY_NULL
+    if not isinstance(value, list | tuple):
+        raise WarehouseSinkError(f"array column needs a list, got {type(value).__name__}")
+    return _escape(_array_element(value))
+
+
+def encoder_for_type(type_name: str) -> Callable[[Any], str]:
+    """The COPY field encoder for one value of a column of (whitelisted) SQL type ``type_name``."""
+    normalised = validate_type(type_name)
+    if normalised.endswith("[]"):
+        return copy_array
+    if normalised in {"json", "jsonb"}:
+        return copy_json
+    return copy_text
+
+
+_NONE_TYPE = type(None)
+_COPY_SPECIALS = ("\\", "\t", "\n", "\r", "\x00")
+_INTEGER_TYPES = frozenset({"bigint", "integer", "smallint", "int", "int2", "int4", "int8"})
+_TEXT_TYPE = re.compile(r"^(?:text|character varying|varchar|character|char|bpchar)(?:\(\d+\))?$")
+_MEMO_TIME_TYPE = re.compile(r"^(?:date|timestamptz|timestamp(?:\([0-6]\))? with time zone)$")
+
+
+def _encode_each(encode: Callable[[Any], str]) -> Callable[[list[Any]], list[str]]:
+    def encode_values(values: list[Any]) -> list[str]:
+        return [encode(value) for value in values]
+
+    return encode_values
+
+
+def _encode_text_values(values: list[Any]) -> list[str]:
+    present = [value for value in values if value is not None]
+    if set(map(type, present)) <= {str}:
+        probe = "".join(present)
+        if not any(special in probe for special in _COPY_SPECIALS):
+            return [COPY_NULL if value is None else value for value in values]
+    return [copy_text(value) for value in values]
+
+
+def _encode_integer_values(values: list[Any]) -> list[str]:
+    if set(map(type, values)) <= {int, _NONE_TYPE}:
+        return [COPY_NULL if value is None else str(value) for value in values]
+    return [copy_text(value) for value in values]
+
+
+def _encode_boolean_values(values: list[Any]) -> list[str]:
+    if set(map(type, values)) <= {bool, _NONE_TYPE}:
+        return [COPY_NULL if value is None else ("t" if value else "f") for value in values]
+    return [copy_text(value) for value in values]
+
+
+def _encode_memoised_values(values: list[Any]) -> list[str]:
+    # Rows of one transaction often share timestamps; equal values of these types have equal text
+    # (timestamptz compares instants, and any offset spelling of one instant is the same value).
+    if set(map(type, values)) <= {datetime, date, _NONE_TYPE}:
+        texts = {value: value.isoformat() for value in set(values) if value is not None}
+        texts[None] = COPY_NULL
+        return [texts[value] for value in values]
+    return [copy_text(value) for value in values]
+
+
+def values_encoder_for_type(type_name: str) -> Callable[[list[Any]], list[str]]:
+    """Encoder of a whole column (a list of values) of SQL type ``type_name`` into COPY fields.
+
+    Same output as applying :func:`encoder_for_type` to each value; common types take a fast path
+    that checks the whole column at once and falls back to per-value encoding on any surprise.
+    """
+    normalised = validate_type(type_name)
+    if normalised in _INTEGER_TYPES:
+        return _encode_integer_values
+    if normalised in {"boolean", "bool"}:
+        return _encode_boolean_values
+    if _TEXT_TYPE.match(normalised):
+        return _encode_text_values
+    if _MEMO_TIME_TYPE.match(normalised):
+        return _encode_memoised_values
+    return _encode_each(encoder_for_type(normalised))
+
+
+def _text_array_literal(names: list[str]) -> str:
+    return _escape("{" + ",".join('"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"' for name in names) + "}")
+
+
+# --- per-table plan ----------------------------------------------------------------------------------
+
+
+def _statement(name: str, /, **parts: sql.Composable) -> sql.Composed:
+    return sql.SQL(load_sql(f"{SQL_FOLDER}/{name}.sql").strip()).format(**parts)
+
+
+def _identifier_list(names: list[str] | tuple[str, ...], qualifier: str | None = None) -> sql.Composed:
+    if qualifier is None:
+        return sql.SQL(", ").join(sql.Identifier(name) for name in names)
+    return sql.SQL(", ").join(sql.Identifier(qualifier, name) for name in names)
+
+
+def _check_name(what: str, name: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise WarehouseSinkError(f"{what} must be a non-empty string, got {name!r}")
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        raise WarehouseSinkError(f"{what} {name!r} is longer than {MAX_IDENTIFIER_BYTES} bytes")
+    if "\x00" in name:
+        raise WarehouseSinkError(f"{what} {name!r} contains a NUL character")
+
+
+@dataclass
+class _TablePlan:
+    """Everything needed to apply one table's changes, composed once in :meth:`WarehouseSink.prepare`."""
+
+    spec: TableSpec
+    columns: tuple[str, ...]
+    column_set: frozenset[str]
+    key: tuple[str, ...]
+    non_key: tuple[str, ...]
+    types: dict[str, str]
+    encoders: tuple[Callable[[list[Any]], list[str]], ...]
+    mirror: str
+    history: str | None
+
+    @classmethod
+    def build(cls, spec: TableSpec) -> _TablePlan:
+        _check_name("source", spec.source)
+        _check_name("table", spec.table)
+        if not spec.columns:
+            raise WarehouseSinkError(f"spec {spec.source}.{spec.table} has no columns")
+        if not spec.key:
+            raise WarehouseSinkError(f"spec {spec.source}.{spec.table} has no key")
+        types: dict[str, str] = {}
+        for column, type_name in spec.columns.items():
+            _check_name(f"column of {spec.source}.{spec.table}", column)
+            if column in META_COLUMNS:
+                raise WarehouseSinkError(
+                    f"column {column!r} of {spec.source}.{spec.table} collides with a staging bookkeeping column"
+                )
+            try:
+                types[column] = validate_type(type_name)
+            except WarehouseSinkError as exc:
+                raise WarehouseSinkError(f"{spec.source}.{spec.table}.{column}: {exc}") from None
+        missing_key = [column for column in spec.key if column not in spec.columns]
+        if missing_key:
+            raise WarehouseSinkError(
+                f"key column(s) {missing_key} of {spec.source}.{spec.table} are not among its captured columns"
+            )
+        if len(set(spec.key)) != len(spec.key):
+            raise WarehouseSinkError(f"key of {spec.source}.{spec.table} repeats a column: {spec.key}")
+        mirror = staging_table(spec.source, spec.table)
+        history = staging_history_table(spec.source, spec.table) if spec.history else None
+        for name in (mirror, history):
+            if name is not None:
+                _check_name("staging table name", name)
+        columns = tuple(spec.columns)
+        return cls(
+            spec=spec,
+            columns=columns,
+            column_set=frozenset(columns),
+            key=tuple(spec.key),
+            non_key=tuple(column for column in columns if column not in spec.key),
+            types=types,
+            encoders=tuple(values_encoder_for_type(types[column]) for column in columns),
+            mirror=mirror,
+            history=history,
+        )
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.source}.{self.spec.table}"
+
+    def column_definitions(self) -> sql.Composed:
+        return sql.SQL(",\n    ").join(
+            _statement("column_definition", column=sql.Identifier(column), type=sql.SQL(self.types[column]))
+            for column in self.columns
+        )
+
+    def validate(self, change: CapturedChange) -> None:
+        """Raise :class:`WarehouseSinkError` if ``change`` does not fit this table's spec."""
+        kind = change.kind
+        if kind == "truncate":
+            return
+        change_key = change.key
+        key_ok = type(change_key) is dict and len(change_key) == len(self.key)
+        if key_ok:
+            for column in self.key:
+                if change_key.get(column) is None:
+                    key_ok = False
+        if not key_ok:
+            raise WarehouseSinkError(
+                f"{self.label} change at {change.position} has key {change_key!r}; "
+                f"expected non-NULL values for exactly {list(self.key)}"
+            )
+        if kind == "delete":
+            return
+        row = change.row
+        if type(row) is not dict:
+            raise WarehouseSinkError(f"{self.label} {kind} at {change.position} has no row")
+        if len(row) != len(self.columns) or not (row.keys() <= self.column_set):
+            unknown = sorted(set(row) - self.column_set)
+            if unknown:
+                raise WarehouseSinkError(
+                    f"{self.label} {kind} at {change.position} carries column(s) {unknown} not in the spec"
+                )
+            absent = sorted(self.column_set - set(row) - change.unchanged)
+            if absent:
+                raise WarehouseSinkError(
+                    f"{self.label} {kind} at {change.position} lacks column(s) {absent} "
+                    "(neither in the row nor marked unchanged)"
+                )
+        for column in self.key:
+            if row.get(column) != change_key[column]:
+                raise WarehouseSinkError(
+                    f"{self.label} {kind} at {change.position}: key column {column!r} is "
+                    f"{change_key[column]!r} in the key but {row.get(column)!r} in the row"
+                )
+
+
+def _partial_getter(columns: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    def values_of(row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(map(row.get, columns))
+
+    return values_of
+
+
+def _encodes(encode: Callable[[list[Any]], list[str]], value: Any) -> bool:
+    try:
+        encode([value])
+    except WarehouseSinkError:
+        return False
+    return True
+
+
+def _segments(changes: list[CapturedChange]) -> Iterator[tuple[str, CapturedChange | list[CapturedChange]]]:
+    """Group ordered changes by table; a TRUNCATE splits its table's changes into before and after."""
+    open_segments: dict[str, list[CapturedChange]] = {}
+    ordered: list[tuple[str, CapturedChange | list[CapturedChange]]] = []
+    for change in changes:
+        if change.kind == "truncate":
+            open_segments.pop(change.table, None)
+            ordered.append((change.table, change))
+            continue
+        segment = open_segments.get(change.table)
+        if segment is None:
+            segment = open_segments[change.table] = []
+            ordered.append((change.table, segment))
+        segment.append(change)
+    yield from ordered
+
+
+class WarehouseSink:
+    """Applies captured changes to the warehouse staging layer, exactly once per position.
+
+    ``conn_factory`` returns a new psycopg2 connection to the warehouse database (autocommit off);
+    the sink keeps one connection, opens another after a connection error, and never shares it.
+    Call :meth:`prepare` with the table specs before :meth:`apply`. Not thread-safe; several sinks
+    (processes) may apply for the same source concurrently: the offsets row lock serialises them.
+    """
+
+    name = "warehouse"
+
+    def __init__(self, conn_factory: Callable[[], Any]):
+        self._conn_factory = conn_factory
+        self._conn: Any = None
+        self._plans: dict[tuple[str, str], _TablePlan] = {}
+        self._schema = sql.Identifier(STAGING_SCHEMA)
+
+    # -- connection ---------------------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            conn = self._conn_factory()
+            conn.autocommit = True
+            with conn.cursor() as cursor:
+                cursor.execute(load_sql(f"{SQL_FOLDER}/session_settings.sql"))
+            conn.autocommit = False
+            self._conn = conn
+        return self._conn
+
+    def _abandon(self) -> None:
+        """Roll back the open transaction; drop the connection if it is unusable."""
+        conn, self._conn = self._conn, None
+        if conn is None or conn.closed:
+            return
+        try:
+            conn.rollback()
+        except Exception:  # the connection is broken: closing it is all that is left to do
+            conn.close()
+            return
+        self._conn = conn
+
+    def close(self) -> None:
+        """Close the sink's connection (a later call opens a new one)."""
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+
+    # -- DDL ----------------------------------------------------------------------------------------
+
+    def prepare(self, specs: list[TableSpec]) -> None:
+        """Create schema ``staging``, ``cdc_offsets`` and the mirror/history tables of ``specs``.
+
+        Specs whose ``sinks`` do not name ``warehouse`` are ignored. Idempotent: existing tables are
+        kept and only columns new in a spec are added (``ADD COLUMN``, NULL for existing rows). Raises
+        :class:`WarehouseSinkError` (nothing created) for an invalid spec, an unsupported type, or an
+        existing table whose key or column base type differs from the spec.
+        """
+        plans = [_TablePlan.build(spec) for spec in specs if self.name in spec.sinks]
+        seen: set[tuple[str, str]] = set()
+        for plan in plans:
+            if (plan.spec.source, plan.spec.table) in seen:
+                raise WarehouseSinkError(f"two specs for {plan.label}")
+            seen.add((plan.spec.source, plan.spec.table))
+        conn = self._connection()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(load_sql(f"{SQL_FOLDER}/prepare_lock.sql"))
+                cursor.execute(_statement("create_schema", schema=self._schema))
+                cursor.execute(_statement("create_offsets", schema=self._schema))
+                for plan in plans:
+                    self._prepare_table(cursor, plan, plan.mirror, "create_mirror")
+                    if plan.history is not None:
+                        self._prepare_table(cursor, plan, plan.history, "create_history")
+            conn.commit()
+        except BaseException:
+            self._abandon()
+            raise
+        for plan in plans:
+            self._plans[(plan.spec.source, plan.spec.table)] = plan
+
+    def _prepare_table(self, cursor: Any, plan: _TablePlan, table: str, create_statement: str) -> None:
+        cursor.execute(load_sql(f"{SQL_FOLDER}/table_columns.sql"), {"schema": STAGING_SCHEMA, "table": table})
+        existing = {name: (base_type, in_key) for name, base_type, in_key in cursor.fetchall()}
+        table_id = sql.Identifier(table)
+        if not existing:
+            cursor.execute(
+                _statement(
+                    create_statement,
+                    schema=self._schema,
+                    table=table_id,
+                    columns=plan.column_definitions(),
+                    key=_identifier_list(plan.key),
+                )
+            )
+            return
+        existing_key = {name for name, (_, in_key) in existing.items() if in_key} - META_COLUMNS
+        if existing_key != set(plan.key):
+            raise WarehouseSinkError(
+                f"staging.{table} has key {sorted(existing_key)} but the spec for {plan.label} says "
+                f"{list(plan.key)}; changing a key needs a manual migration"
+            )
+        for column in plan.columns:
+            if column in existing:
+                cursor.execute(load_sql(f"{SQL_FOLDER}/base_type.sql"), {"type": plan.types[column]})
+                wanted = cursor.fetchone()[0]
+                if wanted != existing[column][0]:
+                    raise WarehouseSinkError(
+                        f"staging.{table}.{column} has type {existing[column][0]} but the spec for "
+                        f"{plan.label} says {plan.types[column]}; changing a type needs a manual migration"
+                    )
+                continue
+            cursor.execute(
+                _statement(
+                    "add_column",
+                    schema=self._schema,
+                    table=table_id,
+                    column=sql.Identifier(column),
+                    type=sql.SQL(plan.types[column]),
+                )
+            )
+
+    # -- offsets ------------------------------------------------------------------------------------
+
+    def applied_position(self, source: str) -> Position:
+        """Highest position applied for ``source``; ``Position.zero()`` if none (or not prepared yet)."""
+        conn = self._connection()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(load_sql(f"{SQL_FOLDER}/offsets_table_exists.sql"), {"schema": STAGING_SCHEMA})
+                if not cursor.fetchone()[0]:
+                    conn.commit()
+                    return Position.zero()
+                cursor.execute(_statement("select_offset", schema=self._schema), {"source": source})
+                found = cursor.fetchone()
+            conn.commit()
+        except BaseException:
+            self._abandon()
+            raise
+        return Position(found[0], found[1]) if found else Position.zero()
+
+    def _store_offset(self, cursor: Any, source: str, position: Position) -> None:
+        cursor.execute(
+            _statement("update_offset", schema=self._schema),
+            {"source": source, "commit_lsn": position.commit_lsn, "index_in_txn": position.index_in_txn},
+        )
+
+    # -- apply --------------------------------------------------------------------------------------
+
+    def _ordered_and_validated(self, source: str, changes: list[CapturedChange]) -> list[CapturedChange]:
+        plans = self._plans
+        for change in changes:
+            if not isinstance(change, CapturedChange):
+                raise WarehouseSinkError(f"expected CapturedChange, got {type(change).__name__}")
+            if change.source != source:
+                raise WarehouseSinkError(
+                    f"change for source {change.source!r} at {change.position} in a batch for {source!r}"
+                )
+            if change.kind not in KINDS:
+                raise WarehouseSinkError(f"unknown change kind {change.kind!r} at {change.position}")
+            if not isinstance(change.position, Position):
+                raise WarehouseSinkError(f"change position must be a Position, got {change.position!r}")
+            plan = plans.get((source, change.table))
+            if plan is None:
+                raise WarehouseSinkError(
+                    f"no warehouse spec for {source}.{change.table}: the table is not captured for the "
+                    "warehouse, or prepare() was not called with its spec"
+                )
+            plan.validate(change)
+        positions = [(change.position.commit_lsn, change.position.index_in_txn) for change in changes]
+        if any(positions[i] >= positions[i + 1] for i in range(len(positions) - 1)):
+            order = sorted(range(len(changes)), key=positions.__getitem__)
+            changes_by_index = changes
+            changes = [changes[i] for i in order]
+            for previous, following in zip(order, order[1:], strict=False):
+                if positions[previous] == positions[following] and not (
+                    changes_by_index[previous].kind == changes_by_index[following].kind == "snapshot"
+                ):
+                    raise WarehouseSinkError(f"two changes at position {Position(*positions[previous])} in one batch")
+        return changes
+
+    def apply(self, source: str, changes: list[CapturedChange]) -> Position:
+        """Apply ``changes`` for ``source`` in one transaction with the new offset; return the offset.
+
+        Changes may come in any order (they are applied by position); those at or below the stored
+        offset are skipped, so replaying a batch, or an overlapping one, changes nothing twice.
+        Exception: snapshot rows all share ``(consistent_point, -1)``, so snapshot rows *at* the stored
+        offset are applied again (a snapshot may span several batches); the per-row position guard
+        and the history key make a repeated snapshot row a no-op.
+        Raises :class:`WarehouseSinkError` for bad input before touching the database; on any error
+        the transaction is rolled back and neither data nor offset change.
+        """
+        changes = self._ordered_and_validated(source, list(changes))
+        conn = self._connection()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(_statement("ensure_offset", schema=self._schema), {"source": source})
+                cursor.execute(_statement("lock_offset", schema=self._schema), {"source": source})
+                stored_lsn, stored_index = cursor.fetchone()
+                stored = (stored_lsn, stored_index)
+                # Snapshot rows share one position, so a snapshot loaded in several batches repeats the
+                # stored offset; they are re-applied and the per-row guard makes a repeat a no-op.
+                pending = [
+                    change
+                    for change in changes
+                    if (change.position.commit_lsn, change.position.index_in_txn) > stored
+                    or (change.kind == "snapshot" and change.position == Position(*stored))
+                ]
+                if not pending:
+                    conn.commit()
+                    return Position(stored_lsn, stored_index)
+                for number, (table, work) in enumerate(_segments(pending)):
+                    plan = self._plans[(source, table)]
+                    if isinstance(work, CapturedChange):
+                        self._apply_truncate(cursor, plan, work)
+                    else:
+                        self._apply_segment(cursor, plan, work, f"cdc_batch_{number}")
+                applied = pending[-1].position
+                if applied != Position(*stored):
+                    self._store_offset(cursor, source, applied)
+            conn.commit()
+        except BaseException:
+            self._abandon()
+            raise
+        return applied
+
+    def _apply_truncate(self, cursor: Any, plan: _TablePlan, change: CapturedChange) -> None:
+        parts: dict[str, sql.Composable] = {"schema": self._schema, "table": sql.Identifier(plan.mirror)}
+        name = "truncate_mirror"
+        if plan.history is not None:
+            name = "truncate_mirror_with_history"
+            parts.update(history=sql.Identifier(plan.history), columns=_identifier_list(plan.columns))
+        cursor.execute(
+            _statement(name, **parts),
+            {
+                "commit_lsn": change.position.commit_lsn,
+                "index_in_txn": change.position.index_in_txn,
+                "commit_time": change.commit_time,
+            },
+        )
+
+    def _encode_segment(self, plan: _TablePlan, changes: list[CapturedChange]) -> tuple[str, bool]:
+        """COPY text for ``changes`` and whether any row still lacks values (needs the stored row).
+
+        Each row is the key's complete version as far as this batch knows it: columns a change does
+        not carry are taken from the key's previous change in the batch, and the rest are listed in
+        the row's ``_unchanged`` array. Encoding runs column by column so that each column's type
+        is checked once for the whole batch.
+        """
+        column_count = len(plan.columns)
+        key_columns = plan.key
+        single_key = key_columns[0] if len(key_columns) == 1 else None
+        non_key = plan.non_key
+        latest: dict[Any, dict[str, Any]] = {}
+        columns = plan.columns
+        partial_values = _partial_getter(columns)
+        complete_values = operator.itemgetter(*columns) if column_count > 1 else partial_values
+        records: list[tuple[Any, ...]] = []
+        ops: list[str] = []
+        unchanged_texts: list[str] = []
+        needs_stored_values = False
+        for change in changes:
+            key = change.key[single_key] if single_key is not None else tuple(
+                change.key[column] for column in key_columns
+            )
+            if change.kind == "delete":
+                values = latest.get(key) or change.key
+                ops.append("D")
+            else:
+                row = change.row
+                previous = latest.get(key)
+                values = {**previous, **row} if previous is not None and len(row) < column_count else row
+                latest[key] = values
+                ops.append(ROW_KINDS[change.kind])
+            if len(values) < column_count:
+                records.append(partial_values(values))
+                unchanged_texts.append(_text_array_literal([column for column in non_key if column not in values]))
+                needs_stored_values = True
+            else:
+                records.append(complete_values(values))
+                unchanged_texts.append(COPY_NULL)
+        fields: list[list[str]] = []
+        for column, encode, values in zip(plan.columns, plan.encoders, zip(*records, strict=True), strict=True):
+            values = list(values)
+            try:
+                fields.append(encode(values))
+            except WarehouseSinkError as exc:
+                culprit = next(
+                    (change for change, value in zip(changes, values, strict=True) if not _encodes(encode, value)),
+                    None,
+                )
+                where = f" {culprit.kind} at {culprit.position}" if culprit is not None else ""
+                raise WarehouseSinkError(f"{plan.label}{where}, column {column!r}: {exc}") from None
+        fields.append(_encode_integer_values([change.position.commit_lsn for change in changes]))
+        fields.append(_encode_integer_values([change.position.index_in_txn for change in changes]))
+        fields.append(_encode_memoised_values([change.commit_time for change in changes]))
+        fields.append(ops)
+        fields.append(unchanged_texts)
+        lines = list(map("\t".join, zip(*fields, strict=True)))
+        lines.append("")
+        return "\n".join(lines), needs_stored_values
+
+    def _apply_segment(self, cursor: Any, plan: _TablePlan, changes: list[CapturedChange], batch: str) -> None:
+        text, needs_stored_values = self._encode_segment(plan, changes)
+        batch_id = sql.Identifier(batch)
+        table_id = sql.Identifier(plan.mirror)
+        columns = _identifier_list(plan.columns)
+        cursor.execute(_statement("create_batch", batch=batch_id, columns=plan.column_definitions()))
+        cursor.copy_expert(
+            _statement("copy_batch", batch=batch_id, columns=columns).as_string(cursor.connection),
+            io.StringIO(text),
+        )
+        if needs_stored_values and plan.non_key:
+            cursor.execute(load_sql(f"{SQL_FOLDER}/fill_plan_settings.sql"))
+            assignments = sql.SQL(",\n    ").join(
+                _statement("fill_unchanged_column", column=sql.Identifier(column), column_name=sql.Literal(column))
+                for column in plan.non_key
+            )
+            key_match = _statement(
+                "key_match", left=_identifier_list(plan.key, "b"), right=_identifier_list(plan.key, "m")
+            )
+            cursor.execute(
+                _statement(
+                    "fill_unchanged",
+                    batch=batch_id,
+                    schema=self._schema,
+                    table=table_id,
+                    assignments=assignments,
+                    key_match=key_match,
+                )
+            )
+            cursor.execute(load_sql(f"{SQL_FOLDER}/reset_plan_settings.sql"))
+        if plan.history is not None:
+            cursor.execute(
+                _statement(
+                    "insert_history",
+                    schema=self._schema,
+                    history=sql.Identifier(plan.history),
+                    columns=columns,
+                    batch=batch_id,
+                )
+            )
+        assignments = sql.SQL(",\n    ").join(
+            _statement("upsert_mirror_column", column=sql.Identifier(column)) for column in plan.non_key
+        )
+        if not plan.non_key:
+            assignments = _statement("upsert_mirror_column", column=sql.Identifier(plan.key[0]))
+        cursor.execute(
+            _statement(
+                "upsert_mirror",
+                schema=self._schema,
+                table=table_id,
+                columns=columns,
+                key=_identifier_list(plan.key),
+                batch=batch_id,
+                assignments=assignments,
+            )
+        )
