@@ -1,0 +1,197 @@
+"""Incremental, idempotent build of the marts from the CDC staging layer.
+
+Each build processes exactly the staging rows whose position ``(_commit_lsn, _index_in_txn)`` lies
+above the watermark the previous build recorded in ``marts.build_state`` and at or below the
+high-water mark in ``staging.cdc_offsets`` (per source: positions of different databases are not
+comparable). Everything, including the new watermark and ``marts.freshness``, commits in one
+REPEATABLE READ transaction: the staging snapshot and the offsets agree, and a failed build leaves
+the marts exactly as they were. A full rebuild truncates the marts in the same transaction and runs
+the same steps from watermark zero, so it produces the same rows as any sequence of incremental
+builds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg2.extensions
+
+from paydata.sql import load_sql
+from paydata.warehouse.quality import QualityCheckError, collect_violations
+from paydata.warehouse.schema import ensure_marts
+
+SOURCES = ("reference", "oltp")
+ZERO_POSITION = (0, -1)
+MAX_REPORTED_ROWS = 50
+
+TABLE_SOURCE = {
+    "dim_currency": "reference",
+    "dim_country": "reference",
+    "dim_merchant": "reference",
+    "dim_customer": "oltp",
+    "dim_payment_method": "oltp",
+    "dim_date": "oltp",
+    "fct_balance_transaction": "oltp",
+}
+
+# Order matters: dimensions before the facts that look them up, inference after the real rows of
+# the window, the merchant repoint after both the dimension and the facts are in place.
+STEPS = (
+    ("dim_currency", "warehouse/build/dim_currency_upsert.sql"),
+    ("dim_country", "warehouse/build/dim_country_upsert.sql"),
+    ("dim_merchant_versions", "warehouse/build/dim_merchant_versions.sql"),
+    ("dim_merchant", "warehouse/build/dim_merchant_replace.sql"),
+    ("dim_customer", "warehouse/build/dim_customer_upsert.sql"),
+    ("dim_payment_method", "warehouse/build/dim_payment_method_upsert.sql"),
+    ("affected_facts", "warehouse/build/fact_affected.sql"),
+)
+LOAD_STEPS = (
+    ("staged_facts", "warehouse/build/fact_stage.sql"),
+    ("inferred_merchants", "warehouse/build/dim_merchant_infer.sql"),
+    ("inferred_customers", "warehouse/build/dim_customer_infer.sql"),
+    ("inferred_payment_methods", "warehouse/build/dim_payment_method_infer.sql"),
+    ("facts_written", "warehouse/build/fct_balance_transaction_upsert.sql"),
+    ("facts_repointed", "warehouse/build/fct_repoint_merchant_version.sql"),
+    ("dates_added", "warehouse/build/dim_date_extend.sql"),
+)
+
+
+class BuildInputError(ValueError):
+    """Staged rows the marts refuse (e.g. a negative fee, an unknown currency); nothing was loaded.
+
+    ``violations`` lists ``(balance_transaction_id, problem)``; fix the staging rows (or the
+    missing reference data) and run the build again.
+    """
+
+    def __init__(self, violations: list[tuple[int, str]]):
+        self.violations = violations
+        shown = "; ".join(f"balance_transaction {row_id}: {problem}" for row_id, problem in violations)
+        more = " (first 50 shown)" if len(violations) >= MAX_REPORTED_ROWS else ""
+        super().__init__(f"warehouse build stopped, nothing loaded: {len(violations)} bad staged rows{more}: {shown}")
+
+
+class StagingBehindError(RuntimeError):
+    """The staging offsets are below the marts' watermark (staging was reset); run a full rebuild."""
+
+
+def _window_params(watermark: dict[str, tuple[int, int]], high_water: dict[str, tuple[int, int]]) -> dict:
+    params: dict[str, Any] = {}
+    for source in SOURCES:
+        params[f"{source}_from_lsn"], params[f"{source}_from_idx"] = watermark[source]
+        params[f"{source}_to_lsn"], params[f"{source}_to_idx"] = high_water[source]
+    return params
+
+
+def _read_positions(cursor, statement: str) -> dict[str, tuple[int, int]]:
+    cursor.execute(load_sql(statement))
+    found = {source: (int(lsn), int(idx)) for source, lsn, idx in cursor.fetchall()}
+    return {source: found.get(source, ZERO_POSITION) for source in SOURCES}
+
+
+def build(conn, full_rebuild: bool = False, *, quality_checks: bool = True) -> dict[str, Any]:
+    """Bring the marts up to the staging high-water mark; return a report of counts and positions.
+
+    ``conn`` is a psycopg2 connection to the warehouse, not inside a transaction. Builds are
+    serialised by an advisory lock. With ``full_rebuild`` the marts are emptied and rebuilt from
+    all staging rows in the same transaction.
+
+    Raises (after rolling back: nothing partial is ever committed):
+    * :class:`BuildInputError` naming the staged ledger rows that break a rule;
+    * :class:`~paydata.warehouse.quality.QualityCheckError` when the loaded rows fail a quality
+      check (``quality_checks=True``, the default);
+    * :class:`StagingBehindError` when staging is behind the marts' watermark.
+    The next build after the cause is fixed processes the same window again.
+    """
+    started = time.monotonic()
+    ensure_marts(conn)
+    with conn.cursor() as cursor:
+        cursor.execute(load_sql("warehouse/build/build_lock.sql"))
+    conn.commit()
+    previous_isolation = conn.isolation_level
+    conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ)
+    try:
+        report = _build_in_transaction(conn, full_rebuild, quality_checks)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.set_session(isolation_level=previous_isolation)
+        with conn.cursor() as cursor:
+            cursor.execute(load_sql("warehouse/build/build_unlock.sql"))
+        conn.commit()
+    report["duration_s"] = round(time.monotonic() - started, 3)
+    return report
+
+
+def _build_in_transaction(conn, full_rebuild: bool, quality_checks: bool) -> dict[str, Any]:
+    with conn.cursor() as cursor:
+        cursor.execute(load_sql("warehouse/build/session_planner.sql"))
+        high_water = _read_positions(cursor, "warehouse/build/staging_offsets_select.sql")
+        if full_rebuild:
+            cursor.execute(load_sql("warehouse/build/truncate_marts.sql"))
+            watermark = {source: ZERO_POSITION for source in SOURCES}
+        else:
+            watermark = _read_positions(cursor, "warehouse/build/build_state_select.sql")
+        behind = [s for s in SOURCES if high_water[s] < watermark[s]]
+        if behind:
+            raise StagingBehindError(
+                f"staging offsets of {behind} are below the marts watermark "
+                f"({ {s: (high_water[s], watermark[s]) for s in behind} }): staging was reset, "
+                "run `python -m paydata.warehouse rebuild`"
+            )
+        report: dict[str, Any] = {
+            "full_rebuild": full_rebuild,
+            "sources": {
+                s: {"from": list(watermark[s]), "to": list(high_water[s])} for s in SOURCES
+            },
+            "rows": {},
+        }
+        if not full_rebuild and high_water == watermark:
+            report["up_to_date"] = True
+            report["fact_window"] = None
+            return report
+        report["up_to_date"] = False
+        params = _window_params(watermark, high_water)
+
+        for name, statement in STEPS:
+            cursor.execute(load_sql(statement), params)
+            report["rows"][name] = max(cursor.rowcount, 0)
+
+        cursor.execute(load_sql("warehouse/build/fact_input_violations.sql"), {"limit": MAX_REPORTED_ROWS})
+        violations = [(int(row_id), problem) for row_id, problem in cursor.fetchall()]
+        if violations:
+            raise BuildInputError(violations)
+
+        for name, statement in LOAD_STEPS:
+            cursor.execute(load_sql(statement), params)
+            report["rows"][name] = max(cursor.rowcount, 0)
+
+        if quality_checks:
+            found = collect_violations(cursor, limit=MAX_REPORTED_ROWS)
+            if found:
+                raise QualityCheckError(found)
+
+        cursor.execute(load_sql("warehouse/build/fact_window_summary.sql"))
+        staged, first_day, last_day, max_id = cursor.fetchone()
+        report["fact_window"] = (
+            None if not staged else
+            {"first_day": first_day.isoformat(), "last_day": last_day.isoformat(),
+             "max_balance_transaction_id": int(max_id)}
+        )
+
+        cursor.execute(load_sql("warehouse/build/source_window_commit_time.sql"), params)
+        commit_at = dict(zip(("reference", "oltp"), cursor.fetchone(), strict=True))
+        for source in SOURCES:
+            cursor.execute(
+                load_sql("warehouse/build/build_state_upsert.sql"),
+                {"source": source, "commit_lsn": high_water[source][0], "index_in_txn": high_water[source][1]},
+            )
+        for table_name, source in TABLE_SOURCE.items():
+            cursor.execute(
+                load_sql("warehouse/build/freshness_upsert.sql"),
+                {"table_name": table_name, "source_lsn": high_water[source][0],
+                 "source_commit_at": commit_at[source]},
+            )
+    return report
