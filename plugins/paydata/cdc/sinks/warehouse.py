@@ -554,6 +554,15 @@ class WarehouseSink:
                     key=_identifier_list(plan.key),
                 )
             )
+        cursor.execute(
+            _statement(
+                "create_position_index",
+                schema=self._schema,
+                table=table_id,
+                index=sql.Identifier(f"{table}_position_idx"[:63]),
+            )
+        )
+        if not existing:
             return
         existing_key = {name for name, (_, in_key) in existing.items() if in_key} - META_COLUMNS
         if existing_key != set(plan.key):
