@@ -1,0 +1,51 @@
+"""
+### OLTP CDC
+
+Captures the OLTP database (customers, payment methods, intents, charges, refunds, disputes,
+payouts, ledger) into the warehouse staging layer and MongoDB (customers and payments).
+What leaves the source, and in what form (kept, tokenised, dropped), is `include/cdc/oltp.yaml`.
+
+* `slot_health`: fails loudly if the logical slot is lost (the message gives the re-snapshot
+  command, `python -m paydata.cdc resnapshot --source oltp`), reports lag and WAL status, and
+  emits a heartbeat so an idle slot keeps advancing.
+* `capture`: one engine run (snapshot when needed, then bounded batches until caught up); the
+  XCom is the run report (changes read/applied per sink, start/end LSN, lag bytes).
+
+Semantics and operations: `docs/cdc.md`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, dag, task
+
+SOURCE = "oltp"
+
+
+@dag(
+    dag_id="oltp_cdc",
+    schedule="*/5 * * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["paydata", "cdc", SOURCE],
+    doc_md=__doc__,
+    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+)
+def oltp_cdc():
+    @task(multiple_outputs=False)
+    def slot_health() -> dict:
+        from paydata.cdc.health import slot_health as check
+
+        return check(SOURCE)
+
+    @task(multiple_outputs=False, outlets=[Asset(f"paydata://warehouse/staging/{SOURCE}"), Asset(f"paydata://mongo/{SOURCE}")])
+    def capture() -> dict:
+        from paydata.cdc.engine import engine_for_source
+
+        return engine_for_source(SOURCE).run()
+
+    slot_health() >> capture()
+
+
+oltp_cdc()

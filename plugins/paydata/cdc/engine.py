@@ -1,0 +1,460 @@
+"""The CDC engine: snapshot, then stream a source's logical slot into the sinks, exactly once.
+
+One run (:meth:`CdcEngine.run`):
+
+1. Reads the source catalog and checks the manifest against it (missing column: error naming it;
+   unlisted column: warning), builds the :class:`TableSpec` list and lets each sink ``prepare``.
+2. Checks the slot (:mod:`paydata.cdc.health`): a lost slot fails with the re-snapshot command.
+3. Takes a snapshot when needed (no slot yet, or an earlier snapshot never completed), or snapshots
+   only the tables added to the manifest since.
+4. Streams bounded batches: peek (does not consume), decode, apply the manifest, hand each sink the
+   changes of its tables, and only after *every* sink returned, advance the slot to the end of the
+   last transaction of the batch. Repeats until caught up or ``max_batches``.
+
+Exactly-once
+------------
+Each change carries ``Position(commit_lsn, index_in_txn)``, totally ordered in commit order. A sink
+stores its highest applied position in the same transaction as the data and skips anything not
+greater (see :mod:`paydata.cdc.model`). The slot is advanced only after all sinks returned, to the
+end LSN of a transaction all of whose changes they applied; so after a crash anywhere the slot
+replays from a point no later than what every sink stored, and each sink skips what it already
+has. The slot can lag the sinks (a crash between apply and advance) but never lead them.
+
+Snapshots
+---------
+The slot is created on a replication connection with ``EXPORT_SNAPSHOT``. While that connection
+stays open, each table is read with COPY inside a REPEATABLE READ transaction that imports the
+snapshot: exactly the transactions committed before the slot's consistent point ``cp`` are
+visible, and exactly those committed after it will be streamed. Snapshot rows are delivered as
+``kind='snapshot'`` at ``Position(cp, i)`` with negative ``i``: chunk ``k`` uses
+``SNAPSHOT_INDEX_BASE + k``, so positions rise from chunk to chunk (a sink's offset guard would
+otherwise skip every chunk after the first) and all sort before every streamed change of ``cp``.
+A snapshot begins with a ``truncate`` of every snapshotted table at the first position: after a
+lost slot, rows deleted while nothing was captured become tombstones instead of lingering.
+
+The snapshot is recorded as complete (the publication's comment, see
+:func:`paydata.cdc.capture.write_publication_state`) only after every sink applied all of it. A
+run that finds a slot without that record drops it and snapshots again: the crash interrupted a
+snapshot whose exported snapshot died with its connection.
+
+A table added to the manifest later: ``ALTER PUBLICATION ... ADD TABLE`` commits first (decoding
+uses the catalog as of each change, so only changes committed after it are published). Then a
+*temporary* slot exports a snapshot with consistent point ``cp2``: transactions committed before
+``cp2`` are visible in it, later ones are not. Before reading it, the main slot is streamed up to
+``cp2`` so the sinks' offsets cover every earlier commit (otherwise the snapshot's position, above
+those offsets, would make the sinks skip them). Then the new table is snapshotted at ``(cp2, i<0)``.
+Streamed changes of the new table committed before ``cp2`` are older than the snapshot rows (the
+per-row guard keeps the snapshot's newer values, and the snapshot's truncate covers deletions);
+changes committed at or after ``cp2`` come later in the stream with higher positions and win.
+Choosing the snapshot position from ``pg_current_wal_insert_lsn()`` instead would be racy: a
+commit record written before that LSN can still be invisible to a snapshot taken right after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from paydata.cdc import capture
+from paydata.cdc.health import assess_slot, resnapshot_command
+from paydata.cdc.manifest import Manifest, SourceCatalog, load_manifest
+from paydata.cdc.model import CapturedChange, Position, Sink, TableSpec
+from paydata.cdc.pgoutput import LogicalMessage, PgOutputDecoder, format_lsn, parse_lsn
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_INDEX_BASE = -(2**31)
+"""Index of the first snapshot chunk; chunk ``k`` is at ``SNAPSHOT_INDEX_BASE + k`` (int4-safe)."""
+
+
+class SinkContractError(RuntimeError):
+    """A sink reported an applied position below the last change it was given."""
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """Bounds of one run. Memory per batch is about ``batch_bytes`` plus one transaction."""
+
+    batch_changes: int = 5000  # rows the server decodes per peek (stops at a transaction boundary)
+    batch_bytes: int = 8 << 20  # stop accumulating after this many payload bytes
+    max_batches: int = 200  # per run; the next run continues
+    snapshot_chunk_rows: int = 5000
+    slot_busy_wait_seconds: float = 30.0
+    heartbeat: bool = True
+
+
+@dataclass
+class _Batch:
+    pending: dict[str, list[CapturedChange]]
+    boundary: int | None = None
+    rows: int = 0
+    payload_bytes: int = 0
+    transactions: int = 0
+    captured: int = 0
+    stopped_on_budget: bool = False
+    reached_upto: bool = False
+
+
+class CdcEngine:
+    """Captures one source database into its sinks. See the module docstring for the guarantees.
+
+    ``connect()`` opens a connection as the capture role (REPLICATION + SELECT);
+    ``replication_connect()`` the same role as a ``LogicalReplicationConnection``;
+    ``owner_connect()`` the tables' owner (publications need ownership). Each run opens and
+    closes its own connections.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        sinks: Sequence[Sink],
+        *,
+        connect: Callable[[], Any],
+        replication_connect: Callable[[], Any],
+        owner_connect: Callable[[], Any],
+        limits: EngineLimits | None = None,
+    ) -> None:
+        names = [sink.name for sink in sinks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sink names must be unique, got {names}")
+        missing = sorted(manifest.sink_names - set(names))
+        if missing:
+            raise ValueError(
+                f"manifest {manifest.origin} routes tables to sink(s) {missing} but the engine was given {names}"
+            )
+        self.manifest = manifest
+        self.sinks = [sink for sink in sinks if sink.name in manifest.sink_names]
+        self._connect = connect
+        self._replication_connect = replication_connect
+        self._owner_connect = owner_connect
+        self.limits = limits or EngineLimits()
+        self._owner: Any = None
+
+    @property
+    def source(self) -> str:
+        return self.manifest.source
+
+    # -- public ----------------------------------------------------------------------------------------
+
+    def run(self, max_batches: int | None = None) -> dict[str, Any]:
+        """One capture run; returns a JSON-serialisable report (for XCom).
+
+        Raises :class:`paydata.cdc.manifest.ManifestError` (manifest vs catalog),
+        :class:`paydata.cdc.manifest.SchemaDriftError` (a batch lacks a mapped column: nothing of it
+        applied, slot not advanced), :class:`paydata.cdc.health.SlotLostError` (re-snapshot needed),
+        :class:`paydata.cdc.capture.SlotBusyError` (another consumer holds the slot).
+        """
+        conn = self._connect()
+        try:
+            return self._run(conn, self.limits.max_batches if max_batches is None else max_batches)
+        finally:
+            conn.close()
+            self._close_owner()
+
+    def resnapshot(self) -> dict[str, Any]:
+        """Drop the slot and the recorded snapshot state, then run (which snapshots everything anew).
+
+        The state is cleared before the slot is dropped: a crash in between leaves a slot without a
+        record, which the next run treats as an interrupted snapshot.
+        """
+        conn = self._connect()
+        try:
+            state = capture.read_publication_state(conn, self.manifest.publication)
+            if state.exists:
+                capture.write_publication_state(self._owner_conn(), self.manifest.publication, None, [])
+            dropped = capture.drop_slot(conn, self.manifest.slot, wait_seconds=self.limits.slot_busy_wait_seconds)
+            log.warning("resnapshot of %s: slot %s %s", self.source, self.manifest.slot,
+                        "dropped" if dropped else "did not exist")
+        finally:
+            conn.close()
+            self._close_owner()
+        return self.run()
+
+    # -- run ---------------------------------------------------------------------------------------------
+
+    def _run(self, conn, max_batches: int) -> dict[str, Any]:
+        manifest = self.manifest
+        catalog = capture.read_catalog(conn, list(manifest.tables))
+        warnings = manifest.check_catalog(catalog)
+        specs = manifest.table_specs(catalog)
+        self._prepare_sinks(specs)
+
+        state = capture.read_publication_state(conn, manifest.publication)
+        recorded = state.snapshot_complete and state.slot == manifest.slot
+        slot_before = capture.slot_row(conn, manifest.slot)
+        assess_slot(self.source, manifest.slot, slot_before, snapshot_recorded=recorded)
+
+        report: dict[str, Any] = {
+            "source": self.source,
+            "slot": manifest.slot,
+            "start_lsn": slot_before["confirmed_flush_lsn"] if slot_before else None,
+            "snapshot": None,
+            "warnings": warnings,
+            "batches": 0,
+            "transactions": 0,
+            "changes_read": 0,
+            "applied": {sink.name: 0 for sink in self.sinks},
+            "caught_up": False,
+        }
+        if slot_before is None or not recorded:
+            report["snapshot"] = self._initial_snapshot(conn, catalog, slot_exists=slot_before is not None)
+        else:
+            added = [table for table in manifest.tables if table not in state.tables]
+            if added:
+                report["snapshot"] = self._add_tables(conn, catalog, added, state.tables, report)
+        if report["start_lsn"] is None:
+            report["start_lsn"] = capture.slot_row(conn, manifest.slot)["confirmed_flush_lsn"]
+
+        if self.limits.heartbeat:
+            capture.emit_heartbeat(conn, f"{self.source} {datetime.now(UTC).isoformat()}")
+        applied = {sink.name: sink.applied_position(self.source) for sink in self.sinks}
+        report["caught_up"] = self._stream(conn, applied, report, max_batches=max_batches)
+
+        slot_after = capture.slot_row(conn, manifest.slot)
+        report["end_lsn"] = slot_after["confirmed_flush_lsn"]
+        report["lag_bytes"] = slot_after["lag_bytes"]
+        report["wal_status"] = slot_after["wal_status"]
+        log.info("cdc run %s: %s", self.source, report)
+        return report
+
+    def _prepare_sinks(self, specs: list[TableSpec]) -> None:
+        for sink in self.sinks:
+            prepare = getattr(sink, "prepare", None)
+            if prepare is not None:
+                prepare([spec for spec in specs if sink.name in spec.sinks])
+
+    def _owner_conn(self):
+        if self._owner is None or self._owner.closed:
+            self._owner = self._owner_connect()
+        return self._owner
+
+    def _close_owner(self) -> None:
+        if self._owner is not None and not self._owner.closed:
+            self._owner.close()
+        self._owner = None
+
+    # -- snapshots ------------------------------------------------------------------------------------
+
+    def _initial_snapshot(self, conn, catalog: SourceCatalog, *, slot_exists: bool) -> dict[str, Any]:
+        manifest = self.manifest
+        tables = list(manifest.tables)
+        if slot_exists:
+            log.warning(
+                "source %s: slot %s exists but no completed snapshot is recorded for it (an earlier "
+                "snapshot was interrupted); dropping it and snapshotting again", self.source, manifest.slot,
+            )
+            capture.drop_slot(conn, manifest.slot, wait_seconds=self.limits.slot_busy_wait_seconds)
+        owner = self._owner_conn()
+        # The publication must exist before the slot: decoding looks it up as of each change.
+        capture.ensure_publication(owner, manifest.publication, tables, exact=True)
+        capture.write_publication_state(owner, manifest.publication, None, [])
+        exported = capture.create_slot_with_snapshot(self._replication_connect, manifest.slot, temporary=False)
+        try:
+            rows = self._snapshot_tables(exported, catalog, tables)
+        finally:
+            exported.close()
+        capture.write_publication_state(owner, manifest.publication, manifest.slot, tables)
+        return {"tables": tables, "rows": rows, "consistent_point": format_lsn(exported.consistent_point)}
+
+    def _add_tables(
+        self, conn, catalog: SourceCatalog, added: list[str], recorded: frozenset[str], report: dict[str, Any]
+    ) -> dict[str, Any]:
+        manifest = self.manifest
+        owner = self._owner_conn()
+        capture.ensure_publication(owner, manifest.publication, list(manifest.tables), exact=False)
+        helper_slot = f"{manifest.slot[:40]}_add_{uuid.uuid4().hex[:8]}"
+        exported = capture.create_slot_with_snapshot(self._replication_connect, helper_slot, temporary=True)
+        try:
+            applied = {sink.name: sink.applied_position(self.source) for sink in self.sinks}
+            self._stream(conn, applied, report, max_batches=None, upto_lsn=exported.consistent_point)
+            rows = self._snapshot_tables(exported, catalog, added)
+        finally:
+            exported.close()
+        capture.write_publication_state(owner, manifest.publication, manifest.slot, [*recorded, *added])
+        return {"tables": added, "rows": rows, "consistent_point": format_lsn(exported.consistent_point)}
+
+    def _snapshot_tables(self, exported: capture.ExportedSnapshot, catalog: SourceCatalog, tables: list[str]) -> dict:
+        manifest = self.manifest
+        commit_time = datetime.now(UTC)
+        chunk = SNAPSHOT_INDEX_BASE
+
+        def deliver(build: Callable[[Position], list[CapturedChange]]) -> None:
+            nonlocal chunk
+            changes = build(Position(exported.consistent_point, chunk))
+            chunk += 1
+            for sink in self.sinks:
+                subset = [c for c in changes if sink.name in manifest.tables[c.table].sinks]
+                if subset:
+                    self._apply(sink, subset)
+
+        for table in tables:  # one position per truncate: sinks reject two non-snapshot changes at one position
+            deliver(lambda position, table=table: [
+                CapturedChange(self.source, table, "truncate", position, commit_time, {}, None)
+            ])
+        counts: dict[str, int] = {}
+        reader = self._connect()
+        try:
+            for table in tables:
+                columns = capture.catalog_for(catalog, table, manifest.tables[table].captured_columns)
+
+                def on_rows(rows: list[dict[str, Any]], table: str = table) -> None:
+                    deliver(lambda position: [
+                        manifest.capture_row(table, row, kind="snapshot", position=position, commit_time=commit_time)
+                        for row in rows
+                    ])
+
+                counts[table] = capture.copy_snapshot_table(
+                    reader, exported.snapshot_name, table, columns, on_rows, chunk_rows=self.limits.snapshot_chunk_rows
+                )
+        finally:
+            reader.close()
+        log.info("snapshot of %s at %s: %s", self.source, format_lsn(exported.consistent_point), counts)
+        return counts
+
+    # -- streaming -----------------------------------------------------------------------------------------
+
+    def _apply(self, sink: Sink, changes: list[CapturedChange]) -> Position:
+        position = sink.apply(self.source, changes)
+        if position < changes[-1].position:
+            raise SinkContractError(
+                f"sink {sink.name!r} reported {position} after applying up to {changes[-1].position} of "
+                f"{self.source}; the slot was not advanced"
+            )
+        return position
+
+    def _read_batch(self, conn, applied: dict[str, Position], upto_lsn: int | None) -> _Batch:
+        manifest = self.manifest
+        limits = self.limits
+        batch = _Batch(pending={sink.name: [] for sink in self.sinks})
+        decoder = PgOutputDecoder()
+        rows = capture.peek_changes(
+            conn, manifest.slot, manifest.publication, upto_nchanges=limits.batch_changes, upto_lsn=upto_lsn
+        )
+        # Closing the generator closes the server-side cursor before the caller ends the transaction.
+        with contextlib.closing(rows):
+            return self._fill_batch(batch, decoder, rows, applied, upto_lsn)
+
+    def _fill_batch(self, batch: _Batch, decoder: PgOutputDecoder, rows, applied, upto_lsn) -> _Batch:
+        manifest = self.manifest
+        limits = self.limits
+        for lsn, payload in rows:
+            batch.rows += 1
+            batch.payload_bytes += len(payload)
+            for item in decoder.feed(payload, lsn):
+                if isinstance(item, LogicalMessage):
+                    batch.boundary = max(batch.boundary or 0, item.lsn)
+                    continue
+                if upto_lsn is not None and item.commit_lsn >= upto_lsn:
+                    batch.reached_upto = True
+                    return batch
+                for change in item.changes:
+                    for captured in manifest.capture(change):
+                        batch.captured += 1
+                        for sink_name in manifest.tables[captured.table].sinks:
+                            if captured.position > applied[sink_name]:
+                                batch.pending[sink_name].append(captured)
+                batch.boundary = max(batch.boundary or 0, item.end_lsn)
+                batch.transactions += 1
+                if batch.payload_bytes >= limits.batch_bytes:
+                    batch.stopped_on_budget = True
+                    return batch
+        return batch
+
+    def _stream(
+        self,
+        conn,
+        applied: dict[str, Position],
+        report: dict[str, Any],
+        *,
+        max_batches: int | None,
+        upto_lsn: int | None = None,
+    ) -> bool:
+        """Stream batches; return True when caught up (or, with ``upto_lsn``, when it was reached)."""
+        manifest = self.manifest
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            flushed = parse_lsn(capture.slot_row(conn, manifest.slot)["confirmed_flush_lsn"])
+
+            def read() -> _Batch:
+                try:
+                    return self._read_batch(conn, applied, upto_lsn)
+                finally:
+                    conn.rollback()
+
+            # Schema drift raises inside read(): nothing of the batch reached a sink, the slot stays put.
+            batch = capture.with_slot_retry(conn, read, wait_seconds=self.limits.slot_busy_wait_seconds)
+            batches += 1
+            report["batches"] += 1
+            if batch.boundary is None:
+                return True
+            for sink in self.sinks:
+                changes = batch.pending[sink.name]
+                if changes:
+                    applied[sink.name] = self._apply(sink, changes)
+                    report["applied"][sink.name] += len(changes)
+            report["transactions"] += batch.transactions
+            report["changes_read"] += batch.captured
+            # Every sink has returned: each applied all changes of every transaction up to the boundary.
+            if batch.boundary > flushed:
+                capture.advance_slot(conn, manifest.slot, batch.boundary,
+                                     wait_seconds=self.limits.slot_busy_wait_seconds)
+            if batch.reached_upto:
+                return True
+            if not batch.stopped_on_budget and batch.rows < self.limits.batch_changes:
+                return True
+        return False
+
+
+def source_connectors(source: str) -> dict[str, Callable[[], Any]]:
+    """``connect``/``replication_connect``/``owner_connect`` for a configured source (see settings)."""
+    from psycopg2.extras import LogicalReplicationConnection
+
+    from paydata import settings
+
+    capture_conn_id = f"paydata_cdc_{source}"
+    owner_conn_id = settings.POSTGRES_DATABASES[source]
+    return {
+        "connect": lambda: settings.pg_connect(capture_conn_id),
+        "replication_connect": lambda: settings.pg_connect(
+            capture_conn_id, connection_factory=LogicalReplicationConnection
+        ),
+        "owner_connect": lambda: settings.pg_connect(owner_conn_id),
+    }
+
+
+def default_sinks() -> list[Sink]:
+    """The production sinks: the warehouse staging layer and MongoDB."""
+    from paydata import settings
+    from paydata.cdc.sinks.mongo import MongoSink
+    from paydata.cdc.sinks.warehouse import WarehouseSink
+
+    return [
+        WarehouseSink(lambda: settings.pg_connect(settings.WAREHOUSE_CONN_ID)),
+        MongoSink(settings.mongo_database),
+    ]
+
+
+def engine_for_source(source: str, sinks: Sequence[Sink] | None = None, limits: EngineLimits | None = None) -> CdcEngine:
+    """The engine for ``reference`` or ``oltp`` with its manifest, configured connections and sinks."""
+    if source not in ("reference", "oltp"):
+        raise ValueError(f"unknown CDC source {source!r}: expected 'reference' or 'oltp'")
+    return CdcEngine(
+        load_manifest(source), default_sinks() if sinks is None else sinks, limits=limits, **source_connectors(source)
+    )
+
+
+__all__ = [
+    "SNAPSHOT_INDEX_BASE",
+    "CdcEngine",
+    "EngineLimits",
+    "SinkContractError",
+    "default_sinks",
+    "engine_for_source",
+    "resnapshot_command",
+    "source_connectors",
+]
