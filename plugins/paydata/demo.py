@@ -21,6 +21,9 @@ PIPELINE_DAGS: list[str] = [
     "platform_healthcheck",
     "schema_migrate",
     "workload_generate",
+    "reference_cdc",
+    "oltp_cdc",
+    "warehouse_build",
 ]
 
 
