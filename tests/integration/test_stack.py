@@ -131,7 +131,7 @@ def test_server_settings(stack, admin_connect):
         values = dict(cursor.fetchall())
     assert values["wal_level"] == "logical"
     assert values["max_replication_slots"] == values["max_wal_senders"] == "16"
-    assert values["max_slot_wal_keep_size"] == "1024"  # MB
+    assert values["max_slot_wal_keep_size"] == "4096"  # MB
     assert values["ssl"] == "on" and values["ssl_min_protocol_version"] == "TLSv1.3"
     assert values["password_encryption"] == "scram-sha-256"
     assert values["log_connections"] == values["log_disconnections"] == "on"

@@ -126,7 +126,7 @@ def render_postgresql_conf(config: StackConfig, tls: bool) -> str:
         "max_replication_slots = 16",
         "max_wal_senders = 16",
         # A forgotten replication slot may retain at most this much WAL instead of filling the disk.
-        "max_slot_wal_keep_size = '1GB'",
+        "max_slot_wal_keep_size = '4GB'",
         "password_encryption = 'scram-sha-256'",
         "log_connections = on",
         "log_disconnections = on",
