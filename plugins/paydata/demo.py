@@ -161,8 +161,10 @@ def print_summary(timings: dict[str, float]) -> None:
     print(f"  dispute rate                {headline['dispute_rate'] or 0:>16.2%}")
     print(f"  refund rate                 {headline['refund_rate'] or 0:>16.2%}")
     print("Warehouse freshness (source position each table reflects):")
+    from paydata.cdc.pgoutput import format_lsn
+
     for row in fresh:
-        print(f"  {row['table_name']:<28} lsn {row['source_lsn']}  source commit {row['source_commit_at']}"
+        print(f"  {row['table_name']:<28} lsn {format_lsn(row['source_lsn'])}  source commit {row['source_commit_at']}"
               f"  loaded {row['loaded_at']}")
     print(f"MLflow tracking store: {settings.mlflow_tracking_uri()}")
     print(f"Logs of each DAG run: {settings.stack_dir() / 'demo-logs'}")

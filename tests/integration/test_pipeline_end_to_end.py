@@ -35,7 +35,8 @@ from paydata.oltp import app
 from paydata.oltp.erasure import erase_customer
 from paydata.oltp.reference_sync import sync_reference
 from paydata.oltp.writers import run_writers
-from paydata.warehouse import build, reconcile
+from paydata.sql import SQL_ROOT
+from paydata.warehouse import build, reconcile, refresh_aggregates
 
 pytestmark = pytest.mark.integration
 
@@ -258,6 +259,12 @@ def test_sources_flow_to_staging_mongo_and_marts_exactly_once_without_pii(pipeli
             fact_rows = cursor.fetchone()[0]
         assert fact_rows == ledger_rows
         assert build(warehouse)["up_to_date"]  # nothing new: the rerun is a no-op
+        refresh_aggregates(warehouse)
+        for example in sorted((SQL_ROOT / "examples").glob("*.sql")):
+            with warehouse.cursor() as cursor:
+                cursor.execute(example.read_text(), {"days": 30, "limit": 20})
+                assert cursor.fetchall(), f"example query {example.name} returned no rows"
+            warehouse.rollback()
     finally:
         warehouse.close()
         oltp.close()
