@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
+import os
 import re
 import statistics
 import time
 from pathlib import Path
 
 from paydata.generator import TrafficConfig
-from paydata.generator.copy import copy_buffer, copy_into, statement
+from paydata.generator.copy import copy_into, statement
+from paydata.generator.encode import encode_chunk
 from paydata.generator.loader import load_traffic
 from paydata.generator.reference import load_merchant_profiles, seed_reference
 from paydata.generator.traffic import COLUMNS, TABLE_ORDER, TrafficGenerator
@@ -60,8 +63,8 @@ def raw_copy_seconds(conn, config: TrafficConfig, merchants, currencies) -> floa
                            "payout", "balance_transaction"), 1)
     with conn.cursor() as cursor:
         for chunk in TrafficGenerator(config, merchants, currencies).chunks():
-            tables = chunk.rows(first)
-            buffers = {t: copy_buffer(tables[t]) for t in TABLE_ORDER if tables.get(t)}
+            texts = encode_chunk(chunk, first)
+            buffers = {t: io.StringIO(texts[t]) for t in TABLE_ORDER if texts.get(t)}
             started = time.perf_counter()
             for table, buffer in buffers.items():
                 copy_into(cursor, f"raw_{table}", COLUMNS[table], buffer)
@@ -75,6 +78,7 @@ def raw_copy_seconds(conn, config: TrafficConfig, merchants, currencies) -> floa
 def run(payments: int, runs: int) -> dict:
     from paydata.stack import admin_connect, ensure_up
 
+    load_before = os.getloadavg()[0]
     stack = ensure_up(services="postgres")
     admin = admin_connect("postgres", config=stack)
     admin.autocommit = True
@@ -111,7 +115,7 @@ def run(payments: int, runs: int) -> dict:
     raw = statistics.median(raw_timings)
     return {"date": dt.date.today().isoformat(), "payments": payments, "runs": runs, "rows": rows,
             "seconds": seconds, "payments_per_s": payments / seconds, "raw_copy_seconds": raw,
-            "ratio": seconds / raw}
+            "ratio": seconds / raw, "load": (load_before, os.getloadavg()[0])}
 
 
 def _fetch(conn):
@@ -124,11 +128,11 @@ def _fetch(conn):
 
 def markdown(result: dict) -> str:
     header = ("| date | payments | runs (median) | rows written | seconds | payments/s | raw COPY s "
-              "| pipeline / raw COPY |\n|---|---|---|---|---|---|---|---|\n")
+              "| pipeline / raw COPY | load avg (1 min) before / after |\n|---|---|---|---|---|---|---|---|---|\n")
     return header + (
         f"| {result['date']} | {result['payments']:,} | {result['runs']} | {result['rows']:,} "
         f"| {result['seconds']:.1f} | {result['payments_per_s']:,.0f} | {result['raw_copy_seconds']:.1f} "
-        f"| {result['ratio']:.1f}x |\n"
+        f"| {result['ratio']:.1f}x | {result['load'][0]:.1f} / {result['load'][1]:.1f} |\n"
     )
 
 

@@ -148,6 +148,45 @@ def test_traffic_loads_consistently_without_plaintext_and_only_once(databases):
     assert scalar(oltp, "SELECT (SELECT count(*) FROM charge) + (SELECT count(*) FROM balance_transaction)") == totals
 
 
+def test_worker_processes_load_the_same_rows_as_one_process(stack, admin_connect, fresh_database, databases):
+    ref, oltp = databases
+    second = admin_connect(fresh_database(prefix="gen_oltp"))
+    apply_migrations(second, "oltp")
+    sync_reference(ref, second)
+    merchants = load_merchant_profiles(ref)
+    config = TrafficConfig(payments=2500, start=START, days=3, seed=12, chunk_size=500)
+    in_process = load_traffic(oltp, config, merchants, progress=False, workers=0)
+    in_workers = load_traffic(second, config, merchants, progress=False, workers=2)
+    assert in_process.rows == in_workers.rows and in_workers.rows["charge"] == 2500
+    plain = {
+        "customer": "SELECT customer_id, merchant_id, country_code, created_at FROM customer ORDER BY 1",
+        "payment_method": "SELECT * FROM payment_method ORDER BY 1",
+        "payment_intent": "SELECT * FROM payment_intent ORDER BY 1",
+        # updated_at of a charge whose status moved is the load's now() (set by a trigger).
+        "charge": "SELECT charge_id, payment_intent_id, payment_method_id, amount, currency_code, status, "
+                  "failure_code, captured, ip_address, device_id, session_id, created_at FROM charge ORDER BY 1",
+        "refund": "SELECT * FROM refund ORDER BY 1",
+        "dispute": "SELECT * FROM dispute ORDER BY 1",
+        "payout": "SELECT * FROM payout ORDER BY 1",
+        "balance_transaction": "SELECT * FROM balance_transaction ORDER BY 1",
+    }
+    for table, query in plain.items():
+        assert _rows(oltp, query) == _rows(second, query), table
+
+    def emails(conn):
+        resolver = DataKeyResolver(lambda key_id: scalar(
+            conn, "SELECT wrapped_key FROM customer_data_key WHERE key_id = %s", (key_id,)))
+        return [resolver.decrypt(bytes(blob), table="customer", column="email", pk=customer_id)
+                for customer_id, blob in _rows(conn, "SELECT customer_id, email_enc FROM customer ORDER BY 1")]
+
+    assert emails(oltp) == emails(second)
+    assert load_traffic(second, config, merchants, progress=False, workers=2).skipped
+    with pytest.raises(GeneratorError, match="workers"):
+        load_traffic(second, TrafficConfig(payments=10, start=START, seed=99), merchants, progress=False,
+                     workers=-2)
+    assert scalar(second, "SELECT count(*) FROM charge") == 2500
+
+
 def test_a_merchant_missing_from_the_replica_rolls_the_batch_back(databases):
     _ref, oltp = databases
     ghost = MerchantProfile(999_999, "5411", "US", "USD")

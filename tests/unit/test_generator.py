@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
+import os
+import random
+import signal
 import statistics
 from collections import Counter, defaultdict
 
@@ -14,13 +18,17 @@ from paydata.crypto import (
     KEK_INLINE_ENV,
     TOKEN_KEY_FILE_ENV,
     TOKEN_KEY_INLINE_ENV,
+    DataKeyResolver,
+    IntegrityError,
     new_keyfile,
     reload_keys,
 )
 from paydata.generator import GeneratorError, TrafficConfig, interval_seed
 from paydata.generator.__main__ import main as cli_main
 from paydata.generator.copy import copy_buffer
+from paydata.generator.encode import encode_chunk
 from paydata.generator.landing import LANDING_KINDS, landing_records, write_landing
+from paydata.generator.parallel import encoded_chunks
 from paydata.generator.reference import (
     MerchantProfile,
     chargeable_currencies,
@@ -29,7 +37,13 @@ from paydata.generator.reference import (
     fx_rate_rows,
     generate_merchants,
 )
-from paydata.generator.traffic import TABLE_ORDER, TrafficGenerator
+from paydata.generator.traffic import (
+    TABLE_ORDER,
+    PayoutAccumulator,
+    TrafficGenerator,
+    WeightedChoice,
+    luhn_check_digit,
+)
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 MERCHANTS = [
@@ -243,3 +257,120 @@ def test_cli_rejects_a_negative_payment_count(capsys):
         cli_main(["traffic", "--payments", "-5"])
     assert info.value.code == 2
     assert "must be >= 0" in capsys.readouterr().err
+
+
+FIRST_IDS = {"customer": 101, "payment_method": 202, "payment_intent": 303, "charge": 404, "refund": 505,
+             "dispute": 606, "balance_transaction": 707}
+
+
+def test_fast_encoding_matches_the_reference_rows(currencies):
+    gen = generator(currencies, payments=2000, fraud_customer_rate=0.05)
+    for chunk in gen.chunks():
+        reference = {table: copy_buffer(rows).getvalue()
+                     for table, rows in chunk.rows(FIRST_IDS, encrypt=False).items()}
+        assert encode_chunk(chunk, FIRST_IDS, encrypt=False) == reference
+        assert reference["refund"] and reference["dispute"] and reference["charge_status_step"]
+
+
+def test_fast_encoding_encrypts_under_a_stored_key_per_customer(currencies):
+    chunk = generator(currencies, payments=500).chunk(0)
+    texts = encode_chunk(chunk, FIRST_IDS)
+    customers = [line.split("\t") for line in texts["customer"].splitlines()]
+    keys = {line.split("\t")[1]: bytes.fromhex(line.split("\t")[2][3:])
+            for line in texts["customer_data_key"].splitlines()}
+    assert len(customers) == len(keys) == len(chunk.customers)
+    resolver = DataKeyResolver(keys.get)
+    for fields, customer in zip(customers, chunk.customers, strict=True):
+        customer_id = int(fields[0])
+        assert customer_id == FIRST_IDS["customer"] + customer.local_id
+        email = resolver.decrypt(bytes.fromhex(fields[2][3:]), table="customer", column="email", pk=customer_id)
+        assert email == customer.identity.email
+        assert customer.identity.email not in texts["customer"]
+    # The ciphertext is bound to its cell: read as another column it fails instead of decrypting.
+    with pytest.raises(IntegrityError):
+        resolver.decrypt(bytes.fromhex(customers[0][2][3:]), table="customer", column="name",
+                         pk=int(customers[0][0]))
+
+
+def test_luhn_check_digit_and_weighted_choice_match_the_library_versions():
+    rng = random.Random(3)
+    for _ in range(2000):
+        body = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 18)))
+        assert luhn_check_digit(body) == luhn.calc_check_digit(body)
+    weights = {"a": 5, "b": 0.5, "c": 3}
+    first, second = random.Random(9), random.Random(9)
+    picks = [WeightedChoice(weights).pick(first) for _ in range(500)]
+    assert picks == [second.choices(list(weights), list(weights.values()))[0] for _ in range(500)]
+    assert set(picks) == {"a", "b", "c"}
+
+
+def test_payout_nets_merge_like_adding_the_chunks(currencies):
+    schedules = {m.merchant_id: m.payout_schedule for m in MERCHANTS}
+    whole, merged = PayoutAccumulator(schedules), PayoutAccumulator(schedules)
+    chunks = list(generator(currencies).chunks())
+    for chunk in chunks:
+        whole.add(chunk)
+    for chunk in reversed(chunks):
+        merged.merge(merged.chunk_nets(chunk))
+    until = START + dt.timedelta(days=60)
+    assert whole.payouts(until) == merged.payouts(until) and whole.payouts(until)
+
+
+def _sequential_ids():
+    reserved = []
+    next_id = dict.fromkeys(FIRST_IDS, 1)
+
+    def reserve(counts):
+        first = {table: next_id.get(table, 1) for table in counts}
+        for table, count in counts.items():
+            next_id[table] = next_id.get(table, 1) + count
+        reserved.append(dict(counts))
+        return first
+
+    return reserve, reserved
+
+
+def _without_ciphertexts(encoded):
+    buffers = dict(encoded.buffers)
+    buffers["customer"] = b"\n".join(b"\t".join(line.split(b"\t")[:2] + line.split(b"\t")[6:])
+                                     for line in buffers["customer"].splitlines())
+    buffers["customer_data_key"] = b"\n".join(line.split(b"\t")[0]
+                                              for line in buffers["customer_data_key"].splitlines())
+    return buffers, encoded.rows, encoded.max_step, encoded.payout_nets, encoded.payments
+
+
+def test_worker_processes_produce_the_same_chunks_in_order(currencies, tmp_path):
+    schedules = {m.merchant_id: m.payout_schedule for m in MERCHANTS}
+    results = {}
+    for workers in (0, 1, 2):
+        reserve, reserved = _sequential_ids()
+        chunks = list(encoded_chunks(generator(currencies, payments=4500), reserve, PayoutAccumulator(schedules),
+                                     workers=workers, landing_dir=tmp_path / str(workers)))
+        assert [chunk.index for chunk in chunks] == list(range(5))
+        results[workers] = ([_without_ciphertexts(chunk) for chunk in chunks], reserved,
+                            sorted(path.rsplit("/", 1)[1] for chunk in chunks for path in chunk.landing_files))
+    assert results[0] == results[1] == results[2]
+    assert len(results[2][2]) == 5 * len(LANDING_KINDS)
+    for relative in (tmp_path / "0").rglob("*.jsonl"):
+        assert relative.read_bytes() == (tmp_path / "2" / relative.relative_to(tmp_path / "0")).read_bytes()
+    assert not multiprocessing.active_children()
+
+
+def test_worker_errors_reach_the_loader_and_stop_the_workers(currencies):
+    schedules = {m.merchant_id: m.payout_schedule for m in MERCHANTS}
+    gen = generator(currencies)
+    with pytest.raises(TypeError):
+        list(encoded_chunks(gen, lambda counts: dict.fromkeys(counts, "not an id"), PayoutAccumulator(schedules),
+                            workers=2))
+    assert not multiprocessing.active_children()
+
+    def kill_the_workers(counts):
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+        return dict.fromkeys(counts, 1)
+
+    with pytest.raises(GeneratorError, match="exited"):
+        list(encoded_chunks(gen, kill_the_workers, PayoutAccumulator(schedules), workers=2))
+    assert not multiprocessing.active_children()
+    with pytest.raises(GeneratorError, match="workers"):
+        list(encoded_chunks(gen, kill_the_workers, PayoutAccumulator(schedules), workers=-1))

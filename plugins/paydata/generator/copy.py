@@ -99,13 +99,18 @@ def copy_buffer(rows: Iterable[Sequence[object]]) -> io.StringIO:
     return buffer
 
 
-def copy_into(cursor, table: str, columns: Sequence[str], buffer: io.StringIO) -> int:
-    """COPY ``buffer`` into ``table (columns)``; returns the rows written.
+# Bytes handed to libpq per read of the buffer: big reads keep the per-call overhead negligible.
+COPY_READ_SIZE = 1 << 20
+
+
+def copy_into(cursor, table: str, columns: Sequence[str], buffer: io.StringIO | io.BytesIO) -> int:
+    """COPY ``buffer`` (COPY text, str or UTF-8 bytes) into ``table (columns)``; returns the rows written.
 
     Identity columns take the values given (COPY behaves like ``OVERRIDING SYSTEM VALUE``);
     constraints, foreign keys and row triggers all apply, so a bad row aborts the transaction
     with the constraint's error.
     """
     buffer.seek(0)
-    cursor.copy_expert(statement("copy_from_stdin", table=table, columns=list(columns)).as_string(cursor), buffer)
+    cursor.copy_expert(statement("copy_from_stdin", table=table, columns=list(columns)).as_string(cursor), buffer,
+                       size=COPY_READ_SIZE)
     return cursor.rowcount

@@ -71,6 +71,7 @@ def identity_pool(seed: int, country_code: str) -> IdentityPool:
     )
 
 
+@lru_cache(maxsize=65536)
 def ascii_slug(text: str) -> str:
     """Lower-case ASCII letters and digits of ``text`` (accents dropped); ``""`` if nothing is left."""
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()

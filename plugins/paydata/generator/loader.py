@@ -11,7 +11,12 @@ Guarantees of :func:`load_traffic`:
 * **Constraints hold.** Nothing is disabled: COPY fires the refund-cap and state-machine triggers
   and checks every foreign key and CHECK. Charges are inserted as pending/succeeded/failed (the
   states allowed on insert) and moved on by UPDATEs.
-* **Bounded memory.** One chunk at a time (``TrafficConfig.chunk_size`` payments).
+* **Bounded memory.** Chunks of ``TrafficConfig.chunk_size`` payments; with worker processes about
+  two chunks per worker are in flight (see :mod:`paydata.generator.parallel`).
+
+Generation, encryption and COPY formatting run in forked worker processes (two by default, see
+:func:`paydata.generator.parallel.default_workers`) while this process COPYs; the rows do not
+depend on where a chunk was built.
 
 Identity blocks are reserved with ``setval`` while the traffic tables are locked against
 concurrent writers (SHARE ROW EXCLUSIVE: readers are not blocked), so the ids are contiguous.
@@ -19,12 +24,14 @@ concurrent writers (SHARE ROW EXCLUSIVE: readers are not blocked), so the ids ar
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from paydata.generator.config import GeneratorError, TrafficConfig
 from paydata.generator.copy import copy_buffer, copy_into, statement
+from paydata.generator.parallel import check_workers, encoded_chunks
 from paydata.generator.reference import MerchantProfile
 from paydata.generator.traffic import (
     COLUMNS,
@@ -89,16 +96,22 @@ def load_traffic(
     progress: bool = True,
     landing_dir: Path | None = None,
     pan_sink: PanSink | None = None,
+    workers: int | None = None,
 ) -> LoadResult:
     """Generate the batch described by ``config`` and COPY it into OLTP; see the module docstring.
 
     ``currencies`` defaults to OLTP ``currency_ref``; merchants must already be in ``merchant_ref``
     (a missing one is a foreign-key error that rolls the batch back). With ``landing_dir`` the
-    batch's landing files are written alongside. Raises GeneratorError for bad input.
+    batch's landing files are written alongside (by whichever process builds the chunk).
+    ``workers``: worker processes for chunk generation (default two when the batch has several
+    chunks and no ``pan_sink``; 0 builds every chunk in this process). Raises GeneratorError for
+    bad input, or the worker's own error if generating a chunk fails there.
     """
     from tqdm import tqdm
 
     started = time.perf_counter()
+    if workers is not None:
+        check_workers(workers)
     currencies = currencies if currencies is not None else load_currencies(oltp_conn)
     generator = TrafficGenerator(config, merchants, currencies, pan_sink=pan_sink)
     result = LoadResult(batch_key=config.batch_key, skipped=False)
@@ -118,27 +131,30 @@ def load_traffic(
             payouts = PayoutAccumulator({m.merchant_id: m.payout_schedule for m in merchants})
             rows_written = dict.fromkeys((*TABLE_ORDER, "charge_status_step"), 0)
             max_step = 0
+
+            def reserve_chunk_ids(counts: dict[str, int]) -> dict[str, int]:
+                return {table: reserve_ids(cursor, table, count) for table, count in counts.items()}
+
             with tqdm(total=config.payments, unit="payment", disable=not progress,
                       desc=f"batch {config.batch_key}") as bar:
-                for chunk in generator.chunks():
-                    first_ids = {table: reserve_ids(cursor, table, count)
-                                 for table, count in chunk.counts().items()}
-                    tables = chunk.rows(first_ids)
-                    for table in TABLE_ORDER:
-                        if tables.get(table):
-                            copy_into(cursor, table, COLUMNS[table], copy_buffer(tables[table]))
-                            rows_written[table] += len(tables[table])
-                    steps = tables["charge_status_step"]
-                    if steps:
-                        copy_into(cursor, "generator_charge_status_step", STATUS_STEP_COLUMNS, copy_buffer(steps))
-                        rows_written["charge_status_step"] += len(steps)
-                        max_step = max(max_step, max(step for _id, step, _status in steps))
-                    payouts.add(chunk)
-                    if landing_dir is not None:
-                        from paydata.generator.landing import write_chunk_landing
-
-                        result.landing_files += [str(p) for p in write_chunk_landing(landing_dir, generator, chunk)]
-                    bar.update(len(chunk.charges))
+                chunks = encoded_chunks(generator, reserve_chunk_ids, payouts, workers=workers,
+                                        landing_dir=landing_dir)
+                try:
+                    for chunk in chunks:
+                        for table in TABLE_ORDER:
+                            if table in chunk.buffers:
+                                copy_into(cursor, table, COLUMNS[table], io.BytesIO(chunk.buffers[table]))
+                        if "charge_status_step" in chunk.buffers:
+                            copy_into(cursor, "generator_charge_status_step", STATUS_STEP_COLUMNS,
+                                      io.BytesIO(chunk.buffers["charge_status_step"]))
+                        for table, count in chunk.rows.items():
+                            rows_written[table] += count
+                        max_step = max(max_step, chunk.max_step)
+                        payouts.merge(chunk.payout_nets)
+                        result.landing_files += chunk.landing_files
+                        bar.update(chunk.payments)
+                finally:
+                    chunks.close()
             for step in range(1, max_step + 1):
                 cursor.execute(statement("apply_charge_status_step"), {"step": step})
             due = payouts.payouts(config.end)

@@ -2,8 +2,9 @@
 
 A chunk is self-contained: its customers, cards, intents, charges, refunds, disputes and ledger
 rows only reference each other (and merchants), with ids local to the chunk. The loader reserves
-id blocks and shifts them (:meth:`TrafficChunk.copy_buffers`), so generation never needs the
-database, and the same config yields the same rows whatever ids the database hands out.
+id blocks and shifts them (:meth:`TrafficChunk.rows`, :func:`paydata.generator.encode.encode_chunk`),
+so generation never needs the database, and the same config yields the same rows whatever ids the
+database hands out.
 
 Card numbers exist only inside :func:`_new_card`: a Luhn-valid PAN is drawn, fingerprinted with
 the keyed :func:`paydata.crypto.card_fingerprint`, and dropped. Only token, last4, brand, funding,
@@ -17,14 +18,13 @@ merchant, currency and payout period and emits payouts (with their ledger rows) 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
-
-from stdnum import luhn
 
 from paydata.generator.catalog import (
     CARD_BRANDS,
@@ -261,8 +261,44 @@ class TrafficChunk:
         }
 
 
-def _weighted_choice(rng: random.Random, weights: dict[str, float]) -> str:
-    return rng.choices(list(weights), weights=list(weights.values()))[0]
+class WeightedChoice:
+    """A fixed weighted choice with its cumulative weights computed once.
+
+    ``pick(rng)`` consumes the same random draw and returns the same value as
+    ``rng.choices(values, weights)[0]``, without rebuilding the cumulative weights on every call.
+    """
+
+    __slots__ = ("values", "cum_weights")
+
+    def __init__(self, weights: dict | list[float], values: list | None = None) -> None:
+        if isinstance(weights, dict):
+            values, weights = list(weights), list(weights.values())
+        self.values = list(range(len(weights))) if values is None else list(values)
+        self.cum_weights = list(itertools.accumulate(weights))
+
+    def pick(self, rng: random.Random):
+        return rng.choices(self.values, cum_weights=self.cum_weights)[0]
+
+
+_DEVICE_TYPE_CHOICE = WeightedChoice(DEVICE_TYPES)
+_FUNDING_CHOICE = WeightedChoice(FUNDING_WEIGHTS)
+_FAILURE_CHOICE = WeightedChoice({code: weight for code, (weight, _m) in FAILURE_CODES.items()})
+_CARD_TESTING_FAILURE_CHOICE = WeightedChoice(CARD_TESTING_FAILURES)
+_BRAND_CHOICE = WeightedChoice([weight for _b, weight, _p, _l in CARD_BRANDS],
+                               values=[(brand, prefixes, length) for brand, _w, prefixes, length in CARD_BRANDS])
+_REFUND_REASON_CHOICE = WeightedChoice({"requested_by_customer": 9, "duplicate": 1})
+_DIGITS = "0123456789"
+_LUHN_DOUBLED = tuple((2 * digit) - 9 if digit > 4 else 2 * digit for digit in range(10))
+
+
+def luhn_check_digit(body: str) -> str:
+    """The Luhn check digit that completes the decimal string ``body`` (as ``stdnum.luhn.calc_check_digit``)."""
+    total = 0
+    doubled = _LUHN_DOUBLED
+    for position, char in enumerate(reversed(body)):
+        digit = ord(char) - 48
+        total += doubled[digit] if position % 2 == 0 else digit
+    return str(-total % 10)
 
 
 _RESERVED_FIRST_OCTETS = frozenset({0, 10, 100, 127, 169, 172, 192, 198, 203})
@@ -351,6 +387,9 @@ class TrafficGenerator:
             for weight, m in zip(self._merchant_weights, self.merchants, strict=True)
         ]
         self._markets = {code: w for code, w in MARKET_WEIGHTS.items() if code in known_countries}
+        self._market_choice = WeightedChoice(self._markets)
+        self._merchant_choice = WeightedChoice(self._merchant_weights, values=self.merchants)
+        self._fraud_merchant_choice = WeightedChoice(self._fraud_weights, values=self.merchants)
         self._phase = (config.start.astimezone(dt.UTC) - config.start.astimezone(dt.UTC).replace(
             hour=0, minute=0, second=0, microsecond=0)).total_seconds()
         self._span = config.days * 86400.0
@@ -388,6 +427,9 @@ class _ChunkBuilder:
         self.chunk = TrafficChunk(batch_key=self.config.batch_key, index=index)
         self.customer_devices: dict[int, list[str]] = {}
         self.customer_cards: dict[int, list[int]] = {}
+        from paydata.crypto import default_tokeniser
+
+        self.tokeniser = default_tokeniser()
 
     # -- helpers ---------------------------------------------------------------------------------
     def _time(self, *, unusual_hour: bool) -> dt.datetime:
@@ -396,7 +438,7 @@ class _ChunkBuilder:
 
     def _device(self) -> str:
         rng = self.rng
-        kind = _weighted_choice(rng, DEVICE_TYPES)
+        kind = _DEVICE_TYPE_CHOICE.pick(rng)
         device = Device(f"dev_{rng.getrandbits(64):016x}", kind, rng.choice(OS_BY_TYPE[kind]),
                         rng.choice(BROWSERS), rng.choice(SCREENS[kind]))
         self.chunk.devices[device.device_id] = device
@@ -404,7 +446,7 @@ class _ChunkBuilder:
 
     def _other_country(self, country: str) -> str:
         while True:
-            candidate = _weighted_choice(self.rng, self.g._markets)
+            candidate = self.g._market_choice.pick(self.rng)
             if candidate != country:
                 return candidate
 
@@ -427,17 +469,16 @@ class _ChunkBuilder:
         return customer
 
     def _new_card(self, customer: Customer) -> int:
-        from paydata.crypto import card_fingerprint, tokenise
-
         rng = self.rng
         chunk = self.chunk
-        brand, prefixes, length = _BRAND_CHOICES[rng.choices(range(len(_BRAND_CHOICES)), _BRAND_WEIGHTS)[0]]
-        body = rng.choice(prefixes)
-        body += "".join(rng.choice("0123456789") for _ in range(length - 1 - len(body)))
-        pan = body + luhn.calc_check_digit(body)
+        brand, prefixes, length = _BRAND_CHOICE.pick(rng)
+        choice = rng.choice
+        body = choice(prefixes)
+        body += "".join([choice(_DIGITS) for _ in range(length - 1 - len(body))])
+        pan = body + luhn_check_digit(body)
         if self.g.pan_sink is not None:
             self.g.pan_sink(pan)
-        fingerprint = card_fingerprint(pan)
+        fingerprint = self.tokeniser.card_fingerprint(pan)
         last4 = pan[-4:]
         del pan
         if customer.is_fraud and rng.random() < self.fraud.geo_mismatch_rate:
@@ -447,9 +488,9 @@ class _ChunkBuilder:
         else:
             bin_country = customer.country_code
         local_id = len(chunk.cards)
-        token = tokenise(f"{chunk.batch_key}/{chunk.index}/{local_id}", domain="card_token")
+        token = self.tokeniser.tokenise(f"{chunk.batch_key}/{chunk.index}/{local_id}", domain="card_token")
         chunk.cards.append(Card(
-            local_id, customer.local_id, token, brand, _weighted_choice(rng, FUNDING_WEIGHTS), last4,
+            local_id, customer.local_id, token, brand, _FUNDING_CHOICE.pick(rng), last4,
             rng.randint(1, 12), self.config.start.year + rng.randint(0, 5), bin_country, fingerprint,
             customer.created_at + dt.timedelta(minutes=rng.uniform(1, 600)),
         ))
@@ -493,8 +534,7 @@ class _ChunkBuilder:
         activity = []
         for _ in range(customer_count):
             is_fraud = rng.random() < config.fraud_customer_rate
-            weights = g._fraud_weights if is_fraud else g._merchant_weights
-            merchant = g.merchants[rng.choices(range(len(g.merchants)), weights)[0]]
+            merchant = (g._fraud_merchant_choice if is_fraud else g._merchant_choice).pick(rng)
             customers.append((self._new_customer(merchant, is_fraud=is_fraud), merchant))
             activity.append(rng.lognormvariate(0.0, 0.8))
         # Every customer pays at least once; the rest follows the activity weights.
@@ -534,7 +574,7 @@ class _ChunkBuilder:
         roll = rng.random()
         if roll < failure_rate:
             status = "failed"
-            code = _weighted_choice(rng, {code: weight for code, (weight, _m) in FAILURE_CODES.items()})
+            code = _FAILURE_CHOICE.pick(rng)
         elif roll < failure_rate + 0.003:
             status, code = "pending", None
         else:
@@ -550,7 +590,7 @@ class _ChunkBuilder:
         rng = self.rng
         g = self.g
         fraud = self.fraud
-        merchant = g.merchants[rng.choices(range(len(g.merchants)), g._fraud_weights)[0]]
+        merchant = g._fraud_merchant_choice.pick(rng)
         customer = self._new_customer(merchant, is_fraud=True)
         card = self.customer_cards[customer.local_id][0]
         device = self._device()
@@ -558,12 +598,11 @@ class _ChunkBuilder:
         session = f"ses_{rng.getrandbits(64):016x}"
         currency = merchant.default_currency_code
         created = self._time(unusual_hour=rng.random() < fraud.unusual_hour_rate)
-        codes = CARD_TESTING_FAILURES
         for _ in range(size):
             created += dt.timedelta(seconds=rng.uniform(*fraud.burst_gap_seconds))
             amount = self._minor(rng.uniform(0.5, 3.0), currency)
             if rng.random() < fraud.burst_failure_rate:
-                status, code = "failed", _weighted_choice(rng, codes)
+                status, code = "failed", _CARD_TESTING_FAILURE_CHOICE.pick(rng)
             else:
                 status, code = "succeeded", None
             charge = self._add_charge(merchant, customer, card, amount, currency, status, code,
@@ -601,7 +640,7 @@ class _ChunkBuilder:
             for amount in parts:
                 last_event += dt.timedelta(days=rng.uniform(0.5, 8))
                 status = "succeeded" if rng.random() < 0.96 else "failed"
-                reason = rng.choices(["requested_by_customer", "duplicate"], [9, 1])[0]
+                reason = _REFUND_REASON_CHOICE.pick(rng)
                 refund = Refund(len(chunk.refunds), charge.local_id, amount, status, reason, last_event)
                 chunk.refunds.append(refund)
                 if status == "succeeded":
@@ -647,10 +686,6 @@ class _ChunkBuilder:
             chunk.status_steps.append((charge.local_id, step, status))
 
 
-_BRAND_CHOICES = [(brand, prefixes, length) for brand, _w, prefixes, length in CARD_BRANDS]
-_BRAND_WEIGHTS = [weight for _b, weight, _p, _l in CARD_BRANDS]
-
-
 class PayoutAccumulator:
     """Collects ledger nets per (merchant, currency, payout period) and emits the payouts.
 
@@ -675,9 +710,25 @@ class PayoutAccumulator:
         return day, day + dt.timedelta(days=1)
 
     def add(self, chunk: TrafficChunk) -> None:
+        self.merge(self.chunk_nets(chunk))
+
+    def chunk_nets(self, chunk: TrafficChunk) -> dict[tuple[int, str, dt.date], int]:
+        """The chunk's ledger nets per (merchant, currency, period start), to :meth:`merge` later.
+
+        Small (one entry per merchant, currency and period), so a worker process can send it to
+        the loader instead of the chunk's whole ledger.
+        """
+        nets: dict[tuple[int, str, dt.date], int] = defaultdict(int)
+        period = self.period
         for entry in chunk.ledger:
-            start, _end = self.period(entry.merchant_id, entry.available_on)
-            self.nets[(entry.merchant_id, entry.currency_code, start)] += entry.amount - entry.fee
+            start, _end = period(entry.merchant_id, entry.available_on)
+            nets[(entry.merchant_id, entry.currency_code, start)] += entry.amount - entry.fee
+        return dict(nets)
+
+    def merge(self, nets: dict[tuple[int, str, dt.date], int]) -> None:
+        """Add nets from :meth:`chunk_nets` (sums, so chunks may be merged in any order)."""
+        for key, net in nets.items():
+            self.nets[key] += net
 
     def payouts(self, until: dt.datetime) -> list[tuple]:
         """``(merchant_id, amount, currency, created_at, arrival_date)`` for each due payout, sorted."""
