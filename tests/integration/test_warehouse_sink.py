@@ -65,9 +65,12 @@ def connect(warehouse_db):
             conn.close()
 
 
-@pytest.fixture
-def sink(connect):
+@pytest.fixture(params=["one_chunk", "chunks_of_2"])
+def sink(connect, request):
     created = WarehouseSink(connect)
+    if request.param == "chunks_of_2":
+        # Every batch is staged in several chunks, loaded while the next one is encoded.
+        created._rows_per_chunk = 2
     created.prepare([CHARGE, MERCHANT, ONLY_MONGO])
     yield created
     created.close()
@@ -376,7 +379,9 @@ def test_bad_input_applies_nothing(sink, reader, bad, message):
     sink.apply(SOURCE, [change("insert", 100, 0, 1, charge_row(1))])
     before = checksum(reader)
     with pytest.raises(WarehouseSinkError, match=message):
-        sink.apply(SOURCE, [change("insert", 200, 0, 4, charge_row(4)), bad])
+        # with chunks of 2 the bad change is encoded after earlier chunks were already loaded
+        earlier = [change("insert", 150, index, 10 + index, charge_row(10 + index)) for index in range(4)]
+        sink.apply(SOURCE, [*earlier, change("insert", 200, 0, 4, charge_row(4)), bad])
     assert checksum(reader) == before
     assert sink.applied_position(SOURCE) == Position(100, 0)
 

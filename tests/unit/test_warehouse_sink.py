@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import uuid
 from datetime import UTC, date, datetime, time, timedelta, timezone
@@ -179,29 +180,89 @@ def test_apply_refuses_a_table_without_spec_before_connecting():
                             {"charge_id": 1}, {"charge_id": 1, "amount": 2})
     with pytest.raises(WarehouseSinkError, match="no warehouse spec for oltp.charge"):
         sink.apply("oltp", [change])
+    assert gc.isenabled()  # the collector, paused while a batch is staged, is back on after an error
 
 
-def test_encoded_batch_merges_unchanged_columns_within_the_batch():
-    """The COPY text of a batch: later changes of a key inherit columns earlier ones carried."""
+def test_apply_leaves_a_disabled_collector_disabled():
     sink = WarehouseSink(refusing_factory)
-    plan = _TablePlan.build(spec(columns={"charge_id": "bigint", "amount": "bigint", "notes": "text"}))
-    at = datetime(2024, 1, 1, tzinfo=UTC)
-    changes = [
-        CapturedChange("oltp", "charge", "insert", Position(5, 0), at, {"charge_id": 1},
-                       {"charge_id": 1, "amount": 1, "notes": "long\tnote"}),
-        CapturedChange("oltp", "charge", "update", Position(5, 1), at, {"charge_id": 1},
-                       {"charge_id": 1, "amount": 2}, frozenset({"notes"})),
-        CapturedChange("oltp", "charge", "update", Position(6, 0), at, {"charge_id": 2},
-                       {"charge_id": 2, "amount": 3}, frozenset({"notes"})),
-        CapturedChange("oltp", "charge", "delete", Position(7, 0), at, {"charge_id": 3}, None),
-    ]
-    text, needs_stored_values = sink._encode_segment(plan, changes)
+    gc.disable()
+    try:
+        with pytest.raises(WarehouseSinkError):
+            sink.apply("oltp", [object()])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def encoded_rows(history, changes):
+    plan = _TablePlan.build(
+        spec(columns={"charge_id": "bigint", "amount": "bigint", "notes": "text"}, history=history)
+    )
+    text, needs_stored_values = WarehouseSink(refusing_factory)._encode_segment(plan, changes)
+    return [line.split("\t") for line in io.StringIO(text).read().splitlines()], needs_stored_values
+
+
+AT = datetime(2024, 1, 1, tzinfo=UTC)
+STAMP = "2024-01-01T00:00:00+00:00"
+MERGE_CHANGES = [
+    CapturedChange("oltp", "charge", "insert", Position(5, 0), AT, {"charge_id": 1},
+                   {"charge_id": 1, "amount": 1, "notes": "long\tnote"}),
+    CapturedChange("oltp", "charge", "update", Position(5, 1), AT, {"charge_id": 1},
+                   {"charge_id": 1, "amount": 2}, frozenset({"notes"})),
+    CapturedChange("oltp", "charge", "update", Position(6, 0), AT, {"charge_id": 2},
+                   {"charge_id": 2, "amount": 3}, frozenset({"notes"})),
+    CapturedChange("oltp", "charge", "delete", Position(7, 0), AT, {"charge_id": 3}, None),
+]
+
+
+def test_encoded_batch_with_history_keeps_every_version_merging_unchanged_columns():
+    """History tables stage every change; later changes of a key inherit columns earlier ones carried."""
+    rows, needs_stored_values = encoded_rows(True, MERGE_CHANGES)
     assert needs_stored_values
-    rows = [line.split("\t") for line in io.StringIO(text).read().splitlines()]
-    stamp = "2024-01-01T00:00:00+00:00"
     assert rows == [
-        ["1", "1", "long\\tnote", "5", "0", stamp, "I", "\\N"],
-        ["1", "2", "long\\tnote", "5", "1", stamp, "U", "\\N"],
-        ["2", "3", "\\N", "6", "0", stamp, "U", '{"notes"}'],
-        ["3", "\\N", "\\N", "7", "0", stamp, "D", '{"amount","notes"}'],
+        ["1", "1", "long\\tnote", "5", "0", STAMP, "I", "\\N"],
+        ["1", "2", "long\\tnote", "5", "1", STAMP, "U", "\\N"],
+        ["2", "3", "\\N", "6", "0", STAMP, "U", '{"notes"}'],
+        ["3", "\\N", "\\N", "7", "0", STAMP, "D", '{"amount","notes"}'],
     ]
+
+
+def test_encoded_batch_without_history_stages_the_last_version_per_key():
+    """Mirror-only tables stage one row per key: its last version, merged with what earlier ones carried."""
+    rows, needs_stored_values = encoded_rows(False, MERGE_CHANGES)
+    assert needs_stored_values
+    assert rows == [
+        ["1", "2", "long\\tnote", "5", "1", STAMP, "U", "\\N"],
+        ["2", "3", "\\N", "6", "0", STAMP, "U", '{"notes"}'],
+        ["3", "\\N", "\\N", "7", "0", STAMP, "D", '{"amount","notes"}'],
+    ]
+
+
+def test_collapsed_delete_keeps_the_values_of_the_version_before_it():
+    """A delete after an insert in one batch is a tombstone with the inserted values, needing no stored row."""
+    changes = [
+        CapturedChange("oltp", "charge", "insert", Position(5, 0), AT, {"charge_id": 1},
+                       {"charge_id": 1, "amount": 1, "notes": None}),
+        CapturedChange("oltp", "charge", "delete", Position(5, 1), AT, {"charge_id": 1}, None),
+        CapturedChange("oltp", "charge", "insert", Position(6, 0), AT, {"charge_id": 1},
+                       {"charge_id": 1, "amount": 9, "notes": "again"}),
+        CapturedChange("oltp", "charge", "delete", Position(7, 0), AT, {"charge_id": 1}, None),
+    ]
+    rows, needs_stored_values = encoded_rows(False, changes)
+    assert not needs_stored_values
+    assert rows == [["1", "9", "again", "7", "0", STAMP, "D", "\\N"]]
+    history_rows, _ = encoded_rows(True, changes)
+    assert [row[6] for row in history_rows] == ["I", "D", "I", "D"]
+    assert history_rows[1][:3] == ["1", "1", "\\N"]
+
+
+def test_encoding_error_names_the_change_and_column():
+    changes = [
+        CapturedChange("oltp", "charge", "insert", Position(5, 0), AT, {"charge_id": 1},
+                       {"charge_id": 1, "amount": 1, "notes": "ok"}),
+        CapturedChange("oltp", "charge", "insert", Position(5, 1), AT, {"charge_id": 2},
+                       {"charge_id": 2, "amount": 2, "notes": object()}),
+    ]
+    for history in (False, True):
+        with pytest.raises(WarehouseSinkError, match=r"insert at Position\(commit_lsn=5, index_in_txn=1\).*'notes'"):
+            encoded_rows(history, changes)

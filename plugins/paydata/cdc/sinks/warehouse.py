@@ -11,36 +11,45 @@ Layout (database ``warehouse``, schema ``staging``, created by :meth:`WarehouseS
 
 How a batch is applied (one database transaction per :meth:`WarehouseSink.apply` call):
 
-1. The source's offsets row is locked (``SELECT ... FOR UPDATE``); changes at or below it are dropped.
-2. Per table (split at TRUNCATEs), every change is COPYed in text format into a temporary table.
-   Columns a change does not carry (unchanged TOAST, or every non-key column of a delete) are first
-   taken from earlier changes of the same key in the batch while encoding, then, for whatever is
-   still missing, from the row stored before the batch (one set-based UPDATE of the temporary table).
-   Every row in the temporary table is therefore a complete version of its key.
-3. History tables get every version (``ON CONFLICT DO NOTHING`` on key + position); the mirror gets
-   the last version per key (``DISTINCT ON`` key, highest position) through one
-   ``INSERT ... ON CONFLICT DO UPDATE`` that only replaces a stored row with a lower position.
-4. The offsets row is set to the highest position of the batch and the transaction commits.
+1. Every change is validated (nothing touches the database before that). The source's offsets row
+   is locked (``SELECT ... FOR UPDATE``); changes at or below it are dropped.
+2. Per table (split at TRUNCATEs) the changes become the rows to stage: columns a change does not
+   carry (unchanged TOAST, or every non-key column of a delete) are taken from earlier changes of
+   the same key in the batch. A table with history stages every change; a mirror-only table stages
+   just the last version of each key, the only one its mirror keeps.
+3. The rows are encoded to COPY text and loaded in chunks; a worker thread loads one chunk while
+   this thread encodes the next. Per chunk: COPY into a temporary table, fill whatever is still
+   missing from the row stored before the batch (one set-based UPDATE of the temporary table),
+   append every version to the history table (``ON CONFLICT DO NOTHING`` on key + position), and
+   upsert the last version per key into the mirror (``INSERT ... ON CONFLICT DO UPDATE`` that only
+   replaces a stored row with a lower position).
+4. The offsets row is set to the highest position of the batch and the transaction commits
+   (``synchronous_commit`` as configured: the offset must be as durable as the data).
 
 A crash at any point before the commit leaves data and offsets as they were, and replaying the same
 or an overlapping batch afterwards applies each change exactly once.
 
-Bad input (a change for a table without a warehouse spec, a missing or extra key or column, a value
-that cannot be encoded, an unsupported column type) raises :class:`WarehouseSinkError` before
-anything is written; database errors propagate as psycopg2 exceptions after a rollback.
+Bad input raises :class:`WarehouseSinkError` and applies nothing: a change for a table without a
+warehouse spec, a missing or extra key or column, or an unsupported column type is refused before
+the database is touched; a value that cannot be encoded is found while the batch is staged and the
+transaction is rolled back. Database errors propagate as psycopg2 exceptions after a rollback.
 """
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import math
 import operator
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 from uuid import UUID
 
@@ -58,6 +67,8 @@ from paydata.sql import load_sql
 
 SQL_FOLDER = "warehouse_staging"
 COPY_NULL = "\\N"
+ROWS_PER_CHUNK = 10_000  # rows per COPY + upsert; the next chunk is encoded while one loads
+COPY_CHUNK_CHARS = 1 << 20  # psycopg2 reads the COPY text in pieces of this size (default 8 KiB)
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names, which could merge two tables
 META_COLUMNS = frozenset(
     {"_commit_lsn", "_index_in_txn", "_commit_time", "_is_deleted", "_loaded_at", "_op", "_unchanged"}
@@ -235,44 +246,62 @@ _COPY_SPECIALS = ("\\", "\t", "\n", "\r", "\x00")
 _INTEGER_TYPES = frozenset({"bigint", "integer", "smallint", "int", "int2", "int4", "int8"})
 _TEXT_TYPE = re.compile(r"^(?:text|character varying|varchar|character|char|bpchar)(?:\(\d+\))?$")
 _MEMO_TIME_TYPE = re.compile(r"^(?:date|timestamptz|timestamp(?:\([0-6]\))? with time zone)$")
+_TEXT_OR_NONE = frozenset({str, _NONE_TYPE})
+_INT_ONLY = frozenset({int})
+_INT_OR_NONE = frozenset({int, _NONE_TYPE})
+_BOOL_OR_NONE = frozenset({bool, _NONE_TYPE})
+_TIME_OR_NONE = frozenset({datetime, date, _NONE_TYPE})
+_BOOLEAN_TEXT = {True: "t", False: "f", None: COPY_NULL}
 
 
 def _encode_each(encode: Callable[[Any], str]) -> Callable[[list[Any]], list[str]]:
     def encode_values(values: list[Any]) -> list[str]:
-        return [encode(value) for value in values]
+        return list(map(encode, values))
 
     return encode_values
 
 
 def _encode_text_values(values: list[Any]) -> list[str]:
-    present = [value for value in values if value is not None]
-    if set(map(type, present)) <= {str}:
+    kinds = set(map(type, values))
+    if kinds <= _TEXT_OR_NONE:
+        present = values if _NONE_TYPE not in kinds else [value for value in values if value is not None]
         probe = "".join(present)
         if not any(special in probe for special in _COPY_SPECIALS):
+            if _NONE_TYPE not in kinds:
+                return list(values)
             return [COPY_NULL if value is None else value for value in values]
-    return [copy_text(value) for value in values]
+    return list(map(copy_text, values))
 
 
 def _encode_integer_values(values: list[Any]) -> list[str]:
-    if set(map(type, values)) <= {int, _NONE_TYPE}:
+    kinds = set(map(type, values))
+    if kinds == _INT_ONLY:
+        return list(map(str, values))
+    if kinds <= _INT_OR_NONE:
         return [COPY_NULL if value is None else str(value) for value in values]
-    return [copy_text(value) for value in values]
+    return list(map(copy_text, values))
 
 
 def _encode_boolean_values(values: list[Any]) -> list[str]:
-    if set(map(type, values)) <= {bool, _NONE_TYPE}:
-        return [COPY_NULL if value is None else ("t" if value else "f") for value in values]
-    return [copy_text(value) for value in values]
+    if set(map(type, values)) <= _BOOL_OR_NONE:
+        return list(map(_BOOLEAN_TEXT.__getitem__, values))
+    return list(map(copy_text, values))
 
 
-def _encode_memoised_values(values: list[Any]) -> list[str]:
-    # Rows of one transaction often share timestamps; equal values of these types have equal text
-    # (timestamptz compares instants, and any offset spelling of one instant is the same value).
-    if set(map(type, values)) <= {datetime, date, _NONE_TYPE}:
-        texts = {value: value.isoformat() for value in set(values) if value is not None}
-        texts[None] = COPY_NULL
-        return [texts[value] for value in values]
-    return [copy_text(value) for value in values]
+def _encode_memoised_values(values: list[Any], texts: dict[Any, str] | None = None) -> list[str]:
+    """Column of date/timestamptz values; ``texts`` may be shared by the columns of one batch.
+
+    Rows of one transaction often share timestamps (and a row's created/updated times often equal the
+    commit time); equal values of these types have equal text (timestamptz compares instants, and
+    any offset spelling of one instant is the same value).
+    """
+    if set(map(type, values)) <= _TIME_OR_NONE:
+        if texts is None:
+            texts = {None: COPY_NULL}
+        for value in set(values).difference(texts):
+            texts[value] = value.isoformat()
+        return list(map(texts.__getitem__, values))
+    return list(map(copy_text, values))
 
 
 def values_encoder_for_type(type_name: str) -> Callable[[list[Any]], list[str]]:
@@ -327,9 +356,12 @@ class _TablePlan:
     columns: tuple[str, ...]
     column_set: frozenset[str]
     key: tuple[str, ...]
+    key_set: frozenset[str]
     non_key: tuple[str, ...]
     types: dict[str, str]
     encoders: tuple[Callable[[list[Any]], list[str]], ...]
+    key_of: Callable[[dict[str, Any]], Any]  # a change's key dict -> hashable key (scalar or tuple)
+    complete_values: Callable[[dict[str, Any]], tuple[Any, ...]]  # a row with every column -> values
     mirror: str
     history: str | None
 
@@ -370,9 +402,12 @@ class _TablePlan:
             columns=columns,
             column_set=frozenset(columns),
             key=tuple(spec.key),
+            key_set=frozenset(spec.key),
             non_key=tuple(column for column in columns if column not in spec.key),
             types=types,
             encoders=tuple(values_encoder_for_type(types[column]) for column in columns),
+            key_of=operator.itemgetter(*spec.key),
+            complete_values=operator.itemgetter(*columns) if len(columns) > 1 else _partial_getter(columns),
             mirror=mirror,
             history=history,
         )
@@ -393,10 +428,10 @@ class _TablePlan:
         if kind == "truncate":
             return
         change_key = change.key
-        key_ok = type(change_key) is dict and len(change_key) == len(self.key)
+        key_ok = type(change_key) is dict and change_key.keys() == self.key_set
         if key_ok:
             for column in self.key:
-                if change_key.get(column) is None:
+                if change_key[column] is None:
                     key_ok = False
         if not key_ok:
             raise WarehouseSinkError(
@@ -408,7 +443,7 @@ class _TablePlan:
         row = change.row
         if type(row) is not dict:
             raise WarehouseSinkError(f"{self.label} {kind} at {change.position} has no row")
-        if len(row) != len(self.columns) or not (row.keys() <= self.column_set):
+        if row.keys() != self.column_set:
             unknown = sorted(set(row) - self.column_set)
             if unknown:
                 raise WarehouseSinkError(
@@ -428,6 +463,12 @@ class _TablePlan:
                 )
 
 
+_position_of = operator.attrgetter("position")
+_commit_lsn_of = operator.attrgetter("commit_lsn")
+_index_in_txn_of = operator.attrgetter("index_in_txn")
+_commit_time_of = operator.attrgetter("commit_time")
+
+
 def _partial_getter(columns: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
     def values_of(row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(map(row.get, columns))
@@ -441,6 +482,65 @@ def _encodes(encode: Callable[[list[Any]], list[str]], value: Any) -> bool:
     except WarehouseSinkError:
         return False
     return True
+
+
+def _versions(plan: _TablePlan, changes: list[CapturedChange]) -> list[tuple[CapturedChange, dict[str, Any], str]]:
+    """``(change, values, op)`` per row to stage: every change with history, else the last per key.
+
+    ``values`` is the change's row with the columns it does not carry taken from the key's previous
+    version in ``changes`` (a delete carries none: it keeps the previous version's values, or just the
+    key). ``changes`` must be in position order.
+    """
+    column_count = len(plan.columns)
+    key_of = plan.key_of
+    if plan.history is None:
+        last: dict[Any, tuple[CapturedChange, dict[str, Any], str]] = {}
+        for change in changes:
+            key = key_of(change.key)
+            if change.kind == "delete":
+                previous = last.get(key)
+                last[key] = (change, change.key if previous is None else previous[1], "D")
+                continue
+            row = change.row
+            if len(row) < column_count:
+                previous = last.get(key)
+                if previous is not None:
+                    row = {**previous[1], **row}
+            last[key] = (change, row, ROW_KINDS[change.kind])
+        return list(last.values())
+    latest: dict[Any, dict[str, Any]] = {}
+    versions: list[tuple[CapturedChange, dict[str, Any], str]] = []
+    for change in changes:
+        key = key_of(change.key)
+        if change.kind == "delete":
+            versions.append((change, latest.get(key) or change.key, "D"))
+            continue
+        row = change.row
+        if len(row) < column_count:
+            previous = latest.get(key)
+            if previous is not None:
+                row = {**previous, **row}
+        latest[key] = row
+        versions.append((change, row, ROW_KINDS[change.kind]))
+    return versions
+
+
+@contextmanager
+def _collector_paused() -> Generator[None, None, None]:
+    """Pause Python's cyclic garbage collector for the block (restored afterwards, also on errors).
+
+    Staging a batch allocates hundreds of thousands of short-lived tuples and lists; each allocation
+    burst triggers collections that walk every tracked object of the process, the batch itself
+    included, which cost up to a fifth of the encoding time. Nothing the sink allocates forms a
+    reference cycle, so reference counting frees it all without the collector.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _segments(changes: list[CapturedChange]) -> Iterator[tuple[str, CapturedChange | list[CapturedChange]]]:
@@ -465,7 +565,8 @@ class WarehouseSink:
 
     ``conn_factory`` returns a new psycopg2 connection to the warehouse database (autocommit off);
     the sink keeps one connection, opens another after a connection error, and never shares it.
-    Call :meth:`prepare` with the table specs before :meth:`apply`. Not thread-safe; several sinks
+    Call :meth:`prepare` with the table specs before :meth:`apply`. Not thread-safe (``apply`` hands
+    its connection to one short-lived worker thread of its own while it encodes); several sinks
     (processes) may apply for the same source concurrently: the offsets row lock serialises them.
     """
 
@@ -476,6 +577,7 @@ class WarehouseSink:
         self._conn: Any = None
         self._plans: dict[tuple[str, str], _TablePlan] = {}
         self._schema = sql.Identifier(STAGING_SCHEMA)
+        self._rows_per_chunk = ROWS_PER_CHUNK
 
     # -- connection ---------------------------------------------------------------------------------
 
@@ -618,7 +720,7 @@ class WarehouseSink:
     # -- apply --------------------------------------------------------------------------------------
 
     def _ordered_and_validated(self, source: str, changes: list[CapturedChange]) -> list[CapturedChange]:
-        plans = self._plans
+        plans_by_table: dict[str, _TablePlan] = {}
         for change in changes:
             if not isinstance(change, CapturedChange):
                 raise WarehouseSinkError(f"expected CapturedChange, got {type(change).__name__}")
@@ -630,15 +732,18 @@ class WarehouseSink:
                 raise WarehouseSinkError(f"unknown change kind {change.kind!r} at {change.position}")
             if not isinstance(change.position, Position):
                 raise WarehouseSinkError(f"change position must be a Position, got {change.position!r}")
-            plan = plans.get((source, change.table))
+            plan = plans_by_table.get(change.table)
             if plan is None:
-                raise WarehouseSinkError(
-                    f"no warehouse spec for {source}.{change.table}: the table is not captured for the "
-                    "warehouse, or prepare() was not called with its spec"
-                )
+                plan = self._plans.get((source, change.table))
+                if plan is None:
+                    raise WarehouseSinkError(
+                        f"no warehouse spec for {source}.{change.table}: the table is not captured for the "
+                        "warehouse, or prepare() was not called with its spec"
+                    )
+                plans_by_table[change.table] = plan
             plan.validate(change)
-        positions = [(change.position.commit_lsn, change.position.index_in_txn) for change in changes]
-        if any(positions[i] >= positions[i + 1] for i in range(len(positions) - 1)):
+        positions = [(position.commit_lsn, position.index_in_txn) for position in map(_position_of, changes)]
+        if not all(map(operator.lt, positions, islice(positions, 1, None))):
             order = sorted(range(len(changes)), key=positions.__getitem__)
             changes_by_index = changes
             changes = [changes[i] for i in order]
@@ -660,6 +765,10 @@ class WarehouseSink:
         Raises :class:`WarehouseSinkError` for bad input before touching the database; on any error
         the transaction is rolled back and neither data nor offset change.
         """
+        with _collector_paused():
+            return self._apply(source, changes)
+
+    def _apply(self, source: str, changes: list[CapturedChange]) -> Position:
         changes = self._ordered_and_validated(source, list(changes))
         conn = self._connection()
         try:
@@ -670,21 +779,20 @@ class WarehouseSink:
                 stored = (stored_lsn, stored_index)
                 # Snapshot rows share one position, so a snapshot loaded in several batches repeats the
                 # stored offset; they are re-applied and the per-row guard makes a repeat a no-op.
-                pending = [
-                    change
-                    for change in changes
-                    if (change.position.commit_lsn, change.position.index_in_txn) > stored
-                    or (change.kind == "snapshot" and change.position == Position(*stored))
-                ]
+                first = changes[0].position if changes else None
+                if first is not None and (first.commit_lsn, first.index_in_txn) > stored:
+                    pending = changes  # sorted, so every change is above the stored offset
+                else:
+                    pending = [
+                        change
+                        for change in changes
+                        if (change.position.commit_lsn, change.position.index_in_txn) > stored
+                        or (change.kind == "snapshot" and change.position == Position(*stored))
+                    ]
                 if not pending:
                     conn.commit()
                     return Position(stored_lsn, stored_index)
-                for number, (table, work) in enumerate(_segments(pending)):
-                    plan = self._plans[(source, table)]
-                    if isinstance(work, CapturedChange):
-                        self._apply_truncate(cursor, plan, work)
-                    else:
-                        self._apply_segment(cursor, plan, work, f"cdc_batch_{number}")
+                self._apply_pending(cursor, source, pending)
                 applied = pending[-1].position
                 if applied != Position(*stored):
                     self._store_offset(cursor, source, applied)
@@ -693,6 +801,35 @@ class WarehouseSink:
             self._abandon()
             raise
         return applied
+
+    def _apply_pending(self, cursor: Any, source: str, pending: list[CapturedChange]) -> None:
+        """Stage ``pending`` chunk by chunk, encoding the next chunk while the database loads this one.
+
+        Only the one worker thread uses the connection while a chunk is loading; this thread waits
+        for it before issuing any statement itself, and leaving the ``with`` block (also on an error)
+        waits for it too, so a rollback never races a running statement.
+        """
+        rows_per_chunk = self._rows_per_chunk
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-sink-load") as loader:
+            loading: Future[None] | None = None
+            for number, (table, work) in enumerate(_segments(pending)):
+                plan = self._plans[(source, table)]
+                if isinstance(work, CapturedChange):
+                    if loading is not None:
+                        loading.result()
+                        loading = None
+                    self._apply_truncate(cursor, plan, work)
+                    continue
+                versions = _versions(plan, work)
+                for part, start in enumerate(range(0, len(versions), rows_per_chunk)):
+                    text, needs_stored_values = self._encode_versions(plan, versions[start : start + rows_per_chunk])
+                    if loading is not None:
+                        loading.result()
+                    loading = loader.submit(
+                        self._load_chunk, cursor, plan, text, needs_stored_values, f"cdc_batch_{number}_{part}"
+                    )
+            if loading is not None:
+                loading.result()
 
     def _apply_truncate(self, cursor: Any, plan: _TablePlan, change: CapturedChange) -> None:
         parts: dict[str, sql.Composable] = {"schema": self._schema, "table": sql.Identifier(plan.mirror)}
@@ -714,64 +851,67 @@ class WarehouseSink:
 
         Each row is the key's complete version as far as this batch knows it: columns a change does
         not carry are taken from the key's previous change in the batch, and the rest are listed in
-        the row's ``_unchanged`` array. Encoding runs column by column so that each column's type
-        is checked once for the whole batch.
+        the row's ``_unchanged`` array. A table with history gets a row per change; a table without
+        only gets the last version of each key (the only one its mirror keeps), so the rows' keys
+        are unique. Encoding runs column by column so that each column's type is checked once for
+        the whole batch.
         """
+        return self._encode_versions(plan, _versions(plan, changes))
+
+    def _encode_versions(
+        self, plan: _TablePlan, versions: list[tuple[CapturedChange, dict[str, Any], str]]
+    ) -> tuple[str, bool]:
+        """COPY text and the stored-values flag for ``versions`` (see :func:`_versions`)."""
         column_count = len(plan.columns)
-        key_columns = plan.key
-        single_key = key_columns[0] if len(key_columns) == 1 else None
         non_key = plan.non_key
-        latest: dict[Any, dict[str, Any]] = {}
-        columns = plan.columns
-        partial_values = _partial_getter(columns)
-        complete_values = operator.itemgetter(*columns) if column_count > 1 else partial_values
+        complete_values = plan.complete_values
         records: list[tuple[Any, ...]] = []
-        ops: list[str] = []
         unchanged_texts: list[str] = []
         needs_stored_values = False
-        for change in changes:
-            key = change.key[single_key] if single_key is not None else tuple(
-                change.key[column] for column in key_columns
-            )
-            if change.kind == "delete":
-                values = latest.get(key) or change.key
-                ops.append("D")
-            else:
-                row = change.row
-                previous = latest.get(key)
-                values = {**previous, **row} if previous is not None and len(row) < column_count else row
-                latest[key] = values
-                ops.append(ROW_KINDS[change.kind])
+        for _, values, _ in versions:
             if len(values) < column_count:
-                records.append(partial_values(values))
+                records.append(tuple(map(values.get, plan.columns)))
                 unchanged_texts.append(_text_array_literal([column for column in non_key if column not in values]))
                 needs_stored_values = True
             else:
                 records.append(complete_values(values))
                 unchanged_texts.append(COPY_NULL)
+        version_changes = [change for change, _, _ in versions]
+        time_texts: dict[Any, str] = {None: COPY_NULL}
         fields: list[list[str]] = []
         for column, encode, values in zip(plan.columns, plan.encoders, zip(*records, strict=True), strict=True):
             values = list(values)
             try:
-                fields.append(encode(values))
+                if encode is _encode_memoised_values:
+                    fields.append(_encode_memoised_values(values, time_texts))
+                else:
+                    fields.append(encode(values))
             except WarehouseSinkError as exc:
                 culprit = next(
-                    (change for change, value in zip(changes, values, strict=True) if not _encodes(encode, value)),
+                    (change for change, value in zip(version_changes, values, strict=True)
+                     if not _encodes(encode, value)),
                     None,
                 )
                 where = f" {culprit.kind} at {culprit.position}" if culprit is not None else ""
                 raise WarehouseSinkError(f"{plan.label}{where}, column {column!r}: {exc}") from None
-        fields.append(_encode_integer_values([change.position.commit_lsn for change in changes]))
-        fields.append(_encode_integer_values([change.position.index_in_txn for change in changes]))
-        fields.append(_encode_memoised_values([change.commit_time for change in changes]))
-        fields.append(ops)
+        positions = list(map(_position_of, version_changes))
+        fields.append(_encode_integer_values(list(map(_commit_lsn_of, positions))))
+        fields.append(_encode_integer_values(list(map(_index_in_txn_of, positions))))
+        fields.append(_encode_memoised_values(list(map(_commit_time_of, version_changes)), time_texts))
+        fields.append([op for _, _, op in versions])
         fields.append(unchanged_texts)
         lines = list(map("\t".join, zip(*fields, strict=True)))
         lines.append("")
         return "\n".join(lines), needs_stored_values
 
-    def _apply_segment(self, cursor: Any, plan: _TablePlan, changes: list[CapturedChange], batch: str) -> None:
-        text, needs_stored_values = self._encode_segment(plan, changes)
+    def _load_chunk(self, cursor: Any, plan: _TablePlan, text: str, needs_stored_values: bool, batch: str) -> None:
+        """COPY one encoded chunk into a temporary table, fill it, append history, upsert the mirror.
+
+        Chunks of one segment are loaded in position order. A key's versions in a later chunk are
+        newer, so the per-row guard lets them replace the earlier chunk's; columns still missing
+        after merging within the batch are ones no change of the batch carried, which an earlier
+        chunk only ever copied from the stored row, so filling from the mirror gives the same value.
+        """
         batch_id = sql.Identifier(batch)
         table_id = sql.Identifier(plan.mirror)
         columns = _identifier_list(plan.columns)
@@ -779,6 +919,7 @@ class WarehouseSink:
         cursor.copy_expert(
             _statement("copy_batch", batch=batch_id, columns=columns).as_string(cursor.connection),
             io.StringIO(text),
+            COPY_CHUNK_CHARS,
         )
         if needs_stored_values and plan.non_key:
             cursor.execute(load_sql(f"{SQL_FOLDER}/fill_plan_settings.sql"))
@@ -817,7 +958,7 @@ class WarehouseSink:
             assignments = _statement("upsert_mirror_column", column=sql.Identifier(plan.key[0]))
         cursor.execute(
             _statement(
-                "upsert_mirror",
+                "upsert_mirror" if plan.history is not None else "upsert_mirror_unique",
                 schema=self._schema,
                 table=table_id,
                 columns=columns,
