@@ -387,10 +387,11 @@ def ensure_running(config: StackConfig, binaries: PgBinaries, user: ServiceUser,
     """initdb if needed, (re)write the stack-owned config, start, wait for SCRAM login, bootstrap."""
     if binaries.tls and running_pid(config) is None and port_in_use(config.pg_port):
         raise port_taken_error("Postgres", config.pg_port, "PAYDATA_PG_PORT")
-    created = init_cluster(config, binaries, user, passwords[PG_SUPERUSER])
+    init_cluster(config, binaries, user, passwords[PG_SUPERUSER])
     _check_version(config, binaries)
-    if created or running_pid(config) is None:
-        write_config(config, binaries, user)
+    was_running = running_pid(config) is not None
+    # Always rewrite: a running cluster picks up changed stack settings by the reload below.
+    write_config(config, binaries, user)
     pid = start(config, binaries, user)
     if not wait_until(lambda: healthy(config, passwords[PG_SUPERUSER]), 30, 0.2):
         raise StackError(
@@ -398,5 +399,18 @@ def ensure_running(config: StackConfig, binaries: PgBinaries, user: ServiceUser,
             f"{config.pg_socket_dir}. If {config.password_file(PG_SUPERUSER)} was replaced, restore it; "
             f"otherwise see {config.pg_log}."
         )
+    if was_running:
+        reload_config(config, passwords[PG_SUPERUSER])
     bootstrap(config, passwords)
     return pid
+
+
+def reload_config(config: StackConfig, password: str) -> None:
+    """Signal the server to re-read its configuration (settings that need a restart stay pending)."""
+    conn = connect(config, password)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(sql_statement("reload_config"))
+    finally:
+        conn.close()
