@@ -189,3 +189,24 @@ def test_added_column_is_ignored_with_one_warning(caplog):
     loaded.capture(change("insert", new=row, index=1))
     assert "ssn" not in captured.row
     assert sum("ssn" in message for message in caplog.messages) == 1
+
+
+def test_pinned_tokeniser_gives_the_same_tokens_as_the_unpinned_path(tmp_path, monkeypatch):
+    from paydata.crypto import KeyRing, reload_keys
+
+    key_file = tmp_path / "token_key"
+    key_file.write_text(KeyRing.generate_line("k1") + "\n")
+    monkeypatch.delenv("PAYDATA_TOKEN_KEY", raising=False)
+    monkeypatch.setenv("PAYDATA_TOKEN_KEY_FILE", str(key_file))
+    reload_keys()
+    try:
+        real = load_manifest(copy.deepcopy(BASE))  # no injected tokeniser: the environment's key ring
+        row = {"charge_id": 5, "customer_id": 42, "ip_address": "10.0.0.1", "email_enc": b"x", "memo": None}
+        [unpinned] = real.capture(change("insert", new=row))
+        with real.pinned_tokeniser():
+            [pinned] = real.capture(change("insert", new=row))
+        assert pinned.row == unpinned.row
+        assert pinned.row["customer_id"].startswith("tok_k1_")
+    finally:
+        monkeypatch.undo()
+        reload_keys()  # later tests must see the process's own key files again

@@ -303,10 +303,12 @@ class CdcEngine:
                 columns = capture.catalog_for(catalog, table, manifest.tables[table].captured_columns)
 
                 def on_rows(rows: list[dict[str, Any]], table: str = table) -> None:
-                    deliver(lambda position: [
-                        manifest.capture_row(table, row, kind="snapshot", position=position, commit_time=commit_time)
-                        for row in rows
-                    ])
+                    with manifest.pinned_tokeniser():
+                        deliver(lambda position: [
+                            manifest.capture_row(table, row, kind="snapshot", position=position,
+                                                 commit_time=commit_time)
+                            for row in rows
+                        ])
 
                 counts[table] = capture.copy_snapshot_table(
                     reader, exported.snapshot_name, table, columns, on_rows, chunk_rows=self.limits.snapshot_chunk_rows
@@ -336,7 +338,7 @@ class CdcEngine:
             conn, manifest.slot, manifest.publication, upto_nchanges=limits.batch_changes, upto_lsn=upto_lsn
         )
         # Closing the generator closes the server-side cursor before the caller ends the transaction.
-        with contextlib.closing(rows):
+        with contextlib.closing(rows), manifest.pinned_tokeniser():
             return self._fill_batch(batch, decoder, rows, applied, upto_lsn)
 
     def _fill_batch(self, batch: _Batch, decoder: PgOutputDecoder, rows, applied, upto_lsn) -> _Batch:

@@ -18,11 +18,13 @@ either). The same two rules apply to every decoded change (:meth:`Manifest.captu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,10 +99,22 @@ class TableManifest:
     history: bool
     columns: Mapping[str, ColumnPolicy]
 
-    @property
+    @cached_property
     def captured_columns(self) -> tuple[str, ...]:
         """Columns that leave the source (kept or tokenised), in manifest order."""
         return tuple(name for name, policy in self.columns.items() if policy.action != "drop")
+
+    @cached_property
+    def column_names(self) -> frozenset[str]:
+        return frozenset(self.columns)
+
+    @cached_property
+    def captured_policies(self) -> tuple[tuple[str, str | None], ...]:
+        """``(column, tokenise domain or None for keep)`` for each captured column (the hot path's plan)."""
+        return tuple(
+            (name, self.columns[name].domain if self.columns[name].action == "tokenise" else None)
+            for name in self.captured_columns
+        )
 
 
 @dataclass
@@ -114,6 +128,7 @@ class Manifest:
     origin: str = "<mapping>"
     tokenise: Callable[..., str] | None = None
     _warned: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    _pinned_tokenise: Callable[..., str] | None = field(default=None, repr=False)
 
     def tables_for_sink(self, sink: str) -> list[str]:
         return [name for name, table in self.tables.items() if sink in table.sinks]
@@ -169,13 +184,34 @@ class Manifest:
 
     # -- applying the policy ---------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def pinned_tokeniser(self) -> Generator[None, None, None]:
+        """Within the block, resolve the environment's token key ring once instead of per value.
+
+        For a batch of changes: tokens are the same as without the block as long as the ring is
+        not reloaded in the middle of it (a reload takes effect at the next block).
+        """
+        if self.tokenise is not None:
+            yield
+            return
+        from paydata.crypto import default_tokeniser
+
+        self._pinned_tokenise = default_tokeniser().tokenise
+        try:
+            yield
+        finally:
+            self._pinned_tokenise = None
+
+    def _tokeniser(self) -> Callable[..., str]:
+        tokenise = self.tokenise or self._pinned_tokenise
+        if tokenise is None:
+            from paydata.crypto import tokenise
+        return tokenise
+
     def _value(self, policy: ColumnPolicy, value: Any) -> Any:
         if value is None or policy.action == "keep":
             return value
-        tokenise = self.tokenise
-        if tokenise is None:
-            from paydata.crypto import tokenise
-        return tokenise(value if isinstance(value, str) else str(value), domain=policy.domain)
+        return self._tokeniser()(value if isinstance(value, str) else str(value), domain=policy.domain)
 
     def capture_row(
         self,
@@ -189,17 +225,33 @@ class Manifest:
         """Apply the policy to a full or partial row (insert/update/snapshot); see :meth:`capture`."""
         table = self.tables[table_name]
         self._check_columns(table, values, table.captured_columns)
+        return self._capture_checked_row(table, values, kind, position, commit_time)
+
+    def _capture_checked_row(
+        self, table: TableManifest, values: Mapping[str, Any], kind: CapturedKind, position: Position,
+        commit_time: datetime,
+    ) -> CapturedChange:
+        # Hot path (every streamed insert/update): the plan is precomputed, the tokeniser resolved once.
         row: dict[str, Any] = {}
-        unchanged: set[str] = set()
-        for column in table.captured_columns:
+        unchanged: set[str] | None = None
+        tokenise = None
+        for column, domain in table.captured_policies:
             value = values[column]
             if value is UNCHANGED_TOAST:
+                if unchanged is None:
+                    unchanged = set()
                 unchanged.add(column)
+            elif domain is None or value is None:
+                row[column] = value
             else:
-                row[column] = self._value(table.columns[column], value)
-        key = self._key(table, values)
+                if tokenise is None:
+                    tokenise = self._tokeniser()
+                row[column] = tokenise(value if isinstance(value, str) else str(value), domain=domain)
+        key = {column: row[column] for column in table.key} if all(k in row for k in table.key) \
+            else self._key(table, values)
         return CapturedChange(
-            self.source, table_name, kind, position, commit_time, key, row, frozenset(unchanged)
+            self.source, table.name, kind, position, commit_time, key, row,
+            frozenset(unchanged) if unchanged else frozenset(),
         )
 
     def capture(self, change: Change) -> list[CapturedChange]:
@@ -227,10 +279,8 @@ class Manifest:
                 )
             ]
         new = change.new or {}
-        self._check_columns(table, new, tuple(table.columns))
-        captured = self.capture_row(
-            change.table, new, kind=change.kind, position=position, commit_time=change.commit_time
-        )
+        self._check_columns(table, new, table.columns)
+        captured = self._capture_checked_row(table, new, change.kind, position, change.commit_time)
         if change.kind == "update" and change.old is not None and all(k in change.old for k in table.key):
             old_key = self._key(table, change.old)
             if old_key != captured.key:
@@ -250,6 +300,9 @@ class Manifest:
         return {column: self._value(table.columns[column], values[column]) for column in table.key}
 
     def _check_columns(self, table: TableManifest, values: Mapping[str, Any], required: Iterable[str]) -> None:
+        names = table.column_names
+        if len(values) == len(names) and values.keys() == names:
+            return  # the common case: exactly the manifest's columns
         missing = [column for column in required if column not in values]
         if missing:
             raise SchemaDriftError(

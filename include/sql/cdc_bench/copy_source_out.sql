@@ -1,0 +1,1 @@
+COPY bench_copy_source TO STDOUT

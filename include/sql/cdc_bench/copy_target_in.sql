@@ -1,0 +1,1 @@
+COPY bench_copy_target FROM STDIN

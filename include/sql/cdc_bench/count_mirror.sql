@@ -1,0 +1,1 @@
+SELECT count(*), count(*) FILTER (WHERE _is_deleted) FROM {table}

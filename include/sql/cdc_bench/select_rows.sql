@@ -1,0 +1,2 @@
+-- Rows of a table, ordered by its key, for the benchmark's staging-equals-source check.
+SELECT {columns} FROM {table} WHERE {where} ORDER BY {key}
