@@ -252,6 +252,41 @@ def test_stale_pids_after_kill_9_are_recovered(second_stack):
     assert stack_mongo.running_pid(config) not in (None, mongo_pid)
 
 
+def test_up_applies_changed_settings_to_a_running_cluster(second_stack):
+    """A reloadable setting takes effect by reload; one that needs a restart makes `up` restart."""
+    config = second_stack
+    password = config.password_file(stack_postgres.PG_SUPERUSER).read_text().strip()
+
+    def show(name: str) -> str:
+        conn = stack_postgres.connect(config, password)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SHOW " + name)  # name is a literal from this test
+                return cursor.fetchone()[0]
+        finally:
+            conn.close()
+
+    def alter_system(statement: str) -> None:
+        conn = stack_postgres.connect(config, password)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            conn.close()
+
+    pid_before = stack_postgres.running_pid(config)
+    alter_system("ALTER SYSTEM SET shared_buffers = '256MB'")
+    try:
+        ensure_up(config, services="postgres", export_env=False)
+        assert show("shared_buffers") == "256MB"
+        assert stack_postgres.running_pid(config) != pid_before
+    finally:
+        alter_system("ALTER SYSTEM RESET shared_buffers")
+        ensure_up(config, services="postgres", export_env=False)
+    assert show("shared_buffers") == "512MB"
+
+
 def test_corrupted_env_file_is_reported_and_regenerated(second_stack):
     config = second_stack
     original = settings.parse_env_file(config.env_file)

@@ -66,6 +66,8 @@ def test_postgresql_conf_with_tls():
         "max_replication_slots = 16",
         "max_wal_senders = 16",
         "max_slot_wal_keep_size = '4GB'",
+        "shared_buffers = '512MB'",
+        "max_wal_size = '4GB'",
         "password_encryption = 'scram-sha-256'",
         "log_connections = on",
         "log_disconnections = on",

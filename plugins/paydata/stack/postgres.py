@@ -127,6 +127,11 @@ def render_postgresql_conf(config: StackConfig, tls: bool) -> str:
         "max_wal_senders = 16",
         # A forgotten replication slot may retain at most this much WAL instead of filling the disk.
         "max_slot_wal_keep_size = '4GB'",
+        # Sized for warehouse builds over millions of rows; the defaults (128MB, 1GB) force index
+        # pages out of memory and checkpoints every few seconds during a full rebuild.
+        "shared_buffers = '512MB'",
+        "max_wal_size = '4GB'",
+        "checkpoint_completion_target = 0.9",
         "password_encryption = 'scram-sha-256'",
         "log_connections = on",
         "log_disconnections = on",
@@ -399,18 +404,26 @@ def ensure_running(config: StackConfig, binaries: PgBinaries, user: ServiceUser,
             f"{config.pg_socket_dir}. If {config.password_file(PG_SUPERUSER)} was replaced, restore it; "
             f"otherwise see {config.pg_log}."
         )
-    if was_running:
-        reload_config(config, passwords[PG_SUPERUSER])
+    if was_running and reload_config(config, passwords[PG_SUPERUSER]):
+        # A changed setting that only a restart applies (e.g. shared_buffers): restart now, so the
+        # running cluster is the configured one.
+        stop(config, binaries, user)
+        pid = start(config, binaries, user)
+        if not wait_until(lambda: healthy(config, passwords[PG_SUPERUSER]), 30, 0.2):
+            raise StackError(f"Postgres did not come back after a restart for changed settings; see {config.pg_log}.")
     bootstrap(config, passwords)
     return pid
 
 
-def reload_config(config: StackConfig, password: str) -> None:
-    """Signal the server to re-read its configuration (settings that need a restart stay pending)."""
+def reload_config(config: StackConfig, password: str) -> list[str]:
+    """Make the server re-read its configuration; return the changed settings that need a restart."""
     conn = connect(config, password)
     try:
         conn.autocommit = True
         with conn.cursor() as cursor:
             cursor.execute(sql_statement("reload_config"))
+            time.sleep(0.5)  # the postmaster applies SIGHUP asynchronously
+            cursor.execute(sql_statement("pending_restart_settings"))
+            return [row[0] for row in cursor.fetchall()]
     finally:
         conn.close()
