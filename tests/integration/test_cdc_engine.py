@@ -17,6 +17,7 @@ from psycopg2 import sql
 from psycopg2.extras import LogicalReplicationConnection
 
 from paydata import settings
+from paydata.cdc.capture import SlotBusyError
 from paydata.cdc.engine import CdcEngine, EngineLimits
 from paydata.cdc.health import SlotLostError
 from paydata.cdc.manifest import ManifestError, load_manifest
@@ -339,4 +340,56 @@ def test_concurrent_runs_wait_for_the_slot(env):
     env.execute("INSERT INTO account (id, customer_id, balance) VALUES (1, 1, 1)")
     engine.run()
     releaser.join()
+    env.assert_mirrors()
+
+
+def slot_active_pid(env: Env) -> int | None:
+    with env.src.cursor() as cursor:
+        cursor.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (env.slot,))
+        return cursor.fetchone()[0]
+
+
+def test_a_backlog_is_streamed_in_many_batches_over_one_replication_session(env):
+    engine = env.engine()
+    engine.run()
+    for first in range(0, 400, 10):  # 40 transactions of 10 inserts (+ 2 updates each)
+        env.execute("INSERT INTO account (id, customer_id, balance) SELECT g, g, g FROM generate_series(%s, %s) g",
+                    (first + 1, first + 10))
+        env.execute("UPDATE account SET balance = balance + 1 WHERE id IN (%s, %s)", (first + 1, first + 2))
+
+    class SessionRecordingSink(WarehouseSink):
+        def __init__(self, connect):
+            super().__init__(connect)
+            self.slot_holders: list[int | None] = []
+
+        def apply(self, source, changes):
+            self.slot_holders.append(slot_active_pid(env))
+            return super().apply(source, changes)
+
+    sink = SessionRecordingSink(env.warehouse_connect)
+    env.sinks.append(sink)
+    report = env.engine(sinks=[sink], limits=EngineLimits(batch_changes=50)).run()
+    assert report["caught_up"] and report["transactions"] >= 80 and report["batches"] >= 10
+    # One decoding session for the whole backlog: the same walsender held the slot for every batch.
+    assert len(sink.slot_holders) >= 10 and len(set(sink.slot_holders)) == 1 and sink.slot_holders[0] is not None
+    assert slot_active_pid(env) is None  # released before run() returned
+    env.assert_mirrors()
+    assert env.confirmed_flush() >= sink.applied_position(SOURCE).commit_lsn
+
+
+def test_a_run_gives_up_with_slot_busy_while_another_consumer_streams_the_slot(env):
+    engine = env.engine(limits=EngineLimits(slot_busy_wait_seconds=1.0))
+    engine.run()
+    holder = psycopg2.connect(connection_factory=LogicalReplicationConnection, **env.cdc_kwargs())
+    try:
+        holder.cursor().start_replication(slot_name=env.slot, decode=False,
+                                          options={"proto_version": "1", "publication_names": env.slot})
+        before = env.confirmed_flush()
+        env.execute("INSERT INTO account (id, customer_id, balance) VALUES (1, 1, 1)")
+        with pytest.raises(SlotBusyError, match="another consumer is running"):
+            engine.run()
+        assert env.confirmed_flush() == before
+    finally:
+        holder.close()
+    engine.run()
     env.assert_mirrors()

@@ -1,15 +1,17 @@
-"""Engine pieces that need no database: COPY parsing, slot health verdicts, engine wiring."""
+"""Engine pieces that need no database: COPY parsing, slot health verdicts, engine wiring, and how
+the stream is cut into batches and confirmed (against a scripted replication stream)."""
 
 from __future__ import annotations
 
+import struct
 from decimal import Decimal
 
 import pytest
 
 from paydata.cdc.capture import CopyRowReader, copy_text_field
-from paydata.cdc.engine import SNAPSHOT_INDEX_BASE, CdcEngine
+from paydata.cdc.engine import SNAPSHOT_INDEX_BASE, CdcEngine, EngineLimits
 from paydata.cdc.health import SlotLostError, assess_slot, resnapshot_command
-from paydata.cdc.manifest import SourceColumn, load_manifest
+from paydata.cdc.manifest import SchemaDriftError, SourceColumn, load_manifest
 from paydata.cdc.model import Position
 
 
@@ -91,3 +93,174 @@ def test_engine_requires_every_sink_the_manifest_routes_to():
 def test_snapshot_positions_sort_before_streamed_changes_and_fit_int4():
     assert Position(100, SNAPSHOT_INDEX_BASE) < Position(100, SNAPSHOT_INDEX_BASE + 1) < Position(100, 0)
     assert SNAPSHOT_INDEX_BASE >= -(2**31)
+
+
+# -- streaming: a scripted replication stream -------------------------------------------------------
+
+ITEM_OID = 7001
+COMMIT_MICROS = 800_000_000_000_000
+
+
+def cstr(text: str) -> bytes:
+    return text.encode() + b"\0"
+
+
+def begin(final_lsn: int, xid: int) -> bytes:
+    return b"B" + struct.pack(">QqI", final_lsn, COMMIT_MICROS, xid)
+
+
+def commit(commit_lsn: int, end_lsn: int) -> bytes:
+    return b"C" + struct.pack(">BQQq", 0, commit_lsn, end_lsn, COMMIT_MICROS)
+
+
+def relation(columns: tuple[str, ...] = ("id", "v")) -> bytes:
+    out = b"R" + struct.pack(">I", ITEM_OID) + cstr("public") + cstr("item") + b"d" + struct.pack(">h", len(columns))
+    for name in columns:
+        out += struct.pack(">B", name == "id") + cstr(name) + struct.pack(">Ii", 20, -1)
+    return out
+
+
+def insert(*values: int) -> bytes:
+    out = b"I" + struct.pack(">I", ITEM_OID) + b"N" + struct.pack(">h", len(values))
+    for value in values:
+        text = str(value).encode()
+        out += b"t" + struct.pack(">i", len(text)) + text
+    return out
+
+
+def heartbeat(lsn: int) -> bytes:
+    return b"M" + struct.pack(">BQ", 0, lsn) + cstr("paydata.heartbeat") + struct.pack(">i", 2) + b"hb"
+
+
+def transaction(commit_lsn: int, xid: int, rows: list[tuple[int, int]], columns=("id", "v")) -> list:
+    """Messages of one transaction as the server sends them: (lsn, payload)."""
+    messages = [(commit_lsn - 100, begin(commit_lsn, xid)), (commit_lsn - 99, relation(columns))]
+    messages += [(commit_lsn - 90 + i, insert(*row)) for i, row in enumerate(rows)]
+    return [*messages, (commit_lsn + 8, commit(commit_lsn, commit_lsn + 8))]
+
+
+class ScriptedStream:
+    """Stands in for capture.SlotStream: plays messages, then keepalives carrying ``server_lsn``."""
+
+    def __init__(self, messages, keepalive_lsn: int = 0, sinks=()):
+        self.messages = list(messages)
+        self.keepalive_lsn = keepalive_lsn
+        self.server_lsn = 0
+        self.sinks = sinks
+        self.confirmed: list[tuple[int, dict]] = []
+
+    def read(self, timeout):
+        if self.messages:
+            lsn, payload = self.messages.pop(0)
+            self.server_lsn = lsn
+            return lsn, payload
+        self.server_lsn = max(self.server_lsn, self.keepalive_lsn)
+        return None
+
+    def confirm(self, lsn):
+        self.confirmed.append((lsn, {sink.name: sink.position for sink in self.sinks}))
+
+    def request_status(self):
+        pass
+
+
+class RecordingSink(MemorySink):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.batches: list[list] = []
+
+    def apply(self, source, changes):
+        self.batches.append([(c.position, c.row["id"]) for c in changes])
+        return super().apply(source, changes)
+
+
+def streaming_engine(**limits):
+    manifest = load_manifest({
+        "source": "tsrc", "slot": "s", "publication": "s",
+        "tables": {"item": {"key": ["id"], "sinks": ["warehouse"], "columns": {"id": "keep", "v": "keep"}}},
+    })
+    manifest.tokenise = lambda value, domain: f"tok_{domain}_{value}"  # no token key needed
+    sink = RecordingSink("warehouse")
+    engine = CdcEngine(manifest, [sink], connect=None, replication_connect=None, owner_connect=None,
+                       limits=EngineLimits(stream_idle_seconds=0.05, **limits))
+    return engine, sink
+
+
+def stream(engine, sink, messages, *, keepalive_lsn=0, target=10**9, max_batches=None, applied=None):
+    scripted = ScriptedStream(messages, keepalive_lsn, [sink])
+    report = {"batches": 0, "transactions": 0, "changes_read": 0, "applied": {sink.name: 0}}
+    caught_up = engine._stream_batches(None, scripted, {sink.name: applied or Position.zero()}, report, 0, target,
+                                       max_batches=max_batches, upto_lsn=None)
+    return caught_up, scripted, report
+
+
+def test_batches_hold_whole_transactions_and_are_confirmed_after_the_sink_applied_them():
+    engine, sink = streaming_engine(batch_changes=4)
+    messages = (transaction(1000, 1, [(1, 10), (2, 20)]) + transaction(2000, 2, [(3, 30)])
+                + transaction(3000, 3, [(4, 40), (5, 50), (6, 60)]))
+    caught_up, scripted, report = stream(engine, sink, messages, keepalive_lsn=3500, target=3400)
+    assert caught_up
+    # A batch ends at the first commit after the limit: never inside a transaction.
+    assert sink.batches == [
+        [(Position(1000, 0), 1), (Position(1000, 1), 2)],
+        [(Position(2000, 0), 3)],
+        [(Position(3000, 0), 4), (Position(3000, 1), 5), (Position(3000, 2), 6)],
+    ]
+    # Each confirmation is the end LSN of a transaction the sink had already applied in full.
+    assert scripted.confirmed == [
+        (1008, {"warehouse": Position(1000, 1)}),
+        (2008, {"warehouse": Position(2000, 0)}),
+        (3008, {"warehouse": Position(3000, 2)}),
+    ]
+    assert report["batches"] == 3 and report["transactions"] == 3 and report["applied"]["warehouse"] == 6
+
+
+def test_a_commit_past_the_target_ends_the_run_without_waiting_for_the_stream():
+    engine, sink = streaming_engine()
+    messages = transaction(1000, 1, [(1, 1)]) + transaction(2000, 2, [(2, 2)]) + transaction(3000, 3, [(3, 3)])
+    caught_up, scripted, _ = stream(engine, sink, messages, target=1500)
+    assert caught_up and [lsn for lsn, _ in scripted.confirmed] == [2008]
+    assert scripted.messages == transaction(3000, 3, [(3, 3)])  # left for the next run
+
+
+def test_a_heartbeat_advances_an_idle_slot_without_touching_the_sinks():
+    engine, sink = streaming_engine()
+    caught_up, scripted, report = stream(engine, sink, [(500, heartbeat(500))], target=400)
+    assert caught_up and sink.batches == [] and [lsn for lsn, _ in scripted.confirmed] == [500]
+    assert report["batches"] == 1 and report["transactions"] == 0
+
+
+def test_changes_a_sink_already_has_are_skipped_but_still_confirmed():
+    engine, sink = streaming_engine()
+    messages = transaction(1000, 1, [(1, 1), (2, 2)]) + transaction(2000, 2, [(3, 3)])
+    caught_up, scripted, _ = stream(engine, sink, messages, keepalive_lsn=2500, target=2100,
+                                    applied=Position(1000, 1))
+    assert caught_up and sink.batches == [[(Position(2000, 0), 3)]]
+    assert [lsn for lsn, _ in scripted.confirmed] == [2008]
+
+
+def test_schema_drift_confirms_nothing_of_its_batch():
+    engine, sink = streaming_engine(batch_changes=1)
+    messages = transaction(1000, 1, [(1, 1)]) + transaction(2000, 2, [(2,)], columns=("id",))
+    scripted = ScriptedStream(messages, 2500, [sink])
+    report = {"batches": 0, "transactions": 0, "changes_read": 0, "applied": {sink.name: 0}}
+    with pytest.raises(SchemaDriftError, match="v"):
+        engine._stream_batches(None, scripted, {sink.name: Position.zero()}, report, 0, 2100,
+                               max_batches=None, upto_lsn=None)
+    assert sink.batches == [[(Position(1000, 0), 1)]]
+    assert [lsn for lsn, _ in scripted.confirmed] == [1008]
+
+
+def test_max_batches_stops_the_run_before_it_is_caught_up():
+    engine, sink = streaming_engine(batch_changes=1)
+    messages = transaction(1000, 1, [(1, 1)]) + transaction(2000, 2, [(2, 2)]) + transaction(3000, 3, [(3, 3)])
+    caught_up, scripted, report = stream(engine, sink, messages, keepalive_lsn=3500, target=3100, max_batches=2)
+    assert not caught_up and report["batches"] == 2 and [lsn for lsn, _ in scripted.confirmed] == [1008, 2008]
+
+
+def test_a_stream_that_stops_inside_a_transaction_is_not_caught_up_and_applies_none_of_it():
+    engine, sink = streaming_engine()
+    messages = transaction(1000, 1, [(1, 1)]) + transaction(2000, 2, [(2, 2)])[:-1]
+    caught_up, scripted, _ = stream(engine, sink, messages, target=2100)
+    assert not caught_up
+    assert sink.batches == [[(Position(1000, 0), 1)]] and [lsn for lsn, _ in scripted.confirmed] == [1008]

@@ -1,10 +1,10 @@
-"""Source-side primitives of capture: catalog, publication, slot, exported snapshot, peeked changes.
+"""Source-side primitives of capture: catalog, publication, slot, exported snapshot, slot stream.
 
 Everything here talks to one source database and nothing else; :mod:`paydata.cdc.engine` puts the
 pieces together. Statements live in ``include/sql/cdc``.
 
 Privileges: the capture role (``paydata_cdc``: REPLICATION, SELECT on the captured tables) reads
-the catalog, creates/peeks/advances/drops the slot and reads snapshots. Publications can only be
+the catalog, creates/streams/drops the slot and reads snapshots. Publications can only be
 created or altered by the owner of the tables, so those statements run on the owner's connection.
 """
 
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
 from paydata.cdc.manifest import SOURCE_SCHEMA, SourceCatalog, SourceColumn
-from paydata.cdc.pgoutput import format_lsn, parse_lsn
+from paydata.cdc.pgoutput import parse_lsn
 from paydata.cdc.types import parser_for
 from paydata.sql import load_sql
 
@@ -144,12 +145,19 @@ def slot_row(conn, slot: str) -> dict[str, Any] | None:
     return None if row is None else dict(zip(names, row, strict=True))
 
 
+def _slot_busy(wait_seconds: float, exc: Exception) -> SlotBusyError:
+    return SlotBusyError(
+        f"replication slot is still in use after {wait_seconds:g}s ({(exc.pgerror or str(exc)).strip()}); "
+        "another consumer is running: wait for it, or terminate its backend"
+    )
+
+
 def with_slot_retry(conn, action: Callable[[], Any], *, wait_seconds: float) -> Any:
     """Run ``action`` on ``conn``; while the slot is active in another backend, roll back and retry.
 
     A consumer killed mid-read leaves its backend holding the slot until the server notices the
-    closed socket (at most the end of the statement it was running); waiting for that is the
-    normal recovery. Raises :class:`SlotBusyError` after ``wait_seconds``.
+    closed socket; waiting for that is the normal recovery. Raises :class:`SlotBusyError` after
+    ``wait_seconds``.
     """
     deadline = time.monotonic() + wait_seconds
     while True:
@@ -158,10 +166,7 @@ def with_slot_retry(conn, action: Callable[[], Any], *, wait_seconds: float) -> 
         except pg_errors.ObjectInUse as exc:
             conn.rollback()
             if time.monotonic() >= deadline:
-                raise SlotBusyError(
-                    f"replication slot is still in use after {wait_seconds:.0f}s ({exc.pgerror.strip()}); "
-                    "another consumer is running: wait for it, or terminate its backend"
-                ) from exc
+                raise _slot_busy(wait_seconds, exc) from exc
             time.sleep(0.2)
 
 
@@ -182,19 +187,6 @@ def drop_slot(conn, slot: str, *, wait_seconds: float = 30.0) -> bool:
 
     with_slot_retry(conn, _drop, wait_seconds=wait_seconds)
     return True
-
-
-def advance_slot(conn, slot: str, lsn: int, *, wait_seconds: float = 30.0) -> int:
-    """Move the slot's confirmed flush position to ``lsn``; return the position the server reports."""
-
-    def _advance() -> int:
-        with conn.cursor() as cursor:
-            cursor.execute(load_sql("cdc/advance_slot.sql"), {"slot": slot, "lsn": format_lsn(lsn)})
-            (end_lsn,) = cursor.fetchone()
-        conn.commit()
-        return parse_lsn(end_lsn)
-
-    return with_slot_retry(conn, _advance, wait_seconds=wait_seconds)
 
 
 def emit_heartbeat(conn, content: str) -> int:
@@ -352,38 +344,104 @@ def copy_snapshot_table(
 # -- streaming reads -------------------------------------------------------------------------------------
 
 
-def peek_changes(
-    conn,
+class SlotStream:
+    """One streaming-replication session on a logical slot: the server decodes once, in order.
+
+    ``START_REPLICATION SLOT ... LOGICAL`` makes the server decode the slot's WAL a single time,
+    from the slot's restart point, and send every transaction that commits at or after its
+    confirmed position, in commit order, while the client works on what it already received. (A
+    SQL-level peek or advance starts a new decoding session each time, which re-reads WAL from
+    ``restart_lsn``: through a backlog written in a burst that point barely moves, so the server
+    work grows with batches x backlog.)
+
+    :meth:`read` returns ``(lsn, payload)`` of the next pgoutput message, or ``None`` when nothing
+    arrived within the timeout. :meth:`confirm` tells the server that everything below ``lsn`` is
+    durably applied; the slot's confirmed position moves there and a later session resumes from
+    it. psycopg2 also answers the server's keepalives: it reports the last confirmed position and,
+    once every received message is confirmed, moves it to the keepalive's WAL position (nothing
+    was sent below it that is not confirmed, so this never confirms an unapplied change).
+    """
+
+    def __init__(self, connection: Any, cursor: Any, slot: str) -> None:
+        self.connection = connection
+        self.cursor = cursor
+        self.slot = slot
+        self.backend_pid: int = connection.get_backend_pid()
+
+    @property
+    def server_lsn(self) -> int:
+        """WAL position of the last message or keepalive received (the server sent all before it)."""
+        return self.cursor.wal_end
+
+    def read(self, timeout: float) -> tuple[int, bytes] | None:
+        message = self.cursor.read_message()
+        if message is None:
+            ready, _, _ = select.select([self.connection], [], [], timeout)
+            if not ready:
+                return None
+            message = self.cursor.read_message()
+            if message is None:  # only a keepalive arrived
+                return None
+        return message.data_start, message.payload
+
+    def confirm(self, lsn: int) -> None:
+        """Report ``lsn`` as flushed (the slot may then discard everything before it); asks for a reply."""
+        self.cursor.send_feedback(write_lsn=lsn, flush_lsn=lsn, apply_lsn=lsn, reply=True, force=True)
+
+    def request_status(self) -> None:
+        """Ask the server for a keepalive: it carries how far the server has read and sent WAL."""
+        self.cursor.send_feedback(reply=True, force=True)
+
+    def close(self) -> None:
+        if not self.connection.closed:
+            self.connection.close()
+
+
+def start_stream(
+    replication_connect: Callable[[], Any],
     slot: str,
     publication: str,
+    start_lsn: int,
     *,
-    upto_nchanges: int,
-    upto_lsn: int | None = None,
-    fetch_rows: int = 500,
-) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(lsn, payload)`` rows peeked from the slot without consuming them.
+    wait_seconds: float,
+) -> SlotStream:
+    """Open a replication connection and ``START_REPLICATION`` on ``slot`` (pgoutput, proto 1).
 
-    The server stops decoding after ``upto_nchanges`` rows, at a transaction boundary (whole
-    transactions only). Rows stream through a server-side cursor so the client holds ``fetch_rows``
-    at a time; the caller may stop early. The caller must commit or roll back ``conn`` afterwards.
+    ``start_lsn`` is the slot's confirmed position (the server never streams from before it).
+    Heartbeat messages are included (``messages``). While another backend holds the slot ("is
+    active for PID"), the connection is closed and the start retried; :class:`SlotBusyError`
+    after ``wait_seconds``. Other server errors (slot missing or invalidated) propagate.
     """
-    cursor = conn.cursor(name=f"peek_{slot}")
-    cursor.itersize = fetch_rows
-    try:
-        cursor.execute(
-            load_sql("cdc/peek_changes.sql"),
-            {
-                "slot": slot,
-                "publication": publication,
-                "upto_nchanges": upto_nchanges,
-                "upto_lsn": None if upto_lsn is None else format_lsn(upto_lsn),
-            },
-        )
-        for lsn, data in cursor:
-            yield parse_lsn(lsn), bytes(data)
-    finally:
-        if not cursor.closed:
-            cursor.close()
+    deadline = time.monotonic() + wait_seconds
+    options = {"proto_version": "1", "publication_names": publication, "messages": "true"}
+    while True:
+        connection = replication_connect()
+        try:
+            cursor = connection.cursor()
+            cursor.start_replication(slot_name=slot, decode=False, start_lsn=start_lsn, options=options)
+            return SlotStream(connection, cursor, slot)
+        except pg_errors.ObjectInUse as exc:
+            connection.close()
+            if time.monotonic() >= deadline:
+                raise _slot_busy(wait_seconds, exc) from exc
+            time.sleep(0.2)
+        except BaseException:
+            connection.close()
+            raise
+
+
+def wait_for_slot_release(conn, slot: str, backend_pid: int, *, timeout: float = 5.0) -> None:
+    """Wait (up to ``timeout``) until ``backend_pid`` no longer holds the slot.
+
+    A walsender handles its client's messages in order before it exits, so once it has released
+    the slot, the last confirmed position is what ``pg_replication_slots`` shows.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = slot_row(conn, slot)
+        if row is None or row["active_pid"] != backend_pid:
+            return
+        time.sleep(0.01)
 
 
 def catalog_for(catalog: SourceCatalog, table: str, columns: Sequence[str]) -> list[SourceColumn]:

@@ -7,18 +7,22 @@ One run (:meth:`CdcEngine.run`):
 2. Checks the slot (:mod:`paydata.cdc.health`): a lost slot fails with the re-snapshot command.
 3. Takes a snapshot when needed (no slot yet, or an earlier snapshot never completed), or snapshots
    only the tables added to the manifest since.
-4. Streams bounded batches: peek (does not consume), decode, apply the manifest, hand each sink the
-   changes of its tables, and only after *every* sink returned, advance the slot to the end of the
-   last transaction of the batch. Repeats until caught up or ``max_batches``.
+4. Streams the slot over one replication connection (``START_REPLICATION``, see
+   :class:`paydata.cdc.capture.SlotStream`): decodes, applies the manifest, gathers whole
+   transactions into bounded batches, hands each sink the changes of its tables, and only after
+   *every* sink returned, confirms the end of the batch's last transaction to the server (flush
+   feedback), which moves the slot. Stops once the stream has passed the WAL position current at
+   the start of the run (caught up), or after ``max_batches``.
 
 Exactly-once
 ------------
 Each change carries ``Position(commit_lsn, index_in_txn)``, totally ordered in commit order. A sink
 stores its highest applied position in the same transaction as the data and skips anything not
-greater (see :mod:`paydata.cdc.model`). The slot is advanced only after all sinks returned, to the
-end LSN of a transaction all of whose changes they applied; so after a crash anywhere the slot
-replays from a point no later than what every sink stored, and each sink skips what it already
-has. The slot can lag the sinks (a crash between apply and advance) but never lead them.
+greater (see :mod:`paydata.cdc.model`). The slot's position is confirmed only after all sinks
+returned, as the end LSN of a transaction all of whose changes they applied; so after a crash
+anywhere the slot replays from a point no later than what every sink stored, and each sink skips
+what it already has. The slot can lag the sinks (a crash between apply and feedback) but never
+lead them.
 
 Snapshots
 ---------
@@ -41,8 +45,9 @@ A table added to the manifest later: ``ALTER PUBLICATION ... ADD TABLE`` commits
 uses the catalog as of each change, so only changes committed after it are published). Then a
 *temporary* slot exports a snapshot with consistent point ``cp2``: transactions committed before
 ``cp2`` are visible in it, later ones are not. Before reading it, the main slot is streamed up to
-``cp2`` so the sinks' offsets cover every earlier commit (otherwise the snapshot's position, above
-those offsets, would make the sinks skip them). Then the new table is snapshotted at ``(cp2, i<0)``.
+``cp2`` (a replication session of its own, closed before the snapshot is read) so the sinks'
+offsets cover every earlier commit (otherwise the snapshot's position, above those offsets, would
+make the sinks skip them). Then the new table is snapshotted at ``(cp2, i<0)``.
 Streamed changes of the new table committed before ``cp2`` are older than the snapshot rows (the
 per-row guard keeps the snapshot's newer values, and the snapshot's truncate covers deletions);
 changes committed at or after ``cp2`` come later in the stream with higher positions and win.
@@ -52,16 +57,18 @@ commit record written before that LSN can still be invisible to a snapshot taken
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg2
+
 from paydata.cdc import capture
-from paydata.cdc.health import assess_slot, resnapshot_command
+from paydata.cdc.health import SlotLostError, assess_slot, resnapshot_command
 from paydata.cdc.manifest import Manifest, SourceCatalog, load_manifest
 from paydata.cdc.model import CapturedChange, Position, Sink, TableSpec
 from paydata.cdc.pgoutput import LogicalMessage, PgOutputDecoder, format_lsn, parse_lsn
@@ -80,12 +87,15 @@ class SinkContractError(RuntimeError):
 class EngineLimits:
     """Bounds of one run. Memory per batch is about ``batch_bytes`` plus one transaction."""
 
-    batch_changes: int = 5000  # rows the server decodes per peek (stops at a transaction boundary)
-    batch_bytes: int = 8 << 20  # stop accumulating after this many payload bytes
+    batch_changes: int = 5000  # pgoutput messages per batch (the batch ends at the next transaction boundary)
+    batch_bytes: int = 8 << 20  # likewise for payload bytes
     max_batches: int = 200  # per run; the next run continues
     snapshot_chunk_rows: int = 5000
     slot_busy_wait_seconds: float = 30.0
     heartbeat: bool = True
+    # The run ends once the server has sent nothing and read no further WAL for this long (normally
+    # it ends earlier: when the stream passes the WAL position current at the start of the run).
+    stream_idle_seconds: float = 2.0
 
 
 @dataclass
@@ -98,13 +108,17 @@ class _Batch:
     captured: int = 0
     stopped_on_budget: bool = False
     reached_upto: bool = False
+    caught_up: bool = False
+    idle: bool = False
 
 
 class CdcEngine:
     """Captures one source database into its sinks. See the module docstring for the guarantees.
 
     ``connect()`` opens a connection as the capture role (REPLICATION + SELECT);
-    ``replication_connect()`` the same role as a ``LogicalReplicationConnection``;
+    ``replication_connect()`` the same role as a ``LogicalReplicationConnection`` (slot creation
+    with an exported snapshot, and streaming: one replication session per run, plus one while
+    tables are added);
     ``owner_connect()`` the tables' owner (publications need ownership). Each run opens and
     closes its own connections.
     """
@@ -146,8 +160,10 @@ class CdcEngine:
 
         Raises :class:`paydata.cdc.manifest.ManifestError` (manifest vs catalog),
         :class:`paydata.cdc.manifest.SchemaDriftError` (a batch lacks a mapped column: nothing of it
-        applied, slot not advanced), :class:`paydata.cdc.health.SlotLostError` (re-snapshot needed),
-        :class:`paydata.cdc.capture.SlotBusyError` (another consumer holds the slot).
+        applied or confirmed), :class:`paydata.cdc.health.SlotLostError` (re-snapshot needed; also
+        when the slot is dropped or invalidated while being streamed),
+        :class:`paydata.cdc.capture.SlotBusyError` (another consumer held the slot for longer than
+        ``slot_busy_wait_seconds``).
         """
         conn = self._connect()
         try:
@@ -329,44 +345,6 @@ class CdcEngine:
             )
         return position
 
-    def _read_batch(self, conn, applied: dict[str, Position], upto_lsn: int | None) -> _Batch:
-        manifest = self.manifest
-        limits = self.limits
-        batch = _Batch(pending={sink.name: [] for sink in self.sinks})
-        decoder = PgOutputDecoder()
-        rows = capture.peek_changes(
-            conn, manifest.slot, manifest.publication, upto_nchanges=limits.batch_changes, upto_lsn=upto_lsn
-        )
-        # Closing the generator closes the server-side cursor before the caller ends the transaction.
-        with contextlib.closing(rows), manifest.pinned_tokeniser():
-            return self._fill_batch(batch, decoder, rows, applied, upto_lsn)
-
-    def _fill_batch(self, batch: _Batch, decoder: PgOutputDecoder, rows, applied, upto_lsn) -> _Batch:
-        manifest = self.manifest
-        limits = self.limits
-        for lsn, payload in rows:
-            batch.rows += 1
-            batch.payload_bytes += len(payload)
-            for item in decoder.feed(payload, lsn):
-                if isinstance(item, LogicalMessage):
-                    batch.boundary = max(batch.boundary or 0, item.lsn)
-                    continue
-                if upto_lsn is not None and item.commit_lsn >= upto_lsn:
-                    batch.reached_upto = True
-                    return batch
-                for change in item.changes:
-                    for captured in manifest.capture(change):
-                        batch.captured += 1
-                        for sink_name in manifest.tables[captured.table].sinks:
-                            if captured.position > applied[sink_name]:
-                                batch.pending[sink_name].append(captured)
-                batch.boundary = max(batch.boundary or 0, item.end_lsn)
-                batch.transactions += 1
-                if batch.payload_bytes >= limits.batch_bytes:
-                    batch.stopped_on_budget = True
-                    return batch
-        return batch
-
     def _stream(
         self,
         conn,
@@ -376,40 +354,159 @@ class CdcEngine:
         max_batches: int | None,
         upto_lsn: int | None = None,
     ) -> bool:
-        """Stream batches; return True when caught up (or, with ``upto_lsn``, when it was reached)."""
+        """Stream batches over one replication session; return True when caught up.
+
+        Caught up: every transaction that committed before the WAL position current when the
+        stream started (or before ``upto_lsn``) was applied by every sink and confirmed, or the
+        server had nothing more to send for ``stream_idle_seconds``. False when ``max_batches``
+        ended the run first. The session is closed, and its slot released, before returning.
+        """
         manifest = self.manifest
+        row = capture.slot_row(conn, manifest.slot)
+        assess_slot(self.source, manifest.slot, row, snapshot_recorded=True)
+        confirmed = parse_lsn(row["confirmed_flush_lsn"])
+        target = parse_lsn(row["current_wal_lsn"]) if upto_lsn is None else upto_lsn
+        try:
+            stream = capture.start_stream(self._replication_connect, manifest.slot, manifest.publication, confirmed,
+                                          wait_seconds=self.limits.slot_busy_wait_seconds)
+        except psycopg2.Error as exc:
+            self._raise_if_slot_lost(conn, exc)
+            raise
+        try:
+            caught_up = self._stream_batches(conn, stream, applied, report, confirmed, target,
+                                             max_batches=max_batches, upto_lsn=upto_lsn)
+        finally:
+            stream.close()
+        capture.wait_for_slot_release(conn, manifest.slot, stream.backend_pid)
+        return caught_up
+
+    def _stream_batches(
+        self,
+        conn,
+        stream: capture.SlotStream,
+        applied: dict[str, Position],
+        report: dict[str, Any],
+        confirmed: int,
+        target: int,
+        *,
+        max_batches: int | None,
+        upto_lsn: int | None,
+    ) -> bool:
+        decoder = PgOutputDecoder()
         batches = 0
         while max_batches is None or batches < max_batches:
-            flushed = parse_lsn(capture.slot_row(conn, manifest.slot)["confirmed_flush_lsn"])
-
-            def read() -> _Batch:
-                try:
-                    return self._read_batch(conn, applied, upto_lsn)
-                finally:
-                    conn.rollback()
-
-            # Schema drift raises inside read(): nothing of the batch reached a sink, the slot stays put.
-            batch = capture.with_slot_retry(conn, read, wait_seconds=self.limits.slot_busy_wait_seconds)
-            batches += 1
-            report["batches"] += 1
-            if batch.boundary is None:
+            try:
+                # Schema drift raises here: nothing of the batch reached a sink, nothing is confirmed.
+                batch = self._read_batch(stream, decoder, applied, target, upto_lsn)
+            except psycopg2.Error as exc:
+                self._raise_if_slot_lost(conn, exc)
+                raise
+            if batch.boundary is not None:
+                batches += 1
+                report["batches"] += 1
+                for sink in self.sinks:
+                    changes = batch.pending[sink.name]
+                    if changes:
+                        applied[sink.name] = self._apply(sink, changes)
+                        report["applied"][sink.name] += len(changes)
+                report["transactions"] += batch.transactions
+                report["changes_read"] += batch.captured
+                # Every sink has returned: each applied all changes of every transaction up to the boundary.
+                if batch.boundary > confirmed:
+                    stream.confirm(batch.boundary)
+                    confirmed = batch.boundary
+            if batch.reached_upto or batch.caught_up:
                 return True
-            for sink in self.sinks:
-                changes = batch.pending[sink.name]
-                if changes:
-                    applied[sink.name] = self._apply(sink, changes)
-                    report["applied"][sink.name] += len(changes)
-            report["transactions"] += batch.transactions
-            report["changes_read"] += batch.captured
-            # Every sink has returned: each applied all changes of every transaction up to the boundary.
-            if batch.boundary > flushed:
-                capture.advance_slot(conn, manifest.slot, batch.boundary,
-                                     wait_seconds=self.limits.slot_busy_wait_seconds)
-            if batch.reached_upto:
-                return True
-            if not batch.stopped_on_budget and batch.rows < self.limits.batch_changes:
-                return True
+            if batch.idle:
+                return not decoder.in_transaction
         return False
+
+    def _raise_if_slot_lost(self, conn, exc: Exception) -> None:
+        """After a streaming error: SlotLostError (from ``exc``) if the slot is gone or invalidated."""
+        try:
+            row = capture.slot_row(conn, self.manifest.slot)
+        except psycopg2.Error:
+            return
+        try:
+            assess_slot(self.source, self.manifest.slot, row, snapshot_recorded=True)
+        except SlotLostError as lost:
+            raise lost from exc
+
+    def _read_batch(
+        self, stream: capture.SlotStream, decoder: PgOutputDecoder, applied: dict[str, Position], target: int,
+        upto_lsn: int | None,
+    ) -> _Batch:
+        batch = _Batch(pending={sink.name: [] for sink in self.sinks})
+        with self.manifest.pinned_tokeniser():
+            self._fill_batch(batch, stream, decoder, applied, target, upto_lsn)
+        return batch
+
+    def _fill_batch(
+        self, batch: _Batch, stream: capture.SlotStream, decoder: PgOutputDecoder, applied: dict[str, Position],
+        target: int, upto_lsn: int | None,
+    ) -> None:
+        """Read whole transactions into ``batch`` until a limit, a gap in the stream, or the target.
+
+        Messages are in WAL order of their commits (heartbeats at their own position), so seeing a
+        commit or heartbeat at or past ``target`` means everything before it has been received;
+        so does a keepalive past it while no transaction is open.
+        """
+        manifest = self.manifest
+        limits = self.limits
+        idle_since: float | None = None
+        server_lsn = stream.server_lsn
+        status_requested = 0.0
+        while True:
+            received = stream.read(timeout=0.05)
+            if received is None:
+                if not decoder.in_transaction:
+                    if stream.server_lsn >= target:
+                        batch.reached_upto = upto_lsn is not None
+                        batch.caught_up = upto_lsn is None
+                        return
+                    if batch.boundary is not None:
+                        return  # apply what is complete while the server decodes further
+                now = time.monotonic()
+                if idle_since is None or stream.server_lsn != server_lsn:
+                    idle_since, server_lsn = now, stream.server_lsn
+                elif now - idle_since >= limits.stream_idle_seconds:
+                    batch.idle = True
+                    return
+                if now - status_requested >= 0.1:
+                    stream.request_status()
+                    status_requested = now
+                continue
+            idle_since = None
+            lsn, payload = received
+            batch.rows += 1
+            batch.payload_bytes += len(payload)
+            for item in decoder.feed(payload, lsn):
+                if isinstance(item, LogicalMessage):
+                    if upto_lsn is not None and item.lsn >= upto_lsn:
+                        batch.reached_upto = True
+                        return
+                    batch.boundary = max(batch.boundary or 0, item.lsn)
+                    if item.lsn >= target:
+                        batch.caught_up = True
+                        return
+                    continue
+                if upto_lsn is not None and item.commit_lsn >= upto_lsn:
+                    batch.reached_upto = True
+                    return
+                for change in item.changes:
+                    for captured in manifest.capture(change):
+                        batch.captured += 1
+                        for sink_name in manifest.tables[captured.table].sinks:
+                            if captured.position > applied[sink_name]:
+                                batch.pending[sink_name].append(captured)
+                batch.boundary = max(batch.boundary or 0, item.end_lsn)
+                batch.transactions += 1
+                if item.commit_lsn >= target:
+                    batch.caught_up = True
+                    return
+                if batch.payload_bytes >= limits.batch_bytes or batch.rows >= limits.batch_changes:
+                    batch.stopped_on_budget = True
+                    return
 
 
 def source_connectors(source: str) -> dict[str, Callable[[], Any]]:
