@@ -52,6 +52,7 @@ def _statement_names() -> dict[str, str]:
     names = {load_sql(path): name for name, path in (*module.STEPS, *module.LOAD_STEPS)}
     names[load_sql("warehouse/build/fact_input_violations.sql")] = "input_checks"
     names[load_sql("warehouse/build/truncate_marts.sql")] = "truncate_marts"
+    names[load_sql(module.FULL_REBUILD_FACT_LOAD)] = "facts_written"
     for check in ("fact_violations", "dimension_violations"):
         names[load_sql(f"warehouse/quality/{check}.sql")] = f"quality_{check}"
     return names
@@ -67,9 +68,15 @@ def profiling_cursor(statement_seconds: defaultdict[str, float]) -> type:
             try:
                 return super().execute(query, vars)
             finally:
-                name = names.get(query) or next(
-                    (line for line in str(query).splitlines() if line and not line.startswith("--")), "?"
-                )[:60]
+                text = query if isinstance(query, str) else repr(query)
+                if text.startswith(("CREATE INDEX", "CREATE UNIQUE INDEX")):
+                    name = "fact_indexes_recreated"  # catalog definitions, one statement per index
+                elif text.startswith("Composed(") and "DROP INDEX" in text:
+                    name = "fact_indexes_dropped"
+                else:
+                    name = names.get(text) or next(
+                        (line for line in text.splitlines() if line and not line.startswith("--")), "?"
+                    )[:60]
                 statement_seconds[name] += time.perf_counter() - started
 
     return ProfilingCursor
@@ -128,6 +135,11 @@ def run_size(admin, facts: int, changes: int, repeats: int, chunk: int) -> dict:
         print(f"[{facts:,}] plain insert {plain_s:.1f} s (load {plain_load[0]:.2f} -> {plain_load[1]:.2f})",
               flush=True)
 
+        with conn.cursor() as cursor:
+            cursor.execute(load_sql("warehouse/build/server_settings_select.sql"))
+            server_settings = dict(cursor.fetchall())
+        conn.rollback()
+
         incremental = []
         incremental_profiles = []
         staged = facts
@@ -144,7 +156,7 @@ def run_size(admin, facts: int, changes: int, repeats: int, chunk: int) -> dict:
                   flush=True)
         median_run = sorted(range(repeats), key=lambda i: incremental[i][0])[repeats // 2]
         return {
-            "incremental_profile": incremental_profiles[median_run],
+            "incremental_profile": incremental_profiles[median_run], "server_settings": server_settings,
             "facts": facts, "seed_s": seed_s, "rebuild_s": rebuild_s, "rebuild_load": rebuild_load,
             "rebuild_profile": rebuild_profile, "plain_s": plain_s, "plain_load": plain_load,
             "incremental": incremental,
@@ -165,12 +177,13 @@ def _load_range(values) -> str:
 def section(results: list[dict], changes: int, repeats: int, chunk: int) -> str:
     small, large = results
     ratio = large["incremental_s"] / small["incremental_s"]
+    settings = ", ".join(f"{name} {value}" for name, value in large["server_settings"].items())
     lines = [
         SECTION_TITLE,
         "",
         f"`python bench/warehouse_bench.py --small {small['facts']} --large {large['facts']} --changes {changes} "
         f"--repeats {repeats}` on {platform.machine()} ({platform.system()}), 2 cores, local stack (server "
-        f"defaults of `paydata.stack`), {dt.date.today().isoformat()}. Each payment stages an intent, a charge "
+        f"defaults of `paydata.stack`: {settings}), {dt.date.today().isoformat()}. Each payment stages an intent, a charge "
         f"and a ledger row; each incremental build processes {changes:,} new payments (3 staging rows each); "
         f"the incremental figure is the median of {repeats} consecutive builds. Staging is seeded server-side "
         f"(set-based SQL, {chunk:,} payments per transaction), timed separately and not counted. "

@@ -13,6 +13,7 @@ from paydata.migrations import apply_migrations
 from paydata.sql import load_sql
 from paydata.warehouse import (
     BuildInputError,
+    QualityCheckError,
     ReconciliationError,
     StagingBehindError,
     build,
@@ -166,6 +167,14 @@ def snapshot(conn) -> dict[str, list[tuple]]:
     return tables
 
 
+def fact_indexes(conn) -> dict[str, tuple[str, bool]]:
+    """Every index of the fact table: name -> (catalog definition, valid)."""
+    return {name: (definition, valid) for name, definition, valid in query(
+        conn, "SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisvalid FROM pg_index i "
+              "JOIN pg_class c ON c.oid = i.indexrelid "
+              "WHERE i.indrelid = 'marts.fct_balance_transaction'::regclass")}
+
+
 def query(conn, statement, params=None):
     with conn.cursor() as cursor:
         cursor.execute(statement, params)
@@ -254,9 +263,50 @@ def test_incremental_builds_equal_a_full_rebuild_row_for_row_and_rerun_changes_n
     assert replay["rows"]["facts_written"] == 0 and replay["rows"]["facts_repointed"] == 0
     assert snapshot(warehouse) == incremental
 
+    # an index added outside marts.sql survives a rebuild too: the catalog is the definition
+    with warehouse.cursor() as cursor:
+        cursor.execute("CREATE INDEX fct_operator_amount_idx ON marts.fct_balance_transaction (amount DESC) "
+                       "WHERE amount < 0")
+    warehouse.commit()
+    indexes_before = fact_indexes(warehouse)
+    assert len(indexes_before) == 9 and all(valid for _, valid in indexes_before.values())
     rebuilt = build(warehouse, full_rebuild=True)
     assert rebuilt["full_rebuild"] and rebuilt["rows"]["inferred_merchants"] == 0
     assert snapshot(warehouse) == incremental
+    assert fact_indexes(warehouse) == indexes_before
+    assert sorted(rebuilt["fact_indexes_rebuilt"]) == sorted(
+        name for name in indexes_before if name != "fct_balance_transaction_pkey")
+    assert build(warehouse)["up_to_date"] is True
+    assert build(warehouse, full_rebuild=True)["rows"]["facts_written"] == 5
+
+
+def test_failing_full_rebuild_leaves_indexes_and_data_as_they_were(warehouse, staging):
+    for _ in seed_story(staging):
+        pass
+    build(warehouse)
+    before = snapshot(warehouse)
+    indexes_before = fact_indexes(warehouse)
+    assert "fct_balance_transaction_merchant_idx" in indexes_before
+
+    # the rebuild re-derives every staged ledger row, so one broken row fails it after the indexes
+    # were dropped and before they are recreated
+    with warehouse.cursor() as cursor:
+        cursor.execute("UPDATE staging.oltp_balance_transaction SET fee = -1 WHERE balance_transaction_id = 103")
+    warehouse.commit()
+    with pytest.raises(BuildInputError, match="balance_transaction 103: fee -1 is negative"):
+        build(warehouse, full_rebuild=True)
+    assert snapshot(warehouse) == before
+    assert fact_indexes(warehouse) == indexes_before
+
+    # a failure after the indexes are back (a quality check) rolls back just as completely
+    with warehouse.cursor() as cursor:
+        cursor.execute("UPDATE staging.oltp_balance_transaction SET fee = 0 WHERE balance_transaction_id = 103")
+        cursor.execute("DELETE FROM staging.reference_country")  # merchants now name unknown countries
+    warehouse.commit()
+    with pytest.raises(QualityCheckError, match="dim_merchant.country_code"):
+        build(warehouse, full_rebuild=True)
+    assert snapshot(warehouse) == before
+    assert fact_indexes(warehouse) == indexes_before
 
 
 def test_fact_before_its_merchant_and_customer_gets_inferred_members_later_completed(warehouse, staging):

@@ -9,7 +9,13 @@ import pytest
 from paydata.sql import load_sql
 from paydata.warehouse import BuildInputError, QualityCheckError, ReconciliationError
 from paydata.warehouse.__main__ import main
-from paydata.warehouse.build import LOAD_STEPS, STEPS, _window_params
+from paydata.warehouse.build import (
+    FACT_LOAD_STEP,
+    FULL_REBUILD_FACT_LOAD,
+    LOAD_STEPS,
+    STEPS,
+    _window_params,
+)
 
 PARAMETER = re.compile(r"%\((\w+)\)s")
 
@@ -22,6 +28,25 @@ def test_every_build_step_loads_and_binds_only_window_parameters():
         text = load_sql(statement)
         assert set(PARAMETER.findall(text)) <= set(params), statement
         assert "{" not in text, f"{statement} must not be a format template"
+
+
+def _insert_head(text: str) -> str:
+    body = text[text.index("WITH"):]
+    return body.partition("ON CONFLICT")[0].strip()
+
+
+def test_full_rebuild_fact_insert_is_the_upsert_without_conflict_handling():
+    upsert = load_sql(dict(LOAD_STEPS)[FACT_LOAD_STEP])
+    insert = load_sql(FULL_REBUILD_FACT_LOAD)
+    assert "ON CONFLICT" in upsert and "ON CONFLICT" not in insert
+    assert _insert_head(insert) == _insert_head(upsert)
+    assert not PARAMETER.findall(insert)
+
+
+def test_index_drop_binds_only_the_index_identifier_and_keeps_constraint_indexes():
+    drop = load_sql("warehouse/build/fct_secondary_index_drop.sql")
+    assert re.findall(r"\{(\w*)\}", drop) == ["index"]
+    assert "conindid" in load_sql("warehouse/build/fct_secondary_indexes_select.sql")
 
 
 def test_staging_window_reads_are_bounded_on_both_sides():

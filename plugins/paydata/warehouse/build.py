@@ -7,7 +7,9 @@ comparable). Everything, including the new watermark and ``marts.freshness``, co
 REPEATABLE READ transaction: the staging snapshot and the offsets agree, and a failed build leaves
 the marts exactly as they were. A full rebuild truncates the marts in the same transaction and runs
 the same steps from watermark zero, so it produces the same rows as any sequence of incremental
-builds.
+builds. Because the fact table is empty and exclusively locked there, a full rebuild also drops the
+fact table's secondary indexes, loads the facts with a plain insert and recreates the indexes from
+their catalog definitions, all in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from typing import Any
 
 import psycopg2.extensions
+from psycopg2 import sql
 
 from paydata.sql import load_sql
 from paydata.warehouse.quality import QualityCheckError, collect_violations
@@ -55,6 +58,12 @@ LOAD_STEPS = (
     ("facts_repointed", "warehouse/build/fct_repoint_merchant_version.sql"),
     ("dates_added", "warehouse/build/dim_date_extend.sql"),
 )
+# A full rebuild loads the emptied fact table with a plain insert (no conflict to resolve) and
+# rebuilds the fact's secondary indexes once, right after that load, before anything reads them.
+FULL_REBUILD_FACT_LOAD = "warehouse/build/fct_balance_transaction_insert.sql"
+FACT_LOAD_STEP = "facts_written"
+# Sorting 10M keys of the widest fact index takes a few hundred MB; less spills the sort to disk.
+INDEX_BUILD_MAINTENANCE_WORK_MEM = "512MB"
 
 
 class BuildInputError(ValueError):
@@ -89,12 +98,38 @@ def _read_positions(cursor, statement: str) -> dict[str, tuple[int, int]]:
     return {source: found.get(source, ZERO_POSITION) for source in SOURCES}
 
 
+def _drop_fact_secondary_indexes(cursor) -> list[tuple[str, str]]:
+    """Drop the fact table's indexes that back no constraint; return ``(name, definition)`` of each.
+
+    Only for a full rebuild, inside its transaction after the TRUNCATE: a rollback restores them.
+    The definitions come from the catalog (``pg_get_indexdef``), so whatever created the indexes
+    stays their only definition; storage parameters set later with ALTER INDEX are not carried.
+    """
+    cursor.execute(load_sql("warehouse/build/fct_secondary_indexes_select.sql"))
+    indexes = cursor.fetchall()
+    drop = sql.SQL(load_sql("warehouse/build/fct_secondary_index_drop.sql"))
+    for index_schema, index_name, _ in indexes:
+        cursor.execute(drop.format(index=sql.Identifier(index_schema, index_name)))
+    return [(index_name, definition) for _, index_name, definition in indexes]
+
+
+def _recreate_indexes(cursor, indexes: list[tuple[str, str]]) -> None:
+    """Re-run the catalog definitions ``_drop_fact_secondary_indexes`` returned, one sorted build each."""
+    cursor.execute(load_sql("warehouse/build/index_build_memory.sql"),
+                   {"maintenance_work_mem": INDEX_BUILD_MAINTENANCE_WORK_MEM})
+    for _, definition in indexes:
+        # the catalog's own CREATE INDEX text for an index that existed a moment ago in this transaction
+        cursor.execute(definition)
+
+
 def build(conn, full_rebuild: bool = False, *, quality_checks: bool = True) -> dict[str, Any]:
     """Bring the marts up to the staging high-water mark; return a report of counts and positions.
 
     ``conn`` is a psycopg2 connection to the warehouse, not inside a transaction. Builds are
     serialised by an advisory lock. With ``full_rebuild`` the marts are emptied and rebuilt from
-    all staging rows in the same transaction.
+    all staging rows in the same transaction; the fact table's secondary indexes are dropped before
+    the fact load and recreated from their own definitions after it (``report["fact_indexes_rebuilt"]``
+    names them), so a failed rebuild leaves data and indexes as they were.
 
     Raises (after rolling back: nothing partial is ever committed):
     * :class:`BuildInputError` naming the staged ledger rows that break a rule;
@@ -129,8 +164,10 @@ def _build_in_transaction(conn, full_rebuild: bool, quality_checks: bool) -> dic
     with conn.cursor() as cursor:
         cursor.execute(load_sql("warehouse/build/session_planner.sql"))
         high_water = _read_positions(cursor, "warehouse/build/staging_offsets_select.sql")
+        dropped_indexes: list[tuple[str, str]] = []
         if full_rebuild:
             cursor.execute(load_sql("warehouse/build/truncate_marts.sql"))
+            dropped_indexes = _drop_fact_secondary_indexes(cursor)
             watermark = {source: ZERO_POSITION for source in SOURCES}
         else:
             watermark = _read_positions(cursor, "warehouse/build/build_state_select.sql")
@@ -147,6 +184,7 @@ def _build_in_transaction(conn, full_rebuild: bool, quality_checks: bool) -> dic
                 s: {"from": list(watermark[s]), "to": list(high_water[s])} for s in SOURCES
             },
             "rows": {},
+            "fact_indexes_rebuilt": [name for name, _ in dropped_indexes],
         }
         if not full_rebuild and high_water == watermark:
             report["up_to_date"] = True
@@ -165,8 +203,12 @@ def _build_in_transaction(conn, full_rebuild: bool, quality_checks: bool) -> dic
             raise BuildInputError(violations)
 
         for name, statement in LOAD_STEPS:
+            if full_rebuild and name == FACT_LOAD_STEP:
+                statement = FULL_REBUILD_FACT_LOAD
             cursor.execute(load_sql(statement), params)
             report["rows"][name] = max(cursor.rowcount, 0)
+            if full_rebuild and name == FACT_LOAD_STEP:
+                _recreate_indexes(cursor, dropped_indexes)
 
         if quality_checks:
             found = collect_violations(cursor, limit=MAX_REPORTED_ROWS)
