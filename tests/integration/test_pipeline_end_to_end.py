@@ -290,3 +290,39 @@ def _strings(value):
     elif isinstance(value, list):
         for item in value:
             yield from _strings(item)
+
+
+def _staging_columns(conn) -> dict[str, dict[str, str]]:
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'staging'"
+        )
+        columns: dict[str, dict[str, str]] = {}
+        for table, column, data_type in cursor.fetchall():
+            columns.setdefault(table, {})[column] = data_type
+    conn.rollback()
+    return columns
+
+
+def test_warehouse_test_layout_matches_the_staging_the_sink_creates(pipeline, fresh_database, admin_connect):
+    """The marts tests build on a hand-written staging layout; it must not drift from the real one."""
+    pipeline.capture()  # empty sources: the snapshot creates every staging table through the real sink
+    real = pipeline.warehouse_connect()
+    layout_db = admin_connect(fresh_database(prefix="e2elayout"))
+    try:
+        with layout_db.cursor() as cursor:
+            cursor.execute((SQL_ROOT / "warehouse" / "testing" / "staging_layout.sql").read_text())
+        layout_db.commit()
+        created_by_sink, hand_written = _staging_columns(real), _staging_columns(layout_db)
+    finally:
+        real.close()
+        layout_db.close()
+    assert hand_written, "the layout created no staging tables"
+    drift = [
+        f"staging.{table}.{column}: layout {data_type}, sink {created_by_sink.get(table, {}).get(column)}"
+        for table, columns in sorted(hand_written.items())
+        for column, data_type in sorted(columns.items())
+        if created_by_sink.get(table, {}).get(column) != data_type
+    ]
+    assert drift == []

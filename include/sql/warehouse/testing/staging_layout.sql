@@ -78,7 +78,6 @@ CREATE TABLE IF NOT EXISTS staging.oltp_payment_method (
     payment_method_id bigint PRIMARY KEY,
     customer_id       text,
     type              text,
-    token             text,
     brand             text,
     funding           text,
     last4             char(4),
