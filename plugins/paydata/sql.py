@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 from paydata.settings import REPO_ROOT
 
@@ -19,7 +18,3 @@ def load_sql(relative_path: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"SQL file not found: {path}")
     return path.read_text()
-
-
-def sql_path(relative_path: str) -> Path:
-    return SQL_ROOT / relative_path

@@ -106,7 +106,6 @@ class _Batch:
     payload_bytes: int = 0
     transactions: int = 0
     captured: int = 0
-    stopped_on_budget: bool = False
     reached_upto: bool = False
     caught_up: bool = False
     idle: bool = False
@@ -505,7 +504,6 @@ class CdcEngine:
                     batch.caught_up = True
                     return
                 if batch.payload_bytes >= limits.batch_bytes or batch.rows >= limits.batch_changes:
-                    batch.stopped_on_budget = True
                     return
 
 

@@ -410,11 +410,3 @@ def _table(name: str, raw: object, where: str) -> TableManifest:
         if columns[column].action == "drop":
             raise ManifestError(f"{where}.key: key column {column!r} cannot be dropped (sinks need the key)")
     return TableManifest(name, key, sinks, history, columns)
-
-
-def iter_captured(manifest: Manifest, changes: Iterable[Change]) -> list[CapturedChange]:
-    """All captured changes of ``changes`` in order (see :meth:`Manifest.capture`)."""
-    captured: list[CapturedChange] = []
-    for change in changes:
-        captured.extend(manifest.capture(change))
-    return captured

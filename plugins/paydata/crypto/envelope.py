@@ -132,10 +132,6 @@ class Envelope:
         with self._lock:
             self._cache.pop(_as_bytes(wrapped, "wrapped key"), None)
 
-    def clear_cache(self) -> None:
-        with self._lock:
-            self._cache.clear()
-
 
 _default_envelopes: dict[int, tuple[KeyRing, Envelope]] = {}
 

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from paydata.generator.config import GeneratorError, TrafficConfig
+from paydata.generator.config import TrafficConfig
 from paydata.generator.copy import copy_buffer, copy_into, statement
 from paydata.generator.parallel import check_workers, encoded_chunks
 from paydata.generator.reference import MerchantProfile
@@ -171,10 +171,3 @@ def load_traffic(
     result.rows = rows_written
     result.seconds = time.perf_counter() - started
     return result
-
-
-def check_payments_argument(value: int) -> int:
-    """``value`` if it is a usable payment count; GeneratorError otherwise (for CLIs and DAGs)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise GeneratorError(f"payments must be a non-negative integer, got {value!r}")
-    return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from paydata import settings
@@ -60,9 +60,6 @@ class StackConfig:
             mongo_port=_port_from_env("PAYDATA_MONGO_PORT", settings.DEFAULT_MONGO_PORT),
             pg_binaries=os.environ.get("PAYDATA_PG_BINARIES", "").strip() or "auto",
         )
-
-    def with_changes(self, **changes) -> StackConfig:
-        return replace(self, **changes)
 
     # Layout of the state folder; every path the stack touches is derived here.
     @property
