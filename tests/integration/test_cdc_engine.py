@@ -362,9 +362,9 @@ def test_a_backlog_is_streamed_in_many_batches_over_one_replication_session(env)
             super().__init__(connect)
             self.slot_holders: list[int | None] = []
 
-        def apply(self, source, changes):
+        def apply_rows(self, source, rows):
             self.slot_holders.append(slot_active_pid(env))
-            return super().apply(source, changes)
+            return super().apply_rows(source, rows)
 
     sink = SessionRecordingSink(env.warehouse_connect)
     env.sinks.append(sink)

@@ -57,10 +57,12 @@ commit record written before that LSN can still be invisible to a snapshot taken
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -70,7 +72,7 @@ import psycopg2
 from paydata.cdc import capture
 from paydata.cdc.health import SlotLostError, assess_slot, resnapshot_command
 from paydata.cdc.manifest import Manifest, SourceCatalog, load_manifest
-from paydata.cdc.model import CapturedChange, Position, Sink, TableSpec
+from paydata.cdc.model import CapturedChange, CapturedRow, Position, Sink, TableSpec
 from paydata.cdc.pgoutput import LogicalMessage, PgOutputDecoder, format_lsn, parse_lsn
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ class EngineLimits:
 
 @dataclass
 class _Batch:
-    pending: dict[str, list[CapturedChange]]
+    pending: dict[str, list[CapturedRow]]
     boundary: int | None = None
     rows: int = 0
     payload_bytes: int = 0
@@ -335,6 +337,19 @@ class CdcEngine:
 
     # -- streaming -----------------------------------------------------------------------------------------
 
+    def _apply_rows(self, sink: Sink, rows: list[CapturedRow]) -> Position:
+        """Streamed rows to one sink: as text rows if it takes them (``apply_rows``), else parsed."""
+        apply_rows = getattr(sink, "apply_rows", None)
+        if apply_rows is None:
+            return self._apply(sink, [row.typed() for row in rows])
+        position = apply_rows(self.source, rows)
+        if position < rows[-1].position:
+            raise SinkContractError(
+                f"sink {sink.name!r} reported {position} after applying up to {rows[-1].position} of "
+                f"{self.source}; the slot was not advanced"
+            )
+        return position
+
     def _apply(self, sink: Sink, changes: list[CapturedChange]) -> Position:
         position = sink.apply(self.source, changes)
         if position < changes[-1].position:
@@ -391,34 +406,67 @@ class CdcEngine:
         max_batches: int | None,
         upto_lsn: int | None,
     ) -> bool:
-        decoder = PgOutputDecoder()
+        decoder = PgOutputDecoder(parse_values=False)
         batches = 0
-        while max_batches is None or batches < max_batches:
+        in_flight: tuple[_Batch, Future[dict[str, Position]]] | None = None
+
+        def settle() -> None:
+            """Wait for the batch being applied, record it, and confirm its end to the server."""
+            nonlocal in_flight, confirmed
+            if in_flight is None:
+                return
+            batch, applying = in_flight
+            in_flight = None
+            positions = applying.result()
+            for name, position in positions.items():
+                applied[name] = position
+                report["applied"][name] += len(batch.pending[name])
+            report["transactions"] += batch.transactions
+            report["changes_read"] += batch.captured
+            # Every sink has returned: each applied all changes of every transaction up to the boundary.
+            if batch.boundary > confirmed:
+                stream.confirm(batch.boundary)
+                confirmed = batch.boundary
+
+        # One batch is applied while the next is read and decoded: the sinks' database work overlaps
+        # the decoding. Batches are still applied one after another, in order, and each is
+        # confirmed only after every sink returned.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-apply") as applier:
             try:
-                # Schema drift raises here: nothing of the batch reached a sink, nothing is confirmed.
-                batch = self._read_batch(stream, decoder, applied, target, upto_lsn)
-            except psycopg2.Error as exc:
-                self._raise_if_slot_lost(conn, exc)
+                while max_batches is None or batches < max_batches:
+                    try:
+                        # Schema drift raises here: nothing of the batch reached a sink, nothing is confirmed.
+                        batch = self._read_batch(stream, decoder, applied, target, upto_lsn)
+                    except psycopg2.Error as exc:
+                        self._raise_if_slot_lost(conn, exc)
+                        raise
+                    if batch.boundary is not None:
+                        batches += 1
+                        report["batches"] += 1
+                        settle()
+                        in_flight = (batch, applier.submit(self._apply_batch, batch))
+                    if batch.reached_upto or batch.caught_up:
+                        settle()
+                        return True
+                    if batch.idle:
+                        settle()
+                        return not decoder.in_transaction
+                settle()
+                return False
+            except BaseException:
+                # The batch already handed to the sinks is complete: let it finish and confirm it if it
+                # succeeded, so the failure costs no more than the batch that failed.
+                if in_flight is not None:
+                    with contextlib.suppress(Exception):
+                        settle()
                 raise
-            if batch.boundary is not None:
-                batches += 1
-                report["batches"] += 1
-                for sink in self.sinks:
-                    changes = batch.pending[sink.name]
-                    if changes:
-                        applied[sink.name] = self._apply(sink, changes)
-                        report["applied"][sink.name] += len(changes)
-                report["transactions"] += batch.transactions
-                report["changes_read"] += batch.captured
-                # Every sink has returned: each applied all changes of every transaction up to the boundary.
-                if batch.boundary > confirmed:
-                    stream.confirm(batch.boundary)
-                    confirmed = batch.boundary
-            if batch.reached_upto or batch.caught_up:
-                return True
-            if batch.idle:
-                return not decoder.in_transaction
-        return False
+
+    def _apply_batch(self, batch: _Batch) -> dict[str, Position]:
+        return {
+            sink.name: self._apply_rows(sink, batch.pending[sink.name])
+            for sink in self.sinks
+            if batch.pending[sink.name]
+        }
 
     def _raise_if_slot_lost(self, conn, exc: Exception) -> None:
         """After a streaming error: SlotLostError (from ``exc``) if the slot is gone or invalidated."""
@@ -452,6 +500,7 @@ class CdcEngine:
         """
         manifest = self.manifest
         limits = self.limits
+        applied_at = {name: (position.commit_lsn, position.index_in_txn) for name, position in applied.items()}
         idle_since: float | None = None
         server_lsn = stream.server_lsn
         status_requested = 0.0
@@ -493,10 +542,11 @@ class CdcEngine:
                     batch.reached_upto = True
                     return
                 for change in item.changes:
-                    for captured in manifest.capture(change):
+                    for captured in manifest.capture_raw(change):
                         batch.captured += 1
+                        position = (captured.commit_lsn, captured.index_in_txn)
                         for sink_name in manifest.tables[captured.table].sinks:
-                            if captured.position > applied[sink_name]:
+                            if position > applied_at[sink_name]:
                                 batch.pending[sink_name].append(captured)
                 batch.boundary = max(batch.boundary or 0, item.end_lsn)
                 batch.transactions += 1

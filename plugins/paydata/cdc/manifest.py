@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,8 +31,9 @@ from typing import Any, Literal
 
 import yaml
 
-from paydata.cdc.model import CapturedChange, CapturedKind, Position, TableSpec
-from paydata.cdc.pgoutput import UNCHANGED_TOAST, Change
+from paydata.cdc.model import CapturedChange, CapturedKind, CapturedRow, Position, RowLayout, TableSpec
+from paydata.cdc.pgoutput import UNCHANGED_TOAST, Change, RawChange, Relation
+from paydata.cdc.types import parser_for
 from paydata.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 MANIFEST_DIR = REPO_ROOT / "include" / "cdc"
 KNOWN_SINKS = frozenset({"warehouse", "mongo"})
 SOURCE_SCHEMA = "public"
+
+TOKEN_MEMO_ENTRIES = 1 << 19
+"""Tokens remembered per (domain, column type) before the memo starts over: about 230 bytes each,
+so at most ~120 MB; a stream that repeats customers within that many distinct values tokenises each once."""
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _DOMAIN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -129,6 +135,9 @@ class Manifest:
     tokenise: Callable[..., str] | None = None
     _warned: set[tuple[str, str]] = field(default_factory=set, repr=False)
     _pinned_tokenise: Callable[..., str] | None = field(default=None, repr=False)
+    _row_plans: dict[int, tuple[Relation, _RowPlan | None]] = field(default_factory=dict, repr=False)
+    _token_memos: dict[tuple[str, Any], dict[str, str]] = field(default_factory=dict, repr=False)
+    _memo_tokeniser: Any = field(default=None, repr=False)
 
     def tables_for_sink(self, sink: str) -> list[str]:
         return [name for name, table in self.tables.items() if sink in table.sinks]
@@ -290,6 +299,141 @@ class Manifest:
                 return [deleted, captured]
         return [captured]
 
+    # -- the hot path: unparsed rows -----------------------------------------------------------------
+
+    def capture_raw(self, change: RawChange) -> list[CapturedRow]:
+        """The :class:`CapturedRow` list for one unparsed change; same rules as :meth:`capture`.
+
+        Values stay as the source's output text; only tokenised columns are parsed (to tokenise
+        the same string :meth:`capture` would) and each distinct value is tokenised once while the
+        token key ring stays the same (a bounded memo, see :data:`TOKEN_MEMO_ENTRIES`). The
+        per-relation plan (projection, key, schema-drift check) is built once per Relation message.
+        Call inside :meth:`pinned_tokeniser` on a hot loop.
+        """
+        relation = change.relation
+        cached = self._row_plans.get(relation.relation_id)
+        if cached is None or cached[0] is not relation:
+            plan = self._row_plan(relation)
+            self._row_plans[relation.relation_id] = (relation, plan)
+        else:
+            plan = cached[1]
+        if plan is None:
+            return []
+        kind = change.kind
+        if kind == "truncate":
+            return [CapturedRow(self.source, plan.table.name, "truncate", change.lsn_commit, change.index_in_txn,
+                                change.commit_time, None, None, plan.layout)]
+        if kind == "delete":
+            key = plan.old_key(self, change)
+            return [CapturedRow(self.source, plan.table.name, "delete", change.lsn_commit, change.index_in_txn,
+                                change.commit_time, key, None, plan.layout)]
+        if plan.missing:
+            raise self._drift_error(plan.table, plan.missing)
+        values = plan.project(change.new)
+        if plan.tokenised:
+            values = list(values)
+            for position, memo, parse, domain in plan.tokenised:
+                text = values[position]
+                if text is not None and text is not UNCHANGED_TOAST:
+                    token = memo.get(text)
+                    if token is None:
+                        token = self._memo_token(memo, text, parse, domain)
+                    values[position] = token
+        has_unchanged = kind == "update" and UNCHANGED_TOAST in values
+        key = plan.key_of(values)
+        if has_unchanged and UNCHANGED_TOAST in (key if type(key) is tuple else (key,)):
+            if change.old is None:
+                raise SchemaDriftError(
+                    f"update of {self.source}.{plan.table.name} at {format_position(change)} did not send its "
+                    "key (an unchanged TOASTed key column) and carries no old key"
+                )
+            key = plan.old_key(self, change)
+        captured = CapturedRow(self.source, plan.table.name, kind, change.lsn_commit, change.index_in_txn,
+                               change.commit_time, key, values, plan.layout, has_unchanged)
+        if kind == "update" and change.old is not None:
+            old_key = plan.old_key(self, change)
+            if old_key != key:
+                deleted = CapturedRow(self.source, plan.table.name, "delete", change.lsn_commit,
+                                      change.index_in_txn, change.commit_time, old_key, None, plan.layout)
+                return [deleted, captured]
+        return [captured]
+
+    def _row_plan(self, relation: Relation) -> _RowPlan | None:
+        table = self.tables.get(relation.name) if relation.namespace == SOURCE_SCHEMA else None
+        if table is None:
+            return None
+        index = {column.name: number for number, column in enumerate(relation.columns)}
+        for column in index:
+            if column not in table.columns and (table.name, column) not in self._warned:
+                self._warned.add((table.name, column))
+                log.warning("source %r table %s: column %s is not in the manifest; ignored",
+                            self.source, table.name, column)
+        missing = tuple(column for column in table.columns if column not in index)
+        captured = table.captured_columns
+        present = [index.get(column) for column in captured]
+        if missing:
+            project = _never  # inserts and updates raise before projecting
+        elif len(captured) == 1:
+            only = present[0]
+
+            def project(values: tuple, only: int = only) -> tuple:
+                return (values[only],)
+        else:
+            project = operator.itemgetter(*present)
+        type_oids = [None if number is None else relation.columns[number].type_oid for number in present]
+        tokenised = []
+        parsers = []
+        for position, (_column, domain) in enumerate(table.captured_policies):
+            parse = None if type_oids[position] is None else parser_for(type_oids[position])
+            if domain is None:
+                parsers.append(parse)
+            else:
+                parsers.append(None)
+                memo = self._token_memos.setdefault((domain, parse), {})
+                tokenised.append((position, memo, parse, domain))
+        key_positions = [captured.index(column) for column in table.key]
+        if len(key_positions) == 1:
+            key_of = operator.itemgetter(key_positions[0])
+        else:
+            key_of = operator.itemgetter(*key_positions)
+        tokenised_at = {entry[0]: entry for entry in tokenised}
+        key_tokenised = {
+            number: tokenised_at[position] for number, position in enumerate(key_positions) if position in tokenised_at
+        }
+        identity = {column.name for column in relation.columns if column.is_key}
+        layout = RowLayout(table.name, captured, tuple(parsers), table.key)
+        return _RowPlan(
+            table=table,
+            layout=layout,
+            missing=missing,
+            project=project,
+            tokenised=tuple(tokenised),
+            key_of=key_of,
+            key_indices=tuple(index.get(column) for column in table.key),
+            key_tokenised=key_tokenised,
+            identity=frozenset(identity),
+        )
+
+    def _memo_token(self, memo: dict[str, str], text: str, parse: Callable[[str], Any] | None, domain: str) -> str:
+        tokenise = self._tokeniser()
+        if tokenise != self._memo_tokeniser:
+            for existing in self._token_memos.values():
+                existing.clear()
+            self._memo_tokeniser = tokenise
+        elif len(memo) >= TOKEN_MEMO_ENTRIES:
+            memo.clear()
+        value = text if parse is None else parse(text)
+        token = memo[text] = tokenise(value if isinstance(value, str) else str(value), domain=domain)
+        return token
+
+    def _drift_error(self, table: TableManifest, missing: Iterable[str]) -> SchemaDriftError:
+        return SchemaDriftError(
+            f"source {self.source!r} table {table.name}: manifest column(s) {', '.join(missing)} "
+            "missing from the replicated relation (dropped or renamed); nothing of this batch "
+            "was applied and the slot was not advanced. Update the manifest "
+            f"({self.origin}) and rerun."
+        )
+
     def _key(self, table: TableManifest, values: Mapping[str, Any]) -> dict[str, Any]:
         missing = [column for column in table.key if column not in values]
         if missing:
@@ -305,18 +449,59 @@ class Manifest:
             return  # the common case: exactly the manifest's columns
         missing = [column for column in required if column not in values]
         if missing:
-            raise SchemaDriftError(
-                f"source {self.source!r} table {table.name}: manifest column(s) {', '.join(missing)} "
-                "missing from the replicated relation (dropped or renamed); nothing of this batch "
-                "was applied and the slot was not advanced. Update the manifest "
-                f"({self.origin}) and rerun."
-            )
+            raise self._drift_error(table, missing)
         for column in values:
             if column not in table.columns and (table.name, column) not in self._warned:
                 self._warned.add((table.name, column))
                 log.warning(
                     "source %r table %s: column %s is not in the manifest; ignored", self.source, table.name, column
                 )
+
+
+def format_position(change: RawChange) -> str:
+    return f"{change.lsn_commit:X}:{change.index_in_txn}"
+
+
+def _never(values: tuple) -> tuple:
+    raise AssertionError("a relation that lacks manifest columns is never projected")
+
+
+@dataclass(frozen=True)
+class _RowPlan:
+    """How :meth:`Manifest.capture_raw` turns one relation's unparsed tuples into captured rows."""
+
+    table: TableManifest
+    layout: RowLayout
+    missing: tuple[str, ...]  # manifest columns the relation lacks: inserts and updates fail on them
+    project: Callable[[tuple], Any]  # relation-ordered tuple -> captured columns in manifest order
+    tokenised: tuple[tuple[int, dict[str, str], Any, str], ...]  # (position, memo, parser, domain)
+    key_of: Callable[[Any], Any]  # captured values -> key (scalar or tuple)
+    key_indices: tuple[int | None, ...]  # key columns in the relation's order (None: missing)
+    key_tokenised: dict[int, tuple[int, dict[str, str], Any, str]]  # key column number -> tokenised entry
+    identity: frozenset[str]  # the relation's replica identity columns
+
+    def old_key(self, manifest: Manifest, change: RawChange) -> Any:
+        """The key of a delete, or of an update's old row, from the old tuple (tokenised as needed)."""
+        table = self.table
+        lacking = [
+            column for column, number in zip(table.key, self.key_indices, strict=True)
+            if number is None or (change.old_kind == "K" and column not in self.identity)
+        ]
+        if change.old is None or lacking:
+            raise SchemaDriftError(
+                f"change for {manifest.source}.{table.name} lacks key column(s) "
+                f"{', '.join(lacking or table.key)}: the table's replica identity must include the manifest key"
+            )
+        key = []
+        for number, relation_index in enumerate(self.key_indices):
+            text = change.old[relation_index]
+            entry = self.key_tokenised.get(number)
+            if entry is not None and text is not None:
+                _, memo, parse, domain = entry
+                token = memo.get(text)
+                text = token if token is not None else manifest._memo_token(memo, text, parse, domain)
+            key.append(text)
+        return key[0] if len(key) == 1 else tuple(key)
 
 
 def load_manifest(source: str | Path | Mapping[str, Any]) -> Manifest:

@@ -57,6 +57,75 @@ class CapturedChange:
     unchanged: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class RowLayout:
+    """The shape of a :class:`CapturedRow`'s values, shared by every row of one table and relation.
+
+    ``columns``: the captured columns in manifest order (what ``values`` holds). ``parsers``: per
+    column, the function turning its output text into the Python value (``None`` for text kept as
+    is, tokens included). ``key``: the key columns; a row's ``key`` is the key value itself for a
+    one-column key, else the tuple of key values.
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    parsers: tuple[Any, ...]
+    key: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class CapturedRow:
+    """One change after the manifest with its values as PostgreSQL output text (the engine's hot path).
+
+    The same change as a :class:`CapturedChange`, before any type parsing: ``values`` holds the
+    captured columns in ``layout.columns`` order as the source's output text (a token for a
+    tokenised column), ``None`` for NULL or :data:`paydata.cdc.pgoutput.UNCHANGED_TOAST` for an
+    unchanged TOASTed value (``has_unchanged`` says whether any is present); ``values`` is ``None``
+    for delete and truncate. ``key`` is as :class:`RowLayout` describes (tokens for tokenised key
+    columns). A sink that loads text into PostgreSQL uses it as is; :meth:`typed` gives the
+    :class:`CapturedChange` every sink understands.
+    """
+
+    source: str
+    table: str
+    kind: CapturedKind
+    commit_lsn: int
+    index_in_txn: int
+    commit_time: datetime
+    key: Any
+    values: tuple[Any, ...] | list[Any] | None
+    layout: RowLayout
+    has_unchanged: bool = False
+
+    @property
+    def position(self) -> Position:
+        return Position(self.commit_lsn, self.index_in_txn)
+
+    def typed(self) -> CapturedChange:
+        """This change as a :class:`CapturedChange` (values parsed with the layout's parsers)."""
+        from paydata.cdc.pgoutput import UNCHANGED_TOAST
+
+        layout = self.layout
+        key_values = (self.key,) if len(layout.key) == 1 else self.key
+        key_parsers = [layout.parsers[layout.columns.index(column)] for column in layout.key]
+        key = {
+            column: value if parse is None or value is None else parse(value)
+            for column, parse, value in zip(layout.key, key_parsers, key_values, strict=True)
+        }
+        if self.values is None:
+            return CapturedChange(self.source, self.table, self.kind, self.position, self.commit_time, key, None)
+        row: dict[str, Any] = {}
+        unchanged = set()
+        for column, parse, value in zip(layout.columns, layout.parsers, self.values, strict=True):
+            if value is UNCHANGED_TOAST:
+                unchanged.add(column)
+            else:
+                row[column] = value if parse is None or value is None else parse(value)
+        return CapturedChange(
+            self.source, self.table, self.kind, self.position, self.commit_time, key, row, frozenset(unchanged)
+        )
+
+
 class Sink(Protocol):
     """What the engine needs from a sink."""
 

@@ -76,6 +76,7 @@ __all__ = [
     "Message",
     "Origin",
     "PgOutputDecoder",
+    "RawChange",
     "Relation",
     "RelationColumn",
     "Transaction",
@@ -494,6 +495,32 @@ class Change:
 
 
 @dataclass(slots=True)
+class RawChange:
+    """One row change (or one truncated table) with its values as the server sent them.
+
+    What :class:`PgOutputDecoder` produces with ``parse_values=False``: ``new``/``old`` are tuples in
+    the relation's column order of ``str`` (the type's output text), ``None`` (NULL),
+    :data:`UNCHANGED_TOAST` or ``bytes`` (binary format). Nothing is parsed: a consumer that writes
+    the values back into PostgreSQL (COPY text) lets the server parse them, and one that needs
+    Python values parses only the columns it uses. ``old_kind`` is ``'K'`` (key columns only, the
+    others ``None``) or ``'O'`` (the whole old row) when ``old`` is present. ``relation`` is the
+    definition in force for this change; a new Relation message makes a new object, so consumers
+    may cache per-relation plans keyed by its identity.
+    """
+
+    kind: ChangeKind
+    relation: Relation
+    lsn_commit: int
+    index_in_txn: int
+    commit_time: datetime
+    new: tuple[TupleValue, ...] | None
+    old: tuple[TupleValue, ...] | None
+    old_kind: str | None = None
+    truncate_cascade: bool = False
+    truncate_restart_identity: bool = False
+
+
+@dataclass(slots=True)
 class Transaction:
     """A committed transaction: its changes in order, plus any transactional logical messages."""
 
@@ -503,7 +530,7 @@ class Transaction:
     commit_time: datetime
     begin_lsn: int
     origin: str | None = None
-    changes: list[Change] = field(default_factory=list)
+    changes: list[Change] | list[RawChange] = field(default_factory=list)
     messages: list[LogicalMessage] = field(default_factory=list)
 
 
@@ -528,12 +555,17 @@ class PgOutputDecoder:
     inside an open transaction, a Commit whose LSN differs from its Begin, a change naming a
     relation that was never described, a tuple whose column count differs from its relation, a
     binary-format column, or a text value that does not parse as its column's type.
+
+    With ``parse_values=False`` transactions hold :class:`RawChange` objects instead of
+    :class:`Change`: the values stay as sent (no type parsing, no per-column dict), which is what
+    the CDC engine uses on its hot path; column counts are still checked.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, parse_values: bool = True) -> None:
         self._relations: dict[int, _CachedRelation] = {}
         self.types: dict[int, TypeMessage] = {}
         self._open: Transaction | None = None
+        self._apply = self._apply_change if parse_values else self._apply_raw_change
 
     @property
     def in_transaction(self) -> bool:
@@ -561,7 +593,7 @@ class PgOutputDecoder:
         if kind is Insert or kind is Update or kind is Delete or kind is Truncate:
             if current is None:
                 raise DecodeError(f"{kind.__name__} at {format_lsn(wal_start_lsn)} arrived outside a transaction")
-            self._apply_change(current, message, wal_start_lsn)
+            self._apply(current, message, wal_start_lsn)
             return []
         if kind is Begin:
             if current is not None:
@@ -708,3 +740,41 @@ class PgOutputDecoder:
                 txn.commit_time, len(changes), None, old, {k: old[k] for k in key_names}, lsn,
             )
         changes.append(change)
+
+    def _raw_values(self, cached: _CachedRelation, values: tuple[TupleValue, ...]) -> tuple[TupleValue, ...]:
+        if len(values) != len(cached.names):
+            raise DecodeError(
+                f"{cached.schema}.{cached.relation.name}: tuple has {len(values)} columns, "
+                f"relation has {len(cached.names)}"
+            )
+        return values
+
+    def _apply_raw_change(self, txn: Transaction, message: Any, lsn: int) -> None:
+        kind = type(message)
+        changes = txn.changes
+        if kind is Truncate:
+            for relation_id in message.relation_ids:
+                changes.append(
+                    RawChange(
+                        "truncate", self._cached(relation_id).relation, txn.commit_lsn, len(changes),
+                        txn.commit_time, None, None, None, message.cascade, message.restart_identity,
+                    )
+                )
+            return
+        cached = self._cached(message.relation_id)
+        if kind is Insert:
+            changes.append(RawChange(
+                "insert", cached.relation, txn.commit_lsn, len(changes), txn.commit_time,
+                self._raw_values(cached, message.new), None,
+            ))
+        elif kind is Update:
+            old = None if message.old is None else self._raw_values(cached, message.old)
+            changes.append(RawChange(
+                "update", cached.relation, txn.commit_lsn, len(changes), txn.commit_time,
+                self._raw_values(cached, message.new), old, message.old_kind,
+            ))
+        else:
+            changes.append(RawChange(
+                "delete", cached.relation, txn.commit_lsn, len(changes), txn.commit_time,
+                None, self._raw_values(cached, message.old), message.old_kind,
+            ))

@@ -58,11 +58,13 @@ from psycopg2 import sql
 from paydata.cdc.model import (
     STAGING_SCHEMA,
     CapturedChange,
+    CapturedRow,
     Position,
     TableSpec,
     staging_history_table,
     staging_table,
 )
+from paydata.cdc.pgoutput import UNCHANGED_TOAST
 from paydata.sql import load_sql
 
 SQL_FOLDER = "warehouse_staging"
@@ -525,6 +527,100 @@ def _versions(plan: _TablePlan, changes: list[CapturedChange]) -> list[tuple[Cap
     return versions
 
 
+def _row_versions(plan: _TablePlan, rows: list[CapturedRow]) -> list[tuple[CapturedRow, Any, str]]:
+    """:func:`_versions` for text rows: ``(row, values, op)``, ``values`` a sequence in plan column order.
+
+    ``values`` is ``None`` for a delete whose key has no earlier version in the batch (only the key
+    is known; the rest comes from the stored row). Unchanged TOAST values are taken from the key's
+    previous version in the batch where there is one.
+    """
+    history = plan.history is not None
+    latest: dict[Any, Any] = {}
+    versions: list[tuple[CapturedRow, Any, str]] = []
+    last: dict[Any, tuple[CapturedRow, Any, str]] = {}
+    unchanged = UNCHANGED_TOAST
+    for row in rows:
+        key = row.key
+        kind = row.kind
+        if kind == "delete":
+            version = (row, latest.get(key), "D")
+        else:
+            values = row.values
+            if row.has_unchanged:
+                previous = latest.get(key)
+                if previous is not None:
+                    values = [old if value is unchanged else value for value, old in zip(values, previous, strict=True)]
+            latest[key] = values
+            version = (row, values, "I" if kind == "insert" else "U")
+        if history:
+            versions.append(version)
+        else:
+            last[key] = version
+    return versions if history else list(last.values())
+
+
+def _encode_row_versions(
+    plan: _TablePlan, versions: list[tuple[CapturedRow, Any, str]], time_texts: dict[Any, str]
+) -> tuple[str, bool]:
+    """COPY text (plan columns, then the bookkeeping columns) for text rows; see :meth:`WarehouseSink._encode_versions`.
+
+    Values are already PostgreSQL output text; a line is escaped field by field only when it holds
+    a backslash, newline, carriage return or a tab inside a value, which plain values never do.
+    """
+    columns = plan.columns
+    unchanged = UNCHANGED_TOAST
+    key_positions = [columns.index(column) for column in plan.key]
+    single_key = len(key_positions) == 1
+    all_unchanged = _text_array_literal(list(plan.non_key)) if plan.non_key else COPY_NULL
+    lines: list[str] = []
+    append = lines.append
+    needs_stored_values = False
+    expected_tabs = len(columns) - 1
+    for row, values, op in versions:
+        # Each NULL field adds one backslash (\N); any other backslash, a newline, a carriage return or
+        # a surplus tab comes from a value and needs escaping.
+        nulls = 0
+        if values is None:
+            fields = [COPY_NULL] * len(columns)
+            key = (row.key,) if single_key else row.key
+            for position, value in zip(key_positions, key, strict=True):
+                fields[position] = value
+            nulls = len(columns) - len(key_positions)
+            unchanged_text = all_unchanged
+            needs_stored_values = needs_stored_values or bool(plan.non_key)
+        elif None in values or (row.has_unchanged and unchanged in values):
+            fields = []
+            missing = []
+            for column, value in zip(columns, values, strict=True):
+                if value is None:
+                    fields.append(COPY_NULL)
+                    nulls += 1
+                elif value is unchanged:
+                    fields.append(COPY_NULL)
+                    nulls += 1
+                    missing.append(column)
+                else:
+                    fields.append(value)
+            if missing:
+                unchanged_text = _text_array_literal(missing)
+                needs_stored_values = True
+            else:
+                unchanged_text = COPY_NULL
+        else:
+            fields = values
+            unchanged_text = COPY_NULL
+        commit_time = row.commit_time
+        time_text = time_texts.get(commit_time)
+        if time_text is None:
+            time_text = time_texts[commit_time] = COPY_NULL if commit_time is None else commit_time.isoformat()
+        line = "\t".join(fields)
+        if line.count("\\") != nulls or "\n" in line or "\r" in line or line.count("\t") != expected_tabs:
+            line = "\t".join(field if field is COPY_NULL else _escape(field) for field in fields)
+        append(f"{line}\t{row.commit_lsn}\t{row.index_in_txn}\t{time_text}\t{op}\t{unchanged_text}")
+    append("")
+    return "\n".join(lines), needs_stored_values
+
+
 @contextmanager
 def _collector_paused() -> Generator[None, None, None]:
     """Pause Python's cyclic garbage collector for the block (restored afterwards, also on errors).
@@ -767,6 +863,103 @@ class WarehouseSink:
         """
         with _collector_paused():
             return self._apply(source, changes)
+
+    def apply_rows(self, source: str, rows: list[CapturedRow]) -> Position:
+        """:meth:`apply` for :class:`CapturedRow` batches: values go to COPY as the source's output text.
+
+        The engine's streaming path. Same guarantees as :meth:`apply` (one transaction with the
+        offset, changes at or below it skipped, the same staging rows), without parsing a value in
+        Python: the warehouse column has the source column's type, so the source's output text is
+        valid COPY input and the server parses it. Rows must be in position order, none repeated.
+        Raises :class:`WarehouseSinkError` for bad input before touching the database.
+        """
+        with _collector_paused():
+            return self._apply_rows(source, rows)
+
+    def _validated_rows(self, source: str, rows: list[CapturedRow]) -> list[CapturedRow]:
+        checked_layouts: set[int] = set()
+        previous = (-1, -(2**63))
+        for row in rows:
+            if type(row) is not CapturedRow:
+                raise WarehouseSinkError(f"expected CapturedRow, got {type(row).__name__}")
+            position = (row.commit_lsn, row.index_in_txn)
+            # An update that moves a key yields a delete and an update at one position (different keys).
+            if position < previous or (position == previous and row.kind != "update"):
+                raise WarehouseSinkError(
+                    f"rows must be in position order without repeats: {Position(*position)} after {Position(*previous)}"
+                )
+            previous = position
+            if id(row.layout) in checked_layouts and row.source == source:
+                continue
+            if row.source != source:
+                raise WarehouseSinkError(f"row for source {row.source!r} at {row.position} in a batch for {source!r}")
+            if row.kind not in KINDS or row.kind == "snapshot":
+                raise WarehouseSinkError(f"unknown change kind {row.kind!r} at {row.position}")
+            plan = self._plans.get((source, row.table))
+            if plan is None:
+                raise WarehouseSinkError(
+                    f"no warehouse spec for {source}.{row.table}: the table is not captured for the "
+                    "warehouse, or prepare() was not called with its spec"
+                )
+            if row.layout.columns != plan.columns or row.layout.key != plan.key or row.layout.table != row.table:
+                raise WarehouseSinkError(
+                    f"{plan.label}: rows carry columns {list(row.layout.columns)} keyed by {list(row.layout.key)}, "
+                    f"the spec has {list(plan.columns)} keyed by {list(plan.key)}"
+                )
+            checked_layouts.add(id(row.layout))
+        return rows
+
+    def _apply_rows(self, source: str, rows: list[CapturedRow]) -> Position:
+        rows = self._validated_rows(source, list(rows))
+        conn = self._connection()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(_statement("ensure_offset", schema=self._schema), {"source": source})
+                cursor.execute(_statement("lock_offset", schema=self._schema), {"source": source})
+                stored = cursor.fetchone()
+                stored = (stored[0], stored[1])
+                if rows and (rows[0].commit_lsn, rows[0].index_in_txn) > stored:
+                    pending = rows
+                else:
+                    pending = [row for row in rows if (row.commit_lsn, row.index_in_txn) > stored]
+                if not pending:
+                    conn.commit()
+                    return Position(*stored)
+                self._apply_pending_rows(cursor, source, pending)
+                applied = pending[-1].position
+                self._store_offset(cursor, source, applied)
+            conn.commit()
+        except BaseException:
+            self._abandon()
+            raise
+        return applied
+
+    def _apply_pending_rows(self, cursor: Any, source: str, pending: list[CapturedRow]) -> None:
+        """:meth:`_apply_pending` for rows: same chunks, temporary tables and statements."""
+        rows_per_chunk = self._rows_per_chunk
+        time_texts: dict[Any, str] = {}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-sink-load") as loader:
+            loading: Future[None] | None = None
+            for number, (table, work) in enumerate(_segments(pending)):
+                plan = self._plans[(source, table)]
+                if isinstance(work, CapturedRow):
+                    if loading is not None:
+                        loading.result()
+                        loading = None
+                    self._apply_truncate(cursor, plan, work)
+                    continue
+                versions = _row_versions(plan, work)
+                for part, start in enumerate(range(0, len(versions), rows_per_chunk)):
+                    text, needs_stored_values = _encode_row_versions(
+                        plan, versions[start : start + rows_per_chunk], time_texts
+                    )
+                    if loading is not None:
+                        loading.result()
+                    loading = loader.submit(
+                        self._load_chunk, cursor, plan, text, needs_stored_values, f"cdc_rows_{number}_{part}"
+                    )
+            if loading is not None:
+                loading.result()
 
     def _apply(self, source: str, changes: list[CapturedChange]) -> Position:
         changes = self._ordered_and_validated(source, list(changes))
