@@ -94,8 +94,21 @@ def bench_sql(name: str, **parts: sql.Composable) -> sql.Composed | str:
 # -- databases, connections, engine ------------------------------------------------------------------
 
 
+TRANSPORT = os.environ.get("PAYDATA_BENCH_TRANSPORT", "configured")
+"""How the engine and the baseline reach the source: ``configured`` (the CDC connection as the stack
+writes it: the Unix socket) or ``tls`` (TCP with verify-full TLS 1.3, as a capture host elsewhere would)."""
+
+
+def cdc_kwargs(source_db: str) -> dict:
+    kwargs = settings.connection("paydata_cdc_oltp").psycopg2_kwargs(dbname=source_db)
+    if TRANSPORT == "tls":
+        tls = settings.connection(settings.WAREHOUSE_CONN_ID).psycopg2_kwargs()
+        kwargs.update({key: tls[key] for key in ("host", "port", "sslmode", "sslrootcert") if key in tls})
+    return kwargs
+
+
 def cdc_connect(source_db: str, **extra):
-    return psycopg2.connect(**settings.connection("paydata_cdc_oltp").psycopg2_kwargs(dbname=source_db), **extra)
+    return psycopg2.connect(**cdc_kwargs(source_db), **extra)
 
 
 def warehouse_connect(warehouse_db: str):
@@ -179,8 +192,32 @@ def generate_backlog(source_db: str, changes: int) -> float:
     return time.perf_counter() - started
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a local process (a Postgres backend), or None if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def engine_child(source_db: str, warehouse_db: str, slot: str, limits: dict, profile: str | None) -> None:
-    """Child-process entry: one ``engine.run`` until caught up; prints seconds and report as JSON."""
+    """Child-process entry: one ``engine.run`` until caught up; prints seconds and report as JSON.
+
+    Also reads, just before each exits, the CPU time of the server processes the run kept busy: the
+    walsender that decoded the slot and the warehouse backend that applied the batches (local stack
+    only: ``/proc``), so the report shows where the machine's cores went.
+    """
+    from paydata.cdc import capture
+
+    server_cpu: dict[str, float | None] = {}
+    close_stream = capture.SlotStream.close
+
+    def close_and_measure(stream: capture.SlotStream) -> None:
+        server_cpu["walsender"] = process_cpu_seconds(stream.backend_pid)
+        close_stream(stream)
+
+    capture.SlotStream.close = close_and_measure
     engine, sink = build_engine(source_db, warehouse_db, slot, EngineLimits(**limits))
     profiler = None
     if profile:
@@ -194,8 +231,9 @@ def engine_child(source_db: str, warehouse_db: str, slot: str, limits: dict, pro
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
+    server_cpu["warehouse_backend"] = process_cpu_seconds(sink._connection().get_backend_pid())
     sink.close()
-    print(json.dumps({"seconds": seconds, "report": report}, default=str))
+    print(json.dumps({"seconds": seconds, "report": report, "server_cpu": server_cpu}, default=str))
 
 
 def run_engine_process(source_db: str, warehouse_db: str, slot: str, limits: EngineLimits,
@@ -276,11 +314,16 @@ def verify(source_db: str, warehouse_db: str, manifest: Manifest, transactions: 
 
 def run_baseline(source_db: str, warehouse_db: str, rows: int) -> float:
     """Seconds to pipe ``rows`` rows COPY TO STDOUT (source db) -> COPY FROM STDIN (warehouse db)."""
-    source, target = admin_connect(source_db), warehouse_connect(warehouse_db)
+    admin = admin_connect(source_db)
     try:
-        with source.cursor() as cursor:
+        with admin.cursor() as cursor:
             cursor.execute(bench_sql("create_copy_source"), {"rows": rows})
-        source.commit()
+        admin.commit()
+    finally:
+        admin.close()
+    # The rows are read as the engine reads the slot: same role, same transport.
+    source, target = cdc_connect(source_db), warehouse_connect(warehouse_db)
+    try:
         with target.cursor() as cursor:
             cursor.execute(bench_sql("create_copy_target"))
         target.commit()
@@ -372,6 +415,8 @@ def one_run(changes: int, limits: EngineLimits, profile: str | None) -> dict:
         "engine_process_cpu_seconds": cpu_seconds,
         "backlog_wal_bytes": backlog_wal_bytes,
         "changes_per_second": changes_read / child["seconds"],
+        "walsender_cpu_seconds": child["server_cpu"].get("walsender"),
+        "warehouse_backend_cpu_seconds": child["server_cpu"].get("warehouse_backend"),
         "baseline_seconds": baseline_seconds,
         "baseline_rows_per_second": changes / baseline_seconds,
         "ratio": (changes_read / child["seconds"]) / (changes / baseline_seconds),
@@ -392,8 +437,14 @@ def main() -> None:
     parser.add_argument("--batch-changes", type=int, default=EngineLimits.batch_changes)
     parser.add_argument("--batch-bytes", type=int, default=EngineLimits.batch_bytes)
     parser.add_argument("--profile", help="write cProfile stats of the (first) engine run to this file")
+    parser.add_argument("--transport", choices=("configured", "tls"), default="configured",
+                        help="how the engine and the baseline read the source: the configured CDC connection "
+                             "(the stack's Unix socket) or TLS over TCP")
     parser.add_argument("--engine-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global TRANSPORT
+    if not args.engine_child:
+        TRANSPORT = os.environ["PAYDATA_BENCH_TRANSPORT"] = args.transport  # the engine child inherits it
     if args.engine_child:
         spec = json.loads(args.engine_child)
         engine_child(spec["source_db"], spec["warehouse_db"], spec["slot"], spec["limits"], spec["profile"])
@@ -415,7 +466,12 @@ def main() -> None:
           f"({statistics.median(r['engine_seconds'] for r in results):.1f} s)")
     print(f"baseline COPY|COPY  {baseline:,.0f} rows/s")
     print(f"ratio               {statistics.median(r['ratio'] for r in results):.3f}")
+    print(f"transport           {TRANSPORT}")
     print(f"engine process CPU  {statistics.median(r['engine_process_cpu_seconds'] for r in results):.1f} s")
+    if all(r["walsender_cpu_seconds"] is not None for r in results):
+        print(f"walsender CPU       {statistics.median(r['walsender_cpu_seconds'] for r in results):.1f} s")
+    if all(r["warehouse_backend_cpu_seconds"] is not None for r in results):
+        print(f"warehouse backend   {statistics.median(r['warehouse_backend_cpu_seconds'] for r in results):.1f} s CPU")
     print(f"peak RSS (engine)   {max(r['peak_rss_mib'] for r in results):,.0f} MiB (max over runs)")
 
 

@@ -24,8 +24,10 @@ def test_tls_connections_have_the_documented_shape(tmp_path):
         "conn_type": "postgres", "host": "localhost", "port": 61000, "login": "oltp_owner", "password": "o'pw",
         "schema": "oltp", "extra": {"sslmode": "verify-full", "sslrootcert": str(tmp_path / "tls" / "ca.crt")},
     }
+    # Capture sits beside the database: its sessions use the Unix socket (no network to cross).
     cdc = json.loads(values["AIRFLOW_CONN_PAYDATA_CDC_REFERENCE"])
-    assert (cdc["login"], cdc["schema"], cdc["extra"]["sslmode"]) == ("paydata_cdc", "reference", "verify-full")
+    assert (cdc["login"], cdc["schema"], cdc["host"], cdc["extra"]) == (
+        "paydata_cdc", "reference", str(tmp_path / "pg" / "run"), {})
     assert "AIRFLOW_CONN_PAYDATA_CDC_WAREHOUSE" not in values
     assert json.loads(values["AIRFLOW_CONN_PAYDATA_MONGO"]) == {
         "conn_type": "mongo", "host": "127.0.0.1", "port": 61001, "schema": "paydata", "extra": {}}

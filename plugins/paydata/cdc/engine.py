@@ -70,6 +70,7 @@ from typing import Any
 import psycopg2
 
 from paydata.cdc import capture
+from paydata.cdc.collector import collector_paused
 from paydata.cdc.health import SlotLostError, assess_slot, resnapshot_command
 from paydata.cdc.manifest import Manifest, SourceCatalog, load_manifest
 from paydata.cdc.model import CapturedChange, CapturedRow, Position, Sink, TableSpec
@@ -89,8 +90,11 @@ class SinkContractError(RuntimeError):
 class EngineLimits:
     """Bounds of one run. Memory per batch is about ``batch_bytes`` plus one transaction."""
 
-    batch_changes: int = 5000  # pgoutput messages per batch (the batch ends at the next transaction boundary)
-    batch_bytes: int = 8 << 20  # likewise for payload bytes
+    # pgoutput messages per batch (the batch ends at the next transaction boundary). Larger batches
+    # fold more versions of a key into one staged row and spread the per-batch round trips; two batches
+    # are in memory at once (one applied while the next is read): about 150 MB at these settings.
+    batch_changes: int = 20_000
+    batch_bytes: int = 32 << 20  # likewise for payload bytes
     max_batches: int = 200  # per run; the next run continues
     snapshot_chunk_rows: int = 5000
     slot_busy_wait_seconds: float = 30.0
@@ -431,7 +435,7 @@ class CdcEngine:
         # One batch is applied while the next is read and decoded: the sinks' database work overlaps
         # the decoding. Batches are still applied one after another, in order, and each is
         # confirmed only after every sink returned.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-apply") as applier:
+        with collector_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-apply") as applier:
             try:
                 while max_batches is None or batches < max_batches:
                     try:
@@ -501,6 +505,9 @@ class CdcEngine:
         manifest = self.manifest
         limits = self.limits
         applied_at = {name: (position.commit_lsn, position.index_in_txn) for name, position in applied.items()}
+        capture_raw = manifest.capture_raw
+        sinks_of = {name: table.sinks for name, table in manifest.tables.items()}
+        pending = batch.pending
         idle_since: float | None = None
         server_lsn = stream.server_lsn
         status_requested = 0.0
@@ -541,13 +548,18 @@ class CdcEngine:
                 if upto_lsn is not None and item.commit_lsn >= upto_lsn:
                     batch.reached_upto = True
                     return
+                commit_lsn = item.commit_lsn
+                captured_rows = 0
                 for change in item.changes:
-                    for captured in manifest.capture_raw(change):
-                        batch.captured += 1
-                        position = (captured.commit_lsn, captured.index_in_txn)
-                        for sink_name in manifest.tables[captured.table].sinks:
-                            if position > applied_at[sink_name]:
-                                batch.pending[sink_name].append(captured)
+                    for captured in capture_raw(change):
+                        captured_rows += 1
+                        for sink_name in sinks_of[captured.table]:
+                            # Only a transaction at a sink's stored commit LSN needs the per-change check.
+                            if commit_lsn > applied_at[sink_name][0] or (
+                                (commit_lsn, captured.index_in_txn) > applied_at[sink_name]
+                            ):
+                                pending[sink_name].append(captured)
+                batch.captured += captured_rows
                 batch.boundary = max(batch.boundary or 0, item.end_lsn)
                 batch.transactions += 1
                 if item.commit_lsn >= target:

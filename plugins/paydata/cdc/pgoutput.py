@@ -252,6 +252,8 @@ _TRUNCATE_CASCADE = 1
 _TRUNCATE_RESTART_IDENTITY = 2
 
 _K, _O, _NEW = ord("K"), ord("O"), ord("N")
+_INSERT, _UPDATE = ord("I"), ord("U")
+_ROW_TAGS = frozenset({b"I", b"U", b"D"})
 
 
 def _string(buf: bytes, pos: int) -> tuple[str, int]:
@@ -566,6 +568,7 @@ class PgOutputDecoder:
         self.types: dict[int, TypeMessage] = {}
         self._open: Transaction | None = None
         self._apply = self._apply_change if parse_values else self._apply_raw_change
+        self._raw_rows = not parse_values
 
     @property
     def in_transaction(self) -> bool:
@@ -587,9 +590,12 @@ class PgOutputDecoder:
         Returns ``[transaction]`` when the payload is a Commit, ``[message]`` for a
         non-transactional logical message (e.g. a heartbeat), otherwise ``[]``.
         """
+        current = self._open
+        if self._raw_rows and current is not None and type(payload) is bytes and payload[:1] in _ROW_TAGS:
+            self._raw_row(current, payload)
+            return []
         message = decode_message(payload)
         kind = type(message)
-        current = self._open
         if kind is Insert or kind is Update or kind is Delete or kind is Truncate:
             if current is None:
                 raise DecodeError(f"{kind.__name__} at {format_lsn(wal_start_lsn)} arrived outside a transaction")
@@ -778,3 +784,56 @@ class PgOutputDecoder:
                 "delete", cached.relation, txn.commit_lsn, len(changes), txn.commit_time,
                 None, self._raw_values(cached, message.old), message.old_kind,
             ))
+
+    def _raw_row(self, txn: Transaction, buf: bytes) -> None:
+        """Insert/Update/Delete straight to a :class:`RawChange` (the hot path of ``parse_values=False``).
+
+        The same checks as :func:`decode_message` plus :meth:`_apply_raw_change`, without the
+        intermediate message object.
+        """
+        tag = buf[0]
+        try:
+            (relation_id,) = _UINT32(buf, 1)
+            cached = self._relations.get(relation_id)
+            if cached is None:
+                self._cached(relation_id)  # raises
+            marker = buf[5]
+            old = None
+            old_kind = None
+            if tag == _INSERT:
+                if marker != _NEW:
+                    raise DecodeError(f"insert: expected 'N' before the new tuple, got {bytes([marker])!r}")
+                new, end = _tuple(buf, 6)
+                kind = "insert"
+            elif tag == _UPDATE:
+                pos = 6
+                if marker == _K or marker == _O:
+                    old_kind = "K" if marker == _K else "O"
+                    old, pos = _tuple(buf, 6)
+                    marker = buf[pos]
+                    pos += 1
+                if marker != _NEW:
+                    raise DecodeError(f"update: expected 'K', 'O' or 'N', got {bytes([marker])!r}")
+                new, end = _tuple(buf, pos)
+                kind = "update"
+            else:
+                if marker != _K and marker != _O:
+                    raise DecodeError(f"delete: expected 'K' or 'O', got {bytes([marker])!r}")
+                old_kind = "K" if marker == _K else "O"
+                old, end = _tuple(buf, 6)
+                new = None
+                kind = "delete"
+        except (struct.error, IndexError) as exc:
+            raise DecodeError(f"truncated or corrupt {chr(tag)!r} message ({len(buf)} bytes): {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"truncated or corrupt {chr(tag)!r} message ({len(buf)} bytes): {exc}") from None
+        if end != len(buf):
+            raise DecodeError(f"{chr(tag)!r} message has {len(buf) - end} unexpected trailing bytes after offset {end}")
+        count = len(cached.names)
+        if (new is not None and len(new) != count) or (old is not None and len(old) != count):
+            raise DecodeError(
+                f"{cached.schema}.{cached.relation.name}: tuple has "
+                f"{len(new) if new is not None and len(new) != count else len(old)} columns, relation has {count}"
+            )
+        changes = txn.changes
+        changes.append(RawChange(kind, cached.relation, txn.commit_lsn, len(changes), txn.commit_time, new, old, old_kind))

@@ -37,15 +37,13 @@ transaction is rolled back. Database errors propagate as psycopg2 exceptions aft
 
 from __future__ import annotations
 
-import gc
 import io
 import json
 import math
 import operator
 import re
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -55,6 +53,7 @@ from uuid import UUID
 
 from psycopg2 import sql
 
+from paydata.cdc.collector import collector_paused
 from paydata.cdc.model import (
     STAGING_SCHEMA,
     CapturedChange,
@@ -621,24 +620,6 @@ def _encode_row_versions(
     return "\n".join(lines), needs_stored_values
 
 
-@contextmanager
-def _collector_paused() -> Generator[None, None, None]:
-    """Pause Python's cyclic garbage collector for the block (restored afterwards, also on errors).
-
-    Staging a batch allocates hundreds of thousands of short-lived tuples and lists; each allocation
-    burst triggers collections that walk every tracked object of the process, the batch itself
-    included, which cost up to a fifth of the encoding time. Nothing the sink allocates forms a
-    reference cycle, so reference counting frees it all without the collector.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _segments(changes: list[CapturedChange]) -> Iterator[tuple[str, CapturedChange | list[CapturedChange]]]:
     """Group ordered changes by table; a TRUNCATE splits its table's changes into before and after."""
     open_segments: dict[str, list[CapturedChange]] = {}
@@ -861,7 +842,7 @@ class WarehouseSink:
         Raises :class:`WarehouseSinkError` for bad input before touching the database; on any error
         the transaction is rolled back and neither data nor offset change.
         """
-        with _collector_paused():
+        with collector_paused():
             return self._apply(source, changes)
 
     def apply_rows(self, source: str, rows: list[CapturedRow]) -> Position:
@@ -873,7 +854,7 @@ class WarehouseSink:
         valid COPY input and the server parses it. Rows must be in position order, none repeated.
         Raises :class:`WarehouseSinkError` for bad input before touching the database.
         """
-        with _collector_paused():
+        with collector_paused():
             return self._apply_rows(source, rows)
 
     def _validated_rows(self, source: str, rows: list[CapturedRow]) -> list[CapturedRow]:
