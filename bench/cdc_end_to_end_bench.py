@@ -127,6 +127,7 @@ def build_engine(source_db: str, warehouse_db: str, slot: str, limits: EngineLim
         replication_connect=lambda: cdc_connect(source_db, connection_factory=LogicalReplicationConnection),
         owner_connect=lambda: admin_connect(source_db),
         limits=limits,
+        stream_params=lambda: cdc_kwargs(source_db),
     )
     return engine, sink
 
@@ -208,16 +209,17 @@ def engine_child(source_db: str, warehouse_db: str, slot: str, limits: dict, pro
     walsender that decoded the slot and the warehouse backend that applied the batches (local stack
     only: ``/proc``), so the report shows where the machine's cores went.
     """
-    from paydata.cdc import capture
+    from paydata.cdc import wire
 
     server_cpu: dict[str, float | None] = {}
-    close_stream = capture.SlotStream.close
+    close_stream = wire.ReplicationStream.close
 
-    def close_and_measure(stream: capture.SlotStream) -> None:
-        server_cpu["walsender"] = process_cpu_seconds(stream.backend_pid)
+    def close_and_measure(stream: wire.ReplicationStream) -> None:
+        if not stream.closed:
+            server_cpu["walsender"] = process_cpu_seconds(stream.backend_pid)
         close_stream(stream)
 
-    capture.SlotStream.close = close_and_measure
+    wire.ReplicationStream.close = close_and_measure
     engine, sink = build_engine(source_db, warehouse_db, slot, EngineLimits(**limits))
     profiler = None
     if profile:

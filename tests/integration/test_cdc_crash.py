@@ -86,6 +86,7 @@ def build_engine(source_db: str, warehouse_db: str, slot: str, slot_busy_wait: f
             connection_factory=LogicalReplicationConnection, **_cdc_kwargs(source_db)),
         owner_connect=lambda: admin_connect(source_db),
         limits=EngineLimits(batch_changes=500, snapshot_chunk_rows=1000, slot_busy_wait_seconds=slot_busy_wait),
+        stream_params=lambda: _cdc_kwargs(source_db),
     )
 
 

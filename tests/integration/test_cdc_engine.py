@@ -84,7 +84,8 @@ class Env:
     def warehouse_connect(self):
         return psycopg2.connect(**settings.connection(settings.WAREHOUSE_CONN_ID).psycopg2_kwargs(dbname=self.warehouse_db))
 
-    def engine(self, manifest=None, sinks=None, limits=None) -> CdcEngine:
+    def engine(self, manifest=None, sinks=None, limits=None, *, wire: bool = True) -> CdcEngine:
+        """The engine on this test's databases; ``wire=False`` streams through psycopg2 instead."""
         manifest = load_manifest(manifest or manifest_dict(self.slot))
         if sinks is None:
             sink = WarehouseSink(self.warehouse_connect)
@@ -99,6 +100,7 @@ class Env:
             ),
             owner_connect=lambda: self.admin_connect(self.source_db),
             limits=limits or EngineLimits(snapshot_chunk_rows=3, batch_changes=50),
+            stream_params=self.cdc_kwargs if wire else None,
         )
 
     def execute(self, statement: str, params=None) -> None:
@@ -170,10 +172,11 @@ def seed(env: Env, ids=range(1, 8)) -> None:
         env.execute("INSERT INTO entry (id, account_id, amount) VALUES (%s, %s, %s)", (i, i, i * 5))
 
 
-def test_snapshot_then_insert_update_delete_truncate(env):
+@pytest.mark.parametrize("wire", [True, False], ids=["wire-stream", "psycopg2-stream"])
+def test_snapshot_then_insert_update_delete_truncate(env, wire):
     seed(env)
-    engine = env.engine()
-    report = env.engine().run()
+    engine = env.engine(wire=wire)
+    report = env.engine(wire=wire).run()
     assert report["snapshot"]["rows"] == {"account": 7, "entry": 7}
     env.assert_mirrors()
     start = env.confirmed_flush()

@@ -80,6 +80,7 @@ class Pipeline:
             replication_connect=lambda: psycopg2.connect(connection_factory=LogicalReplicationConnection, **cdc),
             owner_connect=lambda: self.source(source),
             limits=EngineLimits(batch_changes=2000),
+            stream_params=lambda: cdc,
         )
 
     def capture(self) -> None:

@@ -14,7 +14,7 @@ import json
 import re
 import select
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from psycopg2 import sql
 from paydata.cdc.manifest import SOURCE_SCHEMA, SourceCatalog, SourceColumn
 from paydata.cdc.pgoutput import parse_lsn
 from paydata.cdc.types import parser_for
+from paydata.cdc.wire import ReplicationStream, start_logical_stream
 from paydata.sql import load_sql
 
 STATE_VERSION = 1
@@ -404,29 +405,39 @@ def start_stream(
     start_lsn: int,
     *,
     wait_seconds: float,
-) -> SlotStream:
+    stream_params: Callable[[], Mapping[str, Any]] | None = None,
+) -> SlotStream | ReplicationStream:
     """Open a replication connection and ``START_REPLICATION`` on ``slot`` (pgoutput, proto 1).
 
     ``start_lsn`` is the slot's confirmed position (the server never streams from before it).
     Heartbeat messages are included (``messages``). While another backend holds the slot ("is
     active for PID"), the connection is closed and the start retried; :class:`SlotBusyError`
     after ``wait_seconds``. Other server errors (slot missing or invalidated) propagate.
+
+    With ``stream_params`` (psycopg2 connection keywords) the session runs on the lean protocol
+    client of :mod:`paydata.cdc.wire`; without, on psycopg2's replication cursor. Both give the
+    same messages through the same interface.
     """
     deadline = time.monotonic() + wait_seconds
     options = {"proto_version": "1", "publication_names": publication, "messages": "true"}
     while True:
-        connection = replication_connect()
+        connection = None
         try:
+            if stream_params is not None:
+                return start_logical_stream(stream_params(), slot, start_lsn, options)
+            connection = replication_connect()
             cursor = connection.cursor()
             cursor.start_replication(slot_name=slot, decode=False, start_lsn=start_lsn, options=options)
             return SlotStream(connection, cursor, slot)
         except pg_errors.ObjectInUse as exc:
-            connection.close()
+            if connection is not None:
+                connection.close()
             if time.monotonic() >= deadline:
                 raise _slot_busy(wait_seconds, exc) from exc
             time.sleep(0.2)
         except BaseException:
-            connection.close()
+            if connection is not None:
+                connection.close()
             raise
 
 

@@ -61,7 +61,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -124,8 +124,10 @@ class CdcEngine:
     ``replication_connect()`` the same role as a ``LogicalReplicationConnection`` (slot creation
     with an exported snapshot, and streaming: one replication session per run, plus one while
     tables are added);
-    ``owner_connect()`` the tables' owner (publications need ownership). Each run opens and
-    closes its own connections.
+    ``owner_connect()`` the tables' owner (publications need ownership);
+    ``stream_params()``, when given, the capture role's psycopg2 connection keywords: streaming
+    then runs on :mod:`paydata.cdc.wire` (large reads, a fraction of the CPU per change) instead
+    of the ``replication_connect()`` cursor. Each run opens and closes its own connections.
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class CdcEngine:
         replication_connect: Callable[[], Any],
         owner_connect: Callable[[], Any],
         limits: EngineLimits | None = None,
+        stream_params: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         names = [sink.name for sink in sinks]
         if len(set(names)) != len(names):
@@ -151,6 +154,7 @@ class CdcEngine:
         self._connect = connect
         self._replication_connect = replication_connect
         self._owner_connect = owner_connect
+        self._stream_params = stream_params
         self.limits = limits or EngineLimits()
         self._owner: Any = None
 
@@ -386,7 +390,8 @@ class CdcEngine:
         target = parse_lsn(row["current_wal_lsn"]) if upto_lsn is None else upto_lsn
         try:
             stream = capture.start_stream(self._replication_connect, manifest.slot, manifest.publication, confirmed,
-                                          wait_seconds=self.limits.slot_busy_wait_seconds)
+                                          wait_seconds=self.limits.slot_busy_wait_seconds,
+                                          stream_params=self._stream_params)
         except psycopg2.Error as exc:
             self._raise_if_slot_lost(conn, exc)
             raise
@@ -570,7 +575,7 @@ class CdcEngine:
 
 
 def source_connectors(source: str) -> dict[str, Callable[[], Any]]:
-    """``connect``/``replication_connect``/``owner_connect`` for a configured source (see settings)."""
+    """``connect``/``replication_connect``/``owner_connect``/``stream_params`` for a configured source."""
     from psycopg2.extras import LogicalReplicationConnection
 
     from paydata import settings
@@ -583,6 +588,7 @@ def source_connectors(source: str) -> dict[str, Callable[[], Any]]:
             capture_conn_id, connection_factory=LogicalReplicationConnection
         ),
         "owner_connect": lambda: settings.pg_connect(owner_conn_id),
+        "stream_params": lambda: settings.connection(capture_conn_id).psycopg2_kwargs(),
     }
 
 

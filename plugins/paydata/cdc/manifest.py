@@ -138,6 +138,7 @@ class Manifest:
     _row_plans: dict[int, tuple[Relation, _RowPlan | None]] = field(default_factory=dict, repr=False)
     _token_memos: dict[tuple[str, Any], dict[str, str]] = field(default_factory=dict, repr=False)
     _memo_tokeniser: Any = field(default=None, repr=False)
+    _memo_active: bool = field(default=False, repr=False)
 
     def tables_for_sink(self, sink: str) -> list[str]:
         return [name for name, table in self.tables.items() if sink in table.sinks]
@@ -200,15 +201,21 @@ class Manifest:
         For a batch of changes: tokens are the same as without the block as long as the ring is
         not reloaded in the middle of it (a reload takes effect at the next block).
         """
-        if self.tokenise is not None:
-            yield
-            return
-        from paydata.crypto import default_tokeniser
+        if self.tokenise is None:
+            from paydata.crypto import default_tokeniser
 
-        self._pinned_tokenise = default_tokeniser().tokenise
+            self._pinned_tokenise = default_tokeniser().tokenise
+        tokenise = self._tokeniser()
+        if tokenise != self._memo_tokeniser:
+            # Another key ring (or tokeniser): every remembered token is stale.
+            for memo in self._token_memos.values():
+                memo.clear()
+            self._memo_tokeniser = tokenise
+        self._memo_active = True
         try:
             yield
         finally:
+            self._memo_active = False
             self._pinned_tokenise = None
 
     def _tokeniser(self) -> Callable[..., str]:
@@ -290,7 +297,9 @@ class Manifest:
         new = change.new or {}
         self._check_columns(table, new, table.columns)
         captured = self._capture_checked_row(table, new, change.kind, position, change.commit_time)
-        if change.kind == "update" and change.old is not None and all(k in change.old for k in table.key):
+        if change.kind == "update" and change.old is not None:
+            # Raises if the old tuple lacks the key (a replica identity without it): a key change
+            # could not be seen, as for deletes.
             old_key = self._key(table, change.old)
             if old_key != captured.key:
                 deleted = CapturedChange(
@@ -335,7 +344,7 @@ class Manifest:
             for position, memo, parse, domain in plan.tokenised:
                 text = values[position]
                 if text is not None and text is not UNCHANGED_TOAST:
-                    token = memo.get(text)
+                    token = memo.get(text) if self._memo_active else None
                     if token is None:
                         token = self._memo_token(memo, text, parse, domain)
                     values[position] = token
@@ -415,15 +424,13 @@ class Manifest:
         )
 
     def _memo_token(self, memo: dict[str, str], text: str, parse: Callable[[str], Any] | None, domain: str) -> str:
-        tokenise = self._tokeniser()
-        if tokenise != self._memo_tokeniser:
-            for existing in self._token_memos.values():
-                existing.clear()
-            self._memo_tokeniser = tokenise
-        elif len(memo) >= TOKEN_MEMO_ENTRIES:
-            memo.clear()
+        """Tokenise ``text`` (parsed as its column's type first, as :meth:`capture` does); remember it in a block."""
         value = text if parse is None else parse(text)
-        token = memo[text] = tokenise(value if isinstance(value, str) else str(value), domain=domain)
+        token = self._tokeniser()(value if isinstance(value, str) else str(value), domain=domain)
+        if self._memo_active:
+            if len(memo) >= TOKEN_MEMO_ENTRIES:
+                memo.clear()
+            memo[text] = token
         return token
 
     def _drift_error(self, table: TableManifest, missing: Iterable[str]) -> SchemaDriftError:
@@ -498,7 +505,7 @@ class _RowPlan:
             entry = self.key_tokenised.get(number)
             if entry is not None and text is not None:
                 _, memo, parse, domain = entry
-                token = memo.get(text)
+                token = memo.get(text) if manifest._memo_active else None
                 text = token if token is not None else manifest._memo_token(memo, text, parse, domain)
             key.append(text)
         return key[0] if len(key) == 1 else tuple(key)

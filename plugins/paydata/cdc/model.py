@@ -106,6 +106,8 @@ class CapturedRow:
         from paydata.cdc.pgoutput import UNCHANGED_TOAST
 
         layout = self.layout
+        if self.kind == "truncate":
+            return CapturedChange(self.source, self.table, "truncate", self.position, self.commit_time, {}, None)
         key_values = (self.key,) if len(layout.key) == 1 else self.key
         key_parsers = [layout.parsers[layout.columns.index(column)] for column in layout.key]
         key = {

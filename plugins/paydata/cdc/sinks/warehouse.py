@@ -76,6 +76,7 @@ META_COLUMNS = frozenset(
 )
 ROW_KINDS = {"insert": "I", "update": "U", "snapshot": "S"}
 KINDS = frozenset({*ROW_KINDS, "delete", "truncate"})
+_ROW_KINDS = frozenset({"insert", "update", "delete", "truncate"})  # streamed rows: snapshots go through apply()
 
 # Types as ``format_type`` prints them (plus common aliases), optionally as arrays. Anything else is
 # refused: the type text is the one piece of DDL that cannot be passed as an identifier or parameter.
@@ -526,31 +527,35 @@ def _versions(plan: _TablePlan, changes: list[CapturedChange]) -> list[tuple[Cap
     return versions
 
 
-def _row_versions(plan: _TablePlan, rows: list[CapturedRow]) -> list[tuple[CapturedRow, Any, str]]:
-    """:func:`_versions` for text rows: ``(row, values, op)``, ``values`` a sequence in plan column order.
+def _row_versions(plan: _TablePlan, rows: list[CapturedRow]) -> list[tuple[CapturedRow, Any, str, bool]]:
+    """:func:`_versions` for text rows: ``(row, values, op, partial)``, ``values`` in plan column order.
 
     ``values`` is ``None`` for a delete whose key has no earlier version in the batch (only the key
     is known; the rest comes from the stored row). Unchanged TOAST values are taken from the key's
-    previous version in the batch where there is one.
+    previous version in the batch where there is one; ``partial`` says whether any remain (also for
+    a delete that repeats such a version).
     """
     history = plan.history is not None
-    latest: dict[Any, Any] = {}
-    versions: list[tuple[CapturedRow, Any, str]] = []
-    last: dict[Any, tuple[CapturedRow, Any, str]] = {}
+    latest: dict[Any, tuple[Any, bool]] = {}
+    versions: list[tuple[CapturedRow, Any, str, bool]] = []
+    last: dict[Any, tuple[CapturedRow, Any, str, bool]] = {}
     unchanged = UNCHANGED_TOAST
     for row in rows:
         key = row.key
         kind = row.kind
         if kind == "delete":
-            version = (row, latest.get(key), "D")
+            previous = latest.get(key)
+            version = (row, None, "D", False) if previous is None else (row, previous[0], "D", previous[1])
         else:
             values = row.values
-            if row.has_unchanged:
+            partial = row.has_unchanged
+            if partial:
                 previous = latest.get(key)
                 if previous is not None:
-                    values = [old if value is unchanged else value for value, old in zip(values, previous, strict=True)]
-            latest[key] = values
-            version = (row, values, "I" if kind == "insert" else "U")
+                    values = [old if value is unchanged else value for value, old in zip(values, previous[0], strict=True)]
+                    partial = unchanged in values
+            latest[key] = (values, partial)
+            version = (row, values, "I" if kind == "insert" else "U", partial)
         if history:
             versions.append(version)
         else:
@@ -559,7 +564,7 @@ def _row_versions(plan: _TablePlan, rows: list[CapturedRow]) -> list[tuple[Captu
 
 
 def _encode_row_versions(
-    plan: _TablePlan, versions: list[tuple[CapturedRow, Any, str]], time_texts: dict[Any, str]
+    plan: _TablePlan, versions: list[tuple[CapturedRow, Any, str, bool]], time_texts: dict[Any, str]
 ) -> tuple[str, bool]:
     """COPY text (plan columns, then the bookkeeping columns) for text rows; see :meth:`WarehouseSink._encode_versions`.
 
@@ -575,7 +580,7 @@ def _encode_row_versions(
     append = lines.append
     needs_stored_values = False
     expected_tabs = len(columns) - 1
-    for row, values, op in versions:
+    for row, values, op, partial in versions:
         # Each NULL field adds one backslash (\N); any other backslash, a newline, a carriage return or
         # a surplus tab comes from a value and needs escaping.
         nulls = 0
@@ -587,7 +592,7 @@ def _encode_row_versions(
             nulls = len(columns) - len(key_positions)
             unchanged_text = all_unchanged
             needs_stored_values = needs_stored_values or bool(plan.non_key)
-        elif None in values or (row.has_unchanged and unchanged in values):
+        elif partial or None in values:
             fields = []
             missing = []
             for column, value in zip(columns, values, strict=True):
@@ -825,8 +830,11 @@ class WarehouseSink:
             changes_by_index = changes
             changes = [changes[i] for i in order]
             for previous, following in zip(order, order[1:], strict=False):
+                first, second = changes_by_index[previous], changes_by_index[following]
                 if positions[previous] == positions[following] and not (
-                    changes_by_index[previous].kind == changes_by_index[following].kind == "snapshot"
+                    first.kind == second.kind == "snapshot"
+                    # an update that moves its key: a delete of the old key, then the update, at one position
+                    or (first.kind == "delete" and second.kind == "update" and first.key != second.key)
                 ):
                     raise WarehouseSinkError(f"two changes at position {Position(*positions[previous])} in one batch")
         return changes
@@ -858,36 +866,57 @@ class WarehouseSink:
             return self._apply_rows(source, rows)
 
     def _validated_rows(self, source: str, rows: list[CapturedRow]) -> list[CapturedRow]:
-        checked_layouts: set[int] = set()
+        """Raise :class:`WarehouseSinkError` unless every row fits a prepared spec, in position order.
+
+        Checked per row (cheaply: a layout is compared with its spec once per batch): type, source,
+        kind, table, order, a non-NULL key, and the number of values.
+        """
+        plans_by_layout: dict[int, tuple[_TablePlan, int]] = {}
         previous = (-1, -(2**63))
         for row in rows:
             if type(row) is not CapturedRow:
                 raise WarehouseSinkError(f"expected CapturedRow, got {type(row).__name__}")
             position = (row.commit_lsn, row.index_in_txn)
+            kind = row.kind
             # An update that moves a key yields a delete and an update at one position (different keys).
-            if position < previous or (position == previous and row.kind != "update"):
+            if position < previous or (position == previous and kind != "update"):
                 raise WarehouseSinkError(
                     f"rows must be in position order without repeats: {Position(*position)} after {Position(*previous)}"
                 )
             previous = position
-            if id(row.layout) in checked_layouts and row.source == source:
-                continue
             if row.source != source:
                 raise WarehouseSinkError(f"row for source {row.source!r} at {row.position} in a batch for {source!r}")
-            if row.kind not in KINDS or row.kind == "snapshot":
-                raise WarehouseSinkError(f"unknown change kind {row.kind!r} at {row.position}")
-            plan = self._plans.get((source, row.table))
-            if plan is None:
+            if kind not in _ROW_KINDS:
+                raise WarehouseSinkError(f"unknown change kind {kind!r} at {row.position}")
+            layout = row.layout
+            checked = plans_by_layout.get(id(layout))
+            if checked is None:
+                plan = self._plans.get((source, row.table))
+                if plan is None:
+                    raise WarehouseSinkError(
+                        f"no warehouse spec for {source}.{row.table}: the table is not captured for the "
+                        "warehouse, or prepare() was not called with its spec"
+                    )
+                if layout.columns != plan.columns or layout.key != plan.key or layout.table != row.table:
+                    raise WarehouseSinkError(
+                        f"{plan.label}: rows carry columns {list(layout.columns)} keyed by {list(layout.key)}, "
+                        f"the spec has {list(plan.columns)} keyed by {list(plan.key)}"
+                    )
+                checked = plans_by_layout[id(layout)] = (plan, len(plan.key))
+            plan, key_width = checked
+            if row.table != plan.spec.table:
+                raise WarehouseSinkError(f"row for table {row.table!r} at {row.position} carries the layout of {plan.label}")
+            if kind == "truncate":
+                continue
+            key = row.key
+            if key is None or (key_width > 1 and (type(key) is not tuple or len(key) != key_width or None in key)):
+                raise WarehouseSinkError(f"{plan.label} {kind} at {row.position} has key {key!r}; expected non-NULL "
+                                         f"values for {list(plan.key)}")
+            if kind != "delete" and (row.values is None or len(row.values) != len(plan.columns)):
                 raise WarehouseSinkError(
-                    f"no warehouse spec for {source}.{row.table}: the table is not captured for the "
-                    "warehouse, or prepare() was not called with its spec"
+                    f"{plan.label} {kind} at {row.position} carries "
+                    f"{'no values' if row.values is None else f'{len(row.values)} values'} for {len(plan.columns)} columns"
                 )
-            if row.layout.columns != plan.columns or row.layout.key != plan.key or row.layout.table != row.table:
-                raise WarehouseSinkError(
-                    f"{plan.label}: rows carry columns {list(row.layout.columns)} keyed by {list(row.layout.key)}, "
-                    f"the spec has {list(plan.columns)} keyed by {list(plan.key)}"
-                )
-            checked_layouts.add(id(row.layout))
         return rows
 
     def _apply_rows(self, source: str, rows: list[CapturedRow]) -> Position:
