@@ -7,8 +7,8 @@ STAMP := $(VENV)/.paydata-installed
 .PHONY: demo test lint unit integration stack-up stack-down stack-status bench clean-stack
 
 # Reinstall only when the dependency pins or the build change: a second run costs nothing here.
-# (The editable install also compiles the optional C decoder, plugins/paydata/cdc/_speedups.c.)
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml setup.py plugins/paydata/cdc/_speedups.c
+# (The editable install also compiles the optional C decoder, plugins/paydata/_speedups.c.)
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml setup.py plugins/paydata/_speedups.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt

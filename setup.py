@@ -8,7 +8,7 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("paydata.cdc._speedups", ["plugins/paydata/cdc/_speedups.c"], optional=True,
+        Extension("paydata._speedups", ["plugins/paydata/_speedups.c"], optional=True,
                   extra_compile_args=["-O2"]),
     ]
 )

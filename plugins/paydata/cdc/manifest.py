@@ -139,6 +139,8 @@ class Manifest:
     _token_memos: dict[tuple[str, Any], dict[str, str]] = field(default_factory=dict, repr=False)
     _memo_tokeniser: Any = field(default=None, repr=False)
     _memo_active: bool = field(default=False, repr=False)
+    _token_function: Callable[[str], Callable[[str], str]] | None = field(default=None, repr=False)
+    _token_functions: dict[str, Callable[[str], str]] = field(default_factory=dict, repr=False)
 
     def tables_for_sink(self, sink: str) -> list[str]:
         return [name for name, table in self.tables.items() if sink in table.sinks]
@@ -204,7 +206,9 @@ class Manifest:
         if self.tokenise is None:
             from paydata.crypto import default_tokeniser
 
-            self._pinned_tokenise = default_tokeniser().tokenise
+            tokeniser = default_tokeniser()
+            self._pinned_tokenise = tokeniser.tokenise
+            self._token_function = tokeniser.token_function
         tokenise = self._tokeniser()
         if tokenise != self._memo_tokeniser:
             # Another key ring (or tokeniser): every remembered token is stale.
@@ -217,6 +221,8 @@ class Manifest:
         finally:
             self._memo_active = False
             self._pinned_tokenise = None
+            self._token_function = None
+            self._token_functions.clear()
 
     def _tokeniser(self) -> Callable[..., str]:
         tokenise = self.tokenise or self._pinned_tokenise
@@ -426,7 +432,14 @@ class Manifest:
     def _memo_token(self, memo: dict[str, str], text: str, parse: Callable[[str], Any] | None, domain: str) -> str:
         """Tokenise ``text`` (parsed as its column's type first, as :meth:`capture` does); remember it in a block."""
         value = text if parse is None else parse(text)
-        token = self._tokeniser()(value if isinstance(value, str) else str(value), domain=domain)
+        value = value if isinstance(value, str) else str(value)
+        if self._token_function is not None:  # pinned to the environment's ring: prepared per domain
+            token_of = self._token_functions.get(domain)
+            if token_of is None:
+                token_of = self._token_functions[domain] = self._token_function(domain)
+            token = token_of(value)
+        else:
+            token = self._tokeniser()(value, domain=domain)
         if self._memo_active:
             if len(memo) >= TOKEN_MEMO_ENTRIES:
                 memo.clear()

@@ -56,7 +56,6 @@ previously stored row). It never appears in inserts, and it must never be writte
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -64,6 +63,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from paydata.cdc.types import PARSE_ERRORS, conversion_error, parser_for
+from paydata.speedups import ACCELERATOR
 
 __all__ = [
     "UNCHANGED_TOAST",
@@ -303,26 +303,11 @@ def _tuple(
 _python_tuple = _tuple
 
 
-def _load_speedups() -> Callable[..., tuple[tuple[TupleValue, ...], int]] | None:
-    """The C ``tuple_data`` (same results and errors as :func:`_tuple`), unless absent or disabled.
-
-    ``PAYDATA_PURE_PYTHON=1`` keeps the Python loop (to compare the two, or to rule the C code out).
-    """
-    if os.environ.get("PAYDATA_PURE_PYTHON"):
-        return None
-    try:
-        from paydata.cdc import _speedups
-    except ImportError:
-        return None
-    _speedups.configure(UNCHANGED_TOAST, DecodeError)
-    return _speedups.tuple_data
-
-
-_accelerated_tuple = _load_speedups()
-if _accelerated_tuple is not None:
-    _tuple = _accelerated_tuple  # noqa: F811 (the C loop replaces the Python one where it is built)
-ACCELERATED = _accelerated_tuple is not None
-"""Whether TupleData is decoded by the C module (``paydata.cdc._speedups``) rather than in Python."""
+if ACCELERATOR is not None:
+    ACCELERATOR.configure(UNCHANGED_TOAST, DecodeError)
+    _tuple = ACCELERATOR.tuple_data  # noqa: F811 (the C loop replaces the Python one where it is built)
+ACCELERATED = ACCELERATOR is not None
+"""Whether TupleData is decoded by the C module (:mod:`paydata.speedups`) rather than in Python."""
 
 
 def _begin(buf: bytes) -> tuple[Begin, int]:

@@ -1,11 +1,14 @@
-"""The C TupleData loop (paydata.cdc._speedups) against the Python one it replaces.
+"""The C accelerators (paydata._speedups) against the Python twins they replace.
 
-Both must give the same values for every well-formed tuple and fail the same way (as seen by
-callers: through ``decode_message``) for every malformed one.
+TupleData: the same values for every well-formed tuple, the same failure (as callers see it,
+through ``decode_message``) for every malformed one. COPY rows, base32 and prepared token
+functions: the same text for the same input.
 """
 
 from __future__ import annotations
 
+import base64
+import os
 import random
 import struct
 
@@ -14,7 +17,7 @@ import pytest
 from paydata.cdc import pgoutput
 from paydata.cdc.pgoutput import UNCHANGED_TOAST, DecodeError, decode_message
 
-speedups = pytest.importorskip("paydata.cdc._speedups", reason="the optional C decoder is not built")
+speedups = pytest.importorskip("paydata._speedups", reason="the optional C module is not built")
 
 
 def c_tuple(buf: bytes, pos: int):
@@ -60,8 +63,15 @@ def outcome(decode, buf: bytes, pos: int):
         return ("utf8", None)
 
 
-def test_the_engine_uses_the_c_loop_when_it_is_built():
-    assert pgoutput.ACCELERATED and pgoutput._tuple is speedups.tuple_data
+def test_the_engine_uses_the_c_loops_when_they_are_built():
+    from paydata.cdc.sinks import warehouse
+    from paydata.crypto import tokens
+
+    expected = not os.environ.get("PAYDATA_PURE_PYTHON")
+    assert pgoutput.ACCELERATED is expected
+    assert (pgoutput._tuple is speedups.tuple_data) is expected
+    assert (warehouse._copy_fields is speedups.copy_fields) is expected
+    assert (tokens._base32_lower is speedups.base32_lower) is expected
 
 
 def test_well_formed_tuples_decode_identically():
@@ -118,3 +128,70 @@ def test_tuple_data_refuses_non_bytes_and_bad_arguments():
         speedups.tuple_data(b"\x00\x00")
     with pytest.raises(IndexError):
         speedups.tuple_data(b"\x00\x00", -1)
+
+
+def copied(copy_fields, values):
+    try:
+        return copy_fields(values)
+    except ValueError as exc:  # NUL: both refuse it (the sink's error is a ValueError)
+        return ("refused", "NUL" in str(exc))
+
+
+def test_copy_rows_are_identical():
+    from paydata.cdc.sinks.warehouse import _python_copy_fields
+
+    c_copy_fields = speedups.copy_fields
+    speedups.configure(UNCHANGED_TOAST, DecodeError)
+    rng = random.Random(13)
+    for _ in range(3000):
+        values = [random_value(rng) for _ in range(rng.randrange(1, 15))]
+        values = [value.decode("latin-1") if isinstance(value, bytes) else value for value in values]
+        for shaped in (values, tuple(values)):
+            assert copied(c_copy_fields, shaped) == copied(_python_copy_fields, shaped)
+    assert c_copy_fields(["\\N", None]) == "\\\\N\t\\N"  # a literal backslash-N is not NULL
+
+
+def test_copy_fields_refuses_what_is_not_text():
+    with pytest.raises(TypeError, match="not str or None"):
+        speedups.copy_fields(["a", 1])
+    with pytest.raises(TypeError):
+        speedups.copy_fields(42)
+
+
+def test_base32_is_rfc_4648_lower_case():
+    from paydata.crypto.tokens import _python_base32_lower
+
+    rng = random.Random(14)
+    for length in (0, 5, 10, 20, 40):
+        for _ in range(200):
+            digest = bytes(rng.randrange(256) for _ in range(length))
+            expected = base64.b32encode(digest).decode().lower()
+            assert speedups.base32_lower(digest) == expected
+            if length == 20:
+                assert _python_base32_lower(digest) == expected
+    with pytest.raises(ValueError, match="multiple of 5"):
+        speedups.base32_lower(b"1234")
+
+
+def test_prepared_token_functions_give_the_tokens_of_tokenise():
+    from paydata.crypto import InvalidInput, KeyRing
+    from paydata.crypto.tokens import Tokeniser
+
+    tokeniser = Tokeniser(KeyRing.parse(KeyRing.generate_line("k1") + "\n" + KeyRing.generate_line("k2")))
+    samples = {
+        "customer": ["42", " 42 ", "Ünïcödé", "e\u0301", "x" * 300],
+        "email": [" Alice@Example.COM ", "bob@example.org"],
+        "phone": ["+44 20 7946-0000"],
+        "ip": ["::ffff:10.0.0.1", "10.0.0.1"],
+        "pan": ["4242 4242 4242 4242"],
+    }
+    for domain, values in samples.items():
+        token_of = tokeniser.token_function(domain)
+        for value in values:
+            assert token_of(value) == tokeniser.tokenise(value, domain=domain)
+            assert token_of(value).startswith("tok_k2_")
+    for domain, bad in (("customer", "   "), ("email", "no-at-sign"), ("pan", "1234")):
+        with pytest.raises(InvalidInput):
+            tokeniser.token_function(domain)(bad)
+    with pytest.raises(InvalidInput, match="invalid token domain"):
+        tokeniser.token_function("Bad-Domain")
