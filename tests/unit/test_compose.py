@@ -476,10 +476,13 @@ def test_dockerfile_extends_the_pinned_airflow_image():
 def test_dockerfile_copies_the_project_and_installs_it():
     dockerfile = DOCKERFILE.read_text()
     copied = {src.rstrip("/") for src in re.findall(r"^COPY\s+(?:--\S+\s+)*(\S+)\s+\S+$", dockerfile, re.M)}
-    assert {"requirements.txt", "pyproject.toml", "dags", "include", "ml", "plugins"} <= copied
+    assert {"requirements.txt", "pyproject.toml", "setup.py", "dags", "include", "ml", "plugins"} <= copied
     assert "compose/tls/make_certs.py" in copied
     assert re.search(r"pip install --no-cache-dir --no-deps -e /opt/airflow", dockerfile)
     assert "/opt/paydata/bin/make_certs.py" in dockerfile
+    # The C accelerator is compiled in the image (a compiler is installed) and its build is checked.
+    assert re.search(r"apt-get install -y --no-install-recommends gcc libc6-dev", dockerfile)
+    assert "s.ACCELERATOR is not None" in dockerfile
 
 
 def test_dockerfile_filter_drops_only_local_stack_packages():
