@@ -297,10 +297,14 @@ class ReplicationStream:
         size = len(buffer)
         while size - offset >= 5:
             kind, length = _HEADER.unpack_from(buffer, offset)
+            if length < 4:
+                raise psycopg2.OperationalError(f"malformed message from the server: length {length}")
             end = offset + 1 + length
             if end > size:
                 break
-            if kind == b"d" and buffer[offset + 5] == 0x77:  # CopyData carrying 'w' (XLogData)
+            if kind == b"d" and length > 4 and buffer[offset + 5] == 0x77:  # CopyData carrying 'w' (XLogData)
+                if length < 4 + _XLOG_HEADER.size:
+                    raise psycopg2.OperationalError(f"malformed XLogData from the server: {length - 4} bytes")
                 _, data_start, wal_end, _ = _XLOG_HEADER.unpack_from(buffer, offset + 5)
                 self._offset = end
                 self._last_data_start = data_start
@@ -314,6 +318,8 @@ class ReplicationStream:
 
     def _handle(self, kind: bytes, body: bytes) -> None:
         if kind == b"d" and body[:1] == b"k":
+            if len(body) < _KEEPALIVE.size:
+                raise psycopg2.OperationalError(f"malformed keepalive from the server: {len(body)} bytes")
             _, wal_end, _, reply = _KEEPALIVE.unpack_from(body)
             if self._confirmed >= self._last_data_start and wal_end > self._confirmed:
                 # Everything received is confirmed and the server has sent all WAL up to wal_end.
@@ -391,6 +397,8 @@ def _read_message(sock: _Transport, pending: bytearray) -> tuple[bytes, bytes]:
     while True:
         if len(pending) >= 5:
             kind, length = _HEADER.unpack_from(pending, 0)
+            if length < 4:
+                raise psycopg2.OperationalError(f"malformed message from the server: length {length}")
             if len(pending) >= 1 + length:
                 body = bytes(pending[5 : 1 + length])
                 del pending[: 1 + length]
