@@ -188,11 +188,12 @@ class _TlsTransport(_Transport):
         chunks = []
         while True:
             try:
-                chunks.append(self._tls.read(size))
-            except ssl.SSLWantReadError:
+                chunk = self._tls.read(size)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
                 break
-            except ssl.SSLZeroReturnError:
+            if not chunk:  # the peer closed the TLS session
                 break
+            chunks.append(chunk)
         self._flush()  # TLS 1.3 may answer post-handshake messages
         return b"".join(chunks)
 
@@ -232,6 +233,7 @@ class ReplicationStream:
         self._wal_end = 0
         self._last_data_start = 0
         self._confirmed = 0
+        self._explicitly_confirmed = 0
         self._closed = False
 
     # -- the SlotStream interface ----------------------------------------------------------------------
@@ -254,6 +256,7 @@ class ReplicationStream:
         return self._next_xlog()
 
     def confirm(self, lsn: int) -> None:
+        self._explicitly_confirmed = max(self._explicitly_confirmed, lsn)
         self._confirmed = max(self._confirmed, lsn)
         self._send_status(self._confirmed, reply=True)
 
@@ -321,8 +324,11 @@ class ReplicationStream:
             if len(body) < _KEEPALIVE.size:
                 raise psycopg2.OperationalError(f"malformed keepalive from the server: {len(body)} bytes")
             _, wal_end, _, reply = _KEEPALIVE.unpack_from(body)
-            if self._confirmed >= self._last_data_start and wal_end > self._confirmed:
-                # Everything received is confirmed and the server has sent all WAL up to wal_end.
+            if self._explicitly_confirmed >= self._last_data_start and wal_end > self._confirmed:
+                # The last message received was confirmed by the engine itself (as psycopg2 decides
+                # it: keepalive-moved positions do not count) and the server has sent all WAL up to
+                # wal_end; a keepalive inside a transaction's messages carries the end of the record
+                # before its commit, so this never passes an unapplied commit.
                 self._confirmed = wal_end
             self._wal_end = max(self._wal_end, wal_end)
             if reply:
