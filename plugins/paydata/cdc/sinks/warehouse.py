@@ -923,83 +923,58 @@ class WarehouseSink:
 
     def _apply_rows(self, source: str, rows: list[CapturedRow]) -> Position:
         rows = self._validated_rows(source, list(rows))
-        conn = self._connection()
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(_statement("ensure_offset", schema=self._schema), {"source": source})
-                cursor.execute(_statement("lock_offset", schema=self._schema), {"source": source})
-                stored = cursor.fetchone()
-                stored = (stored[0], stored[1])
-                if rows and (rows[0].commit_lsn, rows[0].index_in_txn) > stored:
-                    pending = rows
-                else:
-                    pending = [row for row in rows if (row.commit_lsn, row.index_in_txn) > stored]
-                if not pending:
-                    conn.commit()
-                    return Position(*stored)
-                self._apply_pending_rows(cursor, source, pending)
-                applied = pending[-1].position
-                self._store_offset(cursor, source, applied)
-            conn.commit()
-        except BaseException:
-            self._abandon()
-            raise
-        return applied
+
+        def after(stored: Position) -> list[CapturedRow]:
+            if rows and (rows[0].commit_lsn, rows[0].index_in_txn) > (stored.commit_lsn, stored.index_in_txn):
+                return rows  # in order, so every row is above the stored offset
+            return [row for row in rows if row.position > stored]
+
+        return self._in_offset_transaction(source, after, self._apply_pending_rows)
 
     def _apply_pending_rows(self, cursor: Any, source: str, pending: list[CapturedRow]) -> None:
         """:meth:`_apply_pending` for rows: same chunks, temporary tables and statements."""
-        rows_per_chunk = self._rows_per_chunk
         time_texts: dict[Any, str] = {}
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-sink-load") as loader:
-            loading: Future[None] | None = None
-            for number, (table, work) in enumerate(_segments(pending)):
-                plan = self._plans[(source, table)]
-                if isinstance(work, CapturedRow):
-                    if loading is not None:
-                        loading.result()
-                        loading = None
-                    self._apply_truncate(cursor, plan, work)
-                    continue
-                versions = _row_versions(plan, work)
-                for part, start in enumerate(range(0, len(versions), rows_per_chunk)):
-                    text, needs_stored_values = _encode_row_versions(
-                        plan, versions[start : start + rows_per_chunk], time_texts
-                    )
-                    if loading is not None:
-                        loading.result()
-                    loading = loader.submit(
-                        self._load_chunk, cursor, plan, text, needs_stored_values, f"cdc_rows_{number}_{part}"
-                    )
-            if loading is not None:
-                loading.result()
+        self._stage(
+            cursor, source, pending, _row_versions,
+            lambda plan, versions: _encode_row_versions(plan, versions, time_texts), "cdc_rows",
+        )
 
     def _apply(self, source: str, changes: list[CapturedChange]) -> Position:
         changes = self._ordered_and_validated(source, list(changes))
+
+        def after(stored: Position) -> list[CapturedChange]:
+            if changes and changes[0].position > stored:
+                return changes  # sorted, so every change is above the stored offset
+            # Snapshot rows share one position, so a snapshot loaded in several batches repeats the
+            # stored offset; they are re-applied and the per-row guard makes a repeat a no-op.
+            return [
+                change for change in changes
+                if change.position > stored or (change.kind == "snapshot" and change.position == stored)
+            ]
+
+        return self._in_offset_transaction(source, after, self._apply_pending)
+
+    def _in_offset_transaction(
+        self, source: str, pending_after: Callable[[Position], list[Any]], stage: Callable[[Any, str, list[Any]], None]
+    ) -> Position:
+        """One transaction: lock the source's offset, stage what lies after it, move it; return it.
+
+        ``pending_after(stored)`` picks the changes to apply; ``stage(cursor, source, pending)`` writes
+        them. On any error the transaction is rolled back and neither data nor offset change.
+        """
         conn = self._connection()
         try:
             with conn.cursor() as cursor:
                 cursor.execute(_statement("ensure_offset", schema=self._schema), {"source": source})
                 cursor.execute(_statement("lock_offset", schema=self._schema), {"source": source})
-                stored_lsn, stored_index = cursor.fetchone()
-                stored = (stored_lsn, stored_index)
-                # Snapshot rows share one position, so a snapshot loaded in several batches repeats the
-                # stored offset; they are re-applied and the per-row guard makes a repeat a no-op.
-                first = changes[0].position if changes else None
-                if first is not None and (first.commit_lsn, first.index_in_txn) > stored:
-                    pending = changes  # sorted, so every change is above the stored offset
-                else:
-                    pending = [
-                        change
-                        for change in changes
-                        if (change.position.commit_lsn, change.position.index_in_txn) > stored
-                        or (change.kind == "snapshot" and change.position == Position(*stored))
-                    ]
+                stored = Position(*cursor.fetchone())
+                pending = pending_after(stored)
                 if not pending:
                     conn.commit()
-                    return Position(stored_lsn, stored_index)
-                self._apply_pending(cursor, source, pending)
+                    return stored
+                stage(cursor, source, pending)
                 applied = pending[-1].position
-                if applied != Position(*stored):
+                if applied != stored:
                     self._store_offset(cursor, source, applied)
             conn.commit()
         except BaseException:
@@ -1008,30 +983,42 @@ class WarehouseSink:
         return applied
 
     def _apply_pending(self, cursor: Any, source: str, pending: list[CapturedChange]) -> None:
+        self._stage(cursor, source, pending, _versions, self._encode_versions, "cdc_batch")
+
+    def _stage(
+        self,
+        cursor: Any,
+        source: str,
+        pending: list[Any],
+        versions_of: Callable[[_TablePlan, list[Any]], list[Any]],
+        encode: Callable[[_TablePlan, list[Any]], tuple[str, bool]],
+        prefix: str,
+    ) -> None:
         """Stage ``pending`` chunk by chunk, encoding the next chunk while the database loads this one.
 
-        Only the one worker thread uses the connection while a chunk is loading; this thread waits
-        for it before issuing any statement itself, and leaving the ``with`` block (also on an error)
-        waits for it too, so a rollback never races a running statement.
+        ``versions_of`` picks the rows to stage per table segment, ``encode`` turns a chunk of them
+        into COPY text. Only the one worker thread uses the connection while a chunk is loading; this
+        thread waits for it before issuing any statement itself, and leaving the ``with`` block (also
+        on an error) waits for it too, so a rollback never races a running statement.
         """
         rows_per_chunk = self._rows_per_chunk
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-sink-load") as loader:
             loading: Future[None] | None = None
             for number, (table, work) in enumerate(_segments(pending)):
                 plan = self._plans[(source, table)]
-                if isinstance(work, CapturedChange):
+                if not isinstance(work, list):  # a truncate
                     if loading is not None:
                         loading.result()
                         loading = None
                     self._apply_truncate(cursor, plan, work)
                     continue
-                versions = _versions(plan, work)
+                versions = versions_of(plan, work)
                 for part, start in enumerate(range(0, len(versions), rows_per_chunk)):
-                    text, needs_stored_values = self._encode_versions(plan, versions[start : start + rows_per_chunk])
+                    text, needs_stored_values = encode(plan, versions[start : start + rows_per_chunk])
                     if loading is not None:
                         loading.result()
                     loading = loader.submit(
-                        self._load_chunk, cursor, plan, text, needs_stored_values, f"cdc_batch_{number}_{part}"
+                        self._load_chunk, cursor, plan, text, needs_stored_values, f"{prefix}_{number}_{part}"
                     )
             if loading is not None:
                 loading.result()
