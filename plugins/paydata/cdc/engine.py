@@ -350,19 +350,15 @@ class CdcEngine:
         apply_rows = getattr(sink, "apply_rows", None)
         if apply_rows is None:
             return self._apply(sink, [row.typed() for row in rows])
-        position = apply_rows(self.source, rows)
-        if position < rows[-1].position:
-            raise SinkContractError(
-                f"sink {sink.name!r} reported {position} after applying up to {rows[-1].position} of "
-                f"{self.source}; the slot was not advanced"
-            )
-        return position
+        return self._checked(sink, apply_rows(self.source, rows), rows[-1].position)
 
     def _apply(self, sink: Sink, changes: list[CapturedChange]) -> Position:
-        position = sink.apply(self.source, changes)
-        if position < changes[-1].position:
+        return self._checked(sink, sink.apply(self.source, changes), changes[-1].position)
+
+    def _checked(self, sink: Sink, position: Position, last: Position) -> Position:
+        if position < last:
             raise SinkContractError(
-                f"sink {sink.name!r} reported {position} after applying up to {changes[-1].position} of "
+                f"sink {sink.name!r} reported {position} after applying up to {last} of "
                 f"{self.source}; the slot was not advanced"
             )
         return position

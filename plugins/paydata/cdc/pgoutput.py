@@ -349,38 +349,52 @@ def _type(buf: bytes) -> tuple[TypeMessage, int]:
     return TypeMessage(type_oid, namespace, name), pos
 
 
+def _row_parts(buf: bytes) -> tuple[str, Any, Any, Literal["K", "O"] | None, int]:
+    """``(kind, new, old, old_kind, end)`` of an Insert/Update/Delete payload (relation id not read).
+
+    Shared by the message objects below and :meth:`PgOutputDecoder._raw_row`, which skips them.
+    """
+    tag, marker = buf[0], buf[5]
+    if tag == _INSERT:
+        if marker != _NEW:
+            raise DecodeError(f"insert: expected 'N' before the new tuple, got {bytes([marker])!r}")
+        new, end = _tuple(buf, 6)
+        return "insert", new, None, None, end
+    if tag == _UPDATE:
+        old = None
+        old_kind: Literal["K", "O"] | None = None
+        pos = 6
+        if marker == _K or marker == _O:
+            old_kind = "K" if marker == _K else "O"
+            old, pos = _tuple(buf, 6)
+            marker = buf[pos]
+            pos += 1
+        if marker != _NEW:
+            raise DecodeError(f"update: expected 'K', 'O' or 'N', got {bytes([marker])!r}")
+        new, end = _tuple(buf, pos)
+        return "update", new, old, old_kind, end
+    if marker != _K and marker != _O:
+        raise DecodeError(f"delete: expected 'K' or 'O', got {bytes([marker])!r}")
+    old, end = _tuple(buf, 6)
+    return "delete", None, old, "K" if marker == _K else "O", end
+
+
 def _insert(buf: bytes) -> tuple[Insert, int]:
     (relation_id,) = _UINT32(buf, 1)
-    if buf[5] != _NEW:
-        raise DecodeError(f"insert: expected 'N' before the new tuple, got {buf[5:6]!r}")
-    new, pos = _tuple(buf, 6)
-    return Insert(relation_id, new), pos
+    _, new, _, _, end = _row_parts(buf)
+    return Insert(relation_id, new), end
 
 
 def _update(buf: bytes) -> tuple[Update, int]:
     (relation_id,) = _UINT32(buf, 1)
-    marker = buf[5]
-    old = None
-    old_kind: Literal["K", "O"] | None = None
-    pos = 6
-    if marker == _K or marker == _O:
-        old_kind = "K" if marker == _K else "O"
-        old, pos = _tuple(buf, 6)
-        marker = buf[pos]
-        pos += 1
-    if marker != _NEW:
-        raise DecodeError(f"update: expected 'K', 'O' or 'N', got {bytes([marker])!r}")
-    new, pos = _tuple(buf, pos)
-    return Update(relation_id, old_kind, old, new), pos
+    _, new, old, old_kind, end = _row_parts(buf)
+    return Update(relation_id, old_kind, old, new), end
 
 
 def _delete(buf: bytes) -> tuple[Delete, int]:
     (relation_id,) = _UINT32(buf, 1)
-    marker = buf[5]
-    if marker != _K and marker != _O:
-        raise DecodeError(f"delete: expected 'K' or 'O', got {bytes([marker])!r}")
-    old, pos = _tuple(buf, 6)
-    return Delete(relation_id, "K" if marker == _K else "O", old), pos
+    _, _, old, old_kind, end = _row_parts(buf)
+    return Delete(relation_id, old_kind, old), end
 
 
 def _truncate(buf: bytes) -> tuple[Truncate, int]:
@@ -602,9 +616,11 @@ class PgOutputDecoder:
         non-transactional logical message (e.g. a heartbeat), otherwise ``[]``.
         """
         current = self._open
-        if self._raw_rows and current is not None and type(payload) is bytes and payload[:1] in _ROW_TAGS:
-            self._raw_row(current, payload)
-            return []
+        if self._raw_rows and current is not None:
+            buf = payload if type(payload) is bytes else bytes(payload)
+            if buf[:1] in _ROW_TAGS:
+                self._raw_row(current, buf)
+                return []
         message = decode_message(payload)
         kind = type(message)
         if kind is Insert or kind is Update or kind is Delete or kind is Truncate:
@@ -758,48 +774,21 @@ class PgOutputDecoder:
             )
         changes.append(change)
 
-    def _raw_values(self, cached: _CachedRelation, values: tuple[TupleValue, ...]) -> tuple[TupleValue, ...]:
-        if len(values) != len(cached.names):
-            raise DecodeError(
-                f"{cached.schema}.{cached.relation.name}: tuple has {len(values)} columns, "
-                f"relation has {len(cached.names)}"
-            )
-        return values
-
     def _apply_raw_change(self, txn: Transaction, message: Any, lsn: int) -> None:
-        kind = type(message)
+        # Row messages never get here in this mode (feed hands them to _raw_row): only truncates.
         changes = txn.changes
-        if kind is Truncate:
-            for relation_id in message.relation_ids:
-                changes.append(
-                    RawChange(
-                        "truncate", self._cached(relation_id).relation, txn.commit_lsn, len(changes),
-                        txn.commit_time, None, None, None, message.cascade, message.restart_identity,
-                    )
+        for relation_id in message.relation_ids:
+            changes.append(
+                RawChange(
+                    "truncate", self._cached(relation_id).relation, txn.commit_lsn, len(changes),
+                    txn.commit_time, None, None, None, message.cascade, message.restart_identity,
                 )
-            return
-        cached = self._cached(message.relation_id)
-        if kind is Insert:
-            changes.append(RawChange(
-                "insert", cached.relation, txn.commit_lsn, len(changes), txn.commit_time,
-                self._raw_values(cached, message.new), None,
-            ))
-        elif kind is Update:
-            old = None if message.old is None else self._raw_values(cached, message.old)
-            changes.append(RawChange(
-                "update", cached.relation, txn.commit_lsn, len(changes), txn.commit_time,
-                self._raw_values(cached, message.new), old, message.old_kind,
-            ))
-        else:
-            changes.append(RawChange(
-                "delete", cached.relation, txn.commit_lsn, len(changes), txn.commit_time,
-                None, self._raw_values(cached, message.old), message.old_kind,
-            ))
+            )
 
     def _raw_row(self, txn: Transaction, buf: bytes) -> None:
         """Insert/Update/Delete straight to a :class:`RawChange` (the hot path of ``parse_values=False``).
 
-        The same checks as :func:`decode_message` plus :meth:`_apply_raw_change`, without the
+        The same parsing (:func:`_row_parts`) and checks as :func:`decode_message`, without the
         intermediate message object.
         """
         tag = buf[0]
@@ -808,35 +797,8 @@ class PgOutputDecoder:
             cached = self._relations.get(relation_id)
             if cached is None:
                 self._cached(relation_id)  # raises
-            marker = buf[5]
-            old = None
-            old_kind = None
-            if tag == _INSERT:
-                if marker != _NEW:
-                    raise DecodeError(f"insert: expected 'N' before the new tuple, got {bytes([marker])!r}")
-                new, end = _tuple(buf, 6)
-                kind = "insert"
-            elif tag == _UPDATE:
-                pos = 6
-                if marker == _K or marker == _O:
-                    old_kind = "K" if marker == _K else "O"
-                    old, pos = _tuple(buf, 6)
-                    marker = buf[pos]
-                    pos += 1
-                if marker != _NEW:
-                    raise DecodeError(f"update: expected 'K', 'O' or 'N', got {bytes([marker])!r}")
-                new, end = _tuple(buf, pos)
-                kind = "update"
-            else:
-                if marker != _K and marker != _O:
-                    raise DecodeError(f"delete: expected 'K' or 'O', got {bytes([marker])!r}")
-                old_kind = "K" if marker == _K else "O"
-                old, end = _tuple(buf, 6)
-                new = None
-                kind = "delete"
-        except (struct.error, IndexError) as exc:
-            raise DecodeError(f"truncated or corrupt {chr(tag)!r} message ({len(buf)} bytes): {exc}") from None
-        except UnicodeDecodeError as exc:
+            kind, new, old, old_kind, end = _row_parts(buf)
+        except (struct.error, IndexError, UnicodeDecodeError) as exc:
             raise DecodeError(f"truncated or corrupt {chr(tag)!r} message ({len(buf)} bytes): {exc}") from None
         if end != len(buf):
             raise DecodeError(f"{chr(tag)!r} message has {len(buf) - end} unexpected trailing bytes after offset {end}")
