@@ -10,7 +10,10 @@ its entry, each transaction two changes) while an engine process is started and 
 * the slot must not lead the warehouse: no captured commit may lie between the warehouse's stored
   offset and the slot's confirmed flush position (checked at the end against the history tables);
 * the distance between the two is recorded (slot ahead of the offset's commit LSN: the end of that
-  transaction or a heartbeat; slot behind: a kill between a sink's commit and the slot advance).
+  transaction or a heartbeat; slot behind: a kill between a sink's commit and the slot advance);
+* whether the kill landed after the process had confirmed at least one batch (the slot moved while
+  it ran). Half of the kills wait for that on purpose (up to 20 s), then kill after a random 0-1.5 s
+  more; the other half kill after a random 0.3-3 s, which mostly lands in the first batch.
 
 At the end the writers stop, one run catches up, and:
 
@@ -142,15 +145,21 @@ def torture(kills: int, seed: int) -> dict:
             raise RuntimeError(f"the first run did not snapshot: {report}")
         warehouse = crash._warehouse_connect(warehouse_db)
         observations: list[tuple[Position, int]] = []
+        after_confirm = 0
         process = None
         started = time.monotonic()
         try:
             with CountingWriters(source_db) as writers:
                 for number in range(kills):
+                    before = confirmed_flush(source, slot)
                     process = subprocess.Popen([sys.executable, str(CRASH_TEST), source_db, warehouse_db, slot],
                                                cwd=REPO_ROOT, env=child_env(), stdout=subprocess.DEVNULL,
                                                stderr=subprocess.PIPE)
-                    time.sleep(rng.uniform(0.3, 3.0))
+                    if number % 2:
+                        crash.wait_for_slot_to_move(source, slot, before, timeout=20)
+                        time.sleep(rng.uniform(0.0, 1.5))
+                    else:
+                        time.sleep(rng.uniform(0.3, 3.0))
                     process.send_signal(signal.SIGKILL)
                     process.wait()
                     if process.returncode != -signal.SIGKILL:
@@ -160,6 +169,7 @@ def torture(kills: int, seed: int) -> dict:
                     flushed = confirmed_flush(source, slot)
                     if flushed is not None:
                         observations.append((stored_offset(warehouse), flushed))
+                        after_confirm += before is not None and flushed > before
                 if writers.errors:
                     raise RuntimeError(f"writer failed: {writers.errors[0]!r}")
             changes = writers.changes
@@ -188,6 +198,7 @@ def torture(kills: int, seed: int) -> dict:
     return {
         "kills": kills,
         "observations": len(observations),
+        "kills_after_a_confirm": after_confirm,
         "seconds_under_kills": round(kill_seconds, 1),
         "changes_committed": changes,
         "history_rows": history_rows,

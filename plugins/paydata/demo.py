@@ -91,35 +91,28 @@ def recover_lost_slots() -> None:
     local convenience, so it repairs the slot the documented way and says so.
     """
     from paydata.cdc.engine import engine_for_source
-    from paydata.cdc.health import SlotLostError, check_slot
-    from paydata.cdc.manifest import load_manifest
+    from paydata.cdc.health import SlotLostError, source_health
 
     for source in ("reference", "oltp"):
-        conn = settings.pg_connect(f"paydata_cdc_{source}")
         try:
-            check_slot(conn, load_manifest(source))
+            source_health(source)
         except SlotLostError as exc:
             print(f"note: {exc}\n      re-snapshotting {source} now", flush=True)
             engine_for_source(source).resnapshot()
-        finally:
-            conn.close()
 
 
 def slot_lag() -> list[dict]:
-    """Health of each CDC slot: lag in bytes behind the source's current WAL and its wal_status."""
-    from paydata.cdc.health import SlotLostError, check_slot
+    """Health of each CDC slot: lag in bytes and seconds, WAL retained, wal_status."""
+    from paydata.cdc.health import SlotLostError, source_health
     from paydata.cdc.manifest import load_manifest
 
     rows = []
     for source in ("reference", "oltp"):
-        manifest = load_manifest(source)
-        conn = settings.pg_connect(f"paydata_cdc_{source}")
         try:
-            rows.append(check_slot(conn, manifest).as_dict())
+            rows.append(source_health(source).as_dict())
         except SlotLostError:
-            rows.append({"slot": manifest.slot, "lag_bytes": None, "wal_status": "lost", "confirmed_flush_lsn": None})
-        finally:
-            conn.close()
+            rows.append({"slot": load_manifest(source).slot, "lag_bytes": None, "wal_status": "lost",
+                         "confirmed_flush_lsn": None})
     return rows
 
 

@@ -74,6 +74,7 @@ def _warehouse_connect(warehouse_db: str):
 
 def build_engine(source_db: str, warehouse_db: str, slot: str, slot_busy_wait: float = 20):
     from paydata.cdc.engine import CdcEngine, EngineLimits
+    from paydata.cdc.ledger import PostgresConfirmLedger
     from paydata.cdc.manifest import load_manifest
     from paydata.cdc.sinks.warehouse import WarehouseSink
     from paydata.stack import admin_connect
@@ -87,6 +88,7 @@ def build_engine(source_db: str, warehouse_db: str, slot: str, slot_busy_wait: f
         owner_connect=lambda: admin_connect(source_db),
         limits=EngineLimits(batch_changes=500, snapshot_chunk_rows=1000, slot_busy_wait_seconds=slot_busy_wait),
         stream_params=lambda: _cdc_kwargs(source_db),
+        ledger=PostgresConfirmLedger(lambda: _warehouse_connect(warehouse_db)),
     )
 
 
@@ -149,6 +151,27 @@ class Writers:
             thread.join(timeout=10)
 
 
+def slot_position(conn, slot: str) -> int | None:
+    from paydata.cdc.pgoutput import parse_lsn
+
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        row = cursor.fetchone()
+    conn.commit()
+    return None if row is None or row[0] is None else parse_lsn(row[0])
+
+
+def wait_for_slot_to_move(conn, slot: str, before: int | None, timeout: float) -> bool:
+    """Wait until the slot's confirmed position passes ``before`` (a batch was confirmed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = slot_position(conn, slot)
+        if now is not None and (before is None or now > before):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def checksum(conn, relation: sql.Composable, columns: list[str], where: sql.Composable) -> tuple:
     with conn.cursor() as cursor:
         cursor.execute(sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY 1").format(
@@ -176,14 +199,21 @@ def test_sigkilled_engine_loses_and_duplicates_nothing(stack, fresh_database, ad
     rng = random.Random(11)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2] / "plugins"), os.environ.get("PYTHONPATH")]))}
     observations = []
+    after_confirm = 0
     process = None
     try:
         with Writers(admin_connect, source_db) as writers:
-            for _ in range(KILLS):
+            for number in range(KILLS):
+                before = slot_position(src, slot)
                 process = subprocess.Popen(
                     [sys.executable, __file__, source_db, warehouse_db, slot], env=env,
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                time.sleep(rng.uniform(0.8, 3.0))
+                if number % 2 and before is not None:
+                    # Let this process confirm at least one batch, so the kill lands after a confirm.
+                    wait_for_slot_to_move(src, slot, before, timeout=20)
+                    time.sleep(rng.uniform(0.0, 1.0))
+                else:
+                    time.sleep(rng.uniform(0.8, 3.0))
                 process.send_signal(signal.SIGKILL)
                 process.wait()
                 assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
@@ -203,6 +233,7 @@ def test_sigkilled_engine_loses_and_duplicates_nothing(stack, fresh_database, ad
                 warehouse.commit()
                 if row is not None and row[0] is not None:  # NULL: killed while the slot was being created
                     observations.append((offset, parse_lsn(row[0])))
+                    after_confirm += before is not None and parse_lsn(row[0]) > before
             assert not writers.errors, writers.errors
 
         # A killed run's slot creation can hold the slot while it waits for every transaction open in
@@ -242,6 +273,7 @@ def test_sigkilled_engine_loses_and_duplicates_nothing(stack, fresh_database, ad
             commits = sorted(row[0] for row in cursor.fetchall())
         warehouse.commit()
         assert len(observations) >= 3 and commits
+        assert after_confirm >= 2, "the kills never landed after a confirmed batch"
         for offset, flushed in observations:
             skipped = [c for c in commits if offset.commit_lsn < c < flushed]
             assert not skipped, (offset, flushed, skipped[:5])

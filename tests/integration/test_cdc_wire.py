@@ -330,13 +330,9 @@ def test_slot_held_by_psycopg2_raises_object_in_use_and_slot_busy(source):
         with pytest.raises(psycopg2.errors.ObjectInUse, match="is active for PID"):
             wire.start_logical_stream(source.unix_kwargs(), slot, 0, source.options())
 
-        def not_used():
-            raise AssertionError("with stream_params the psycopg2 replication connection is not used")
-
         started = time.monotonic()
         with pytest.raises(capture.SlotBusyError, match="another consumer is running"):
-            capture.start_stream(not_used, slot, source.publication, 0, wait_seconds=0.5,
-                                 stream_params=source.unix_kwargs)
+            capture.start_stream(source.unix_kwargs, slot, source.publication, 0, wait_seconds=0.5)
         assert time.monotonic() - started >= 0.5  # it retried until the wait ran out
     finally:
         holder.close()

@@ -21,6 +21,7 @@ from psycopg2.extras import LogicalReplicationConnection
 
 from paydata import settings
 from paydata.cdc.engine import CdcEngine, EngineLimits
+from paydata.cdc.ledger import PostgresConfirmLedger
 from paydata.cdc.manifest import MANIFEST_DIR, load_manifest
 from paydata.cdc.model import STAGING_SCHEMA, Position, staging_table
 from paydata.cdc.pgoutput import parse_lsn
@@ -81,6 +82,7 @@ class Pipeline:
             owner_connect=lambda: self.source(source),
             limits=EngineLimits(batch_changes=2000),
             stream_params=lambda: cdc,
+            ledger=PostgresConfirmLedger(self.warehouse_connect),
         )
 
     def capture(self) -> None:

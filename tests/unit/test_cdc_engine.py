@@ -3,16 +3,44 @@ the stream is cut into batches and confirmed (against a scripted replication str
 
 from __future__ import annotations
 
+import select
+import socket
 import struct
+import threading
+import time
 from decimal import Decimal
 
 import pytest
 
+from paydata.cdc import wire
 from paydata.cdc.capture import CopyRowReader, copy_text_field
 from paydata.cdc.engine import SNAPSHOT_INDEX_BASE, CdcEngine, EngineLimits
 from paydata.cdc.health import SlotLostError, assess_slot, resnapshot_command
 from paydata.cdc.manifest import SchemaDriftError, SourceColumn, load_manifest
 from paydata.cdc.model import Position
+
+
+class MemoryLedger:
+    """The confirm ledger in memory (the engine's contract: written before every reported position)."""
+
+    def __init__(self, slot: str = "s", lsn: int = 0):
+        self.slot, self.lsn, self.source_time = slot, lsn, None
+
+    def entry(self, source):
+        from paydata.cdc.ledger import LedgerEntry
+
+        return LedgerEntry(self.slot, self.lsn, self.source_time)
+
+    def reset(self, source, slot, lsn, source_time):
+        self.slot, self.lsn, self.source_time = slot, lsn, source_time
+
+    def advance(self, source, slot, lsn, source_time):
+        assert slot == self.slot
+        if lsn >= self.lsn:
+            self.lsn, self.source_time = lsn, source_time or self.source_time
+
+    def close(self):
+        pass
 
 
 class MemorySink:
@@ -84,10 +112,11 @@ def test_wal_status_verdicts(status, healthy):
 def test_engine_requires_every_sink_the_manifest_routes_to():
     manifest = load_manifest("oltp")
     with pytest.raises(ValueError, match="mongo"):
-        CdcEngine(manifest, [MemorySink("warehouse")], connect=None, replication_connect=None, owner_connect=None)
+        CdcEngine(manifest, [MemorySink("warehouse")], connect=None, replication_connect=None, owner_connect=None,
+                  stream_params=None, ledger=MemoryLedger())
     with pytest.raises(ValueError, match="unique"):
         CdcEngine(manifest, [MemorySink("warehouse"), MemorySink("warehouse")], connect=None,
-                  replication_connect=None, owner_connect=None)
+                  replication_connect=None, owner_connect=None, stream_params=None, ledger=MemoryLedger())
 
 
 def test_snapshot_positions_sort_before_streamed_changes_and_fit_int4():
@@ -140,14 +169,16 @@ def transaction(commit_lsn: int, xid: int, rows: list[tuple[int, int]], columns=
 
 
 class ScriptedStream:
-    """Stands in for capture.SlotStream: plays messages, then keepalives carrying ``server_lsn``."""
+    """Stands in for wire.ReplicationStream: plays messages, then keepalives carrying ``server_lsn``."""
 
-    def __init__(self, messages, keepalive_lsn: int = 0, sinks=()):
+    def __init__(self, messages, keepalive_lsn: int = 0, sinks=(), ledger=None):
         self.messages = list(messages)
         self.keepalive_lsn = keepalive_lsn
         self.server_lsn = 0
         self.sinks = sinks
+        self.ledger = ledger
         self.confirmed: list[tuple[int, dict]] = []
+        self.keepalives = 0
 
     def read(self, timeout):
         if self.messages:
@@ -158,10 +189,15 @@ class ScriptedStream:
         return None
 
     def confirm(self, lsn):
+        # The ledger is written before the server is told: it always covers what was confirmed.
+        assert self.ledger is None or self.ledger.lsn >= lsn
         self.confirmed.append((lsn, {sink.name: sink.position for sink in self.sinks}))
 
     def request_status(self):
         pass
+
+    def keep_alive(self):
+        self.keepalives += 1
 
 
 class RecordingSink(MemorySink):
@@ -182,12 +218,12 @@ def streaming_engine(**limits):
     manifest.tokenise = lambda value, domain: f"tok_{domain}_{value}"  # no token key needed
     sink = RecordingSink("warehouse")
     engine = CdcEngine(manifest, [sink], connect=None, replication_connect=None, owner_connect=None,
-                       limits=EngineLimits(stream_idle_seconds=0.05, **limits))
+                       stream_params=None, ledger=MemoryLedger(), limits=EngineLimits(stream_idle_seconds=0.05, **limits))
     return engine, sink
 
 
 def stream(engine, sink, messages, *, keepalive_lsn=0, target=10**9, max_batches=None, applied=None):
-    scripted = ScriptedStream(messages, keepalive_lsn, [sink])
+    scripted = ScriptedStream(messages, keepalive_lsn, [sink], engine.ledger)
     report = {"batches": 0, "transactions": 0, "changes_read": 0, "applied": {sink.name: 0}}
     caught_up = engine._stream_batches(None, scripted, {sink.name: applied or Position.zero()}, report, 0, target,
                                        max_batches=max_batches, upto_lsn=None)
@@ -206,12 +242,15 @@ def test_batches_hold_whole_transactions_and_are_confirmed_after_the_sink_applie
         [(Position(2000, 0), 3)],
         [(Position(3000, 0), 4), (Position(3000, 1), 5), (Position(3000, 2), 6)],
     ]
-    # Each confirmation is the end LSN of a transaction the sink had already applied in full.
+    # Each confirmation is the end LSN of a transaction the sink had already applied in full; caught up
+    # with nothing open, the run ends by confirming the server's sent position (its last keepalive).
     assert scripted.confirmed == [
         (1008, {"warehouse": Position(1000, 1)}),
         (2008, {"warehouse": Position(2000, 0)}),
         (3008, {"warehouse": Position(3000, 2)}),
+        (3500, {"warehouse": Position(3000, 2)}),
     ]
+    assert engine.ledger.lsn == 3500
     assert report["batches"] == 3 and report["transactions"] == 3 and report["applied"]["warehouse"] == 6
 
 
@@ -236,13 +275,13 @@ def test_changes_a_sink_already_has_are_skipped_but_still_confirmed():
     caught_up, scripted, _ = stream(engine, sink, messages, keepalive_lsn=2500, target=2100,
                                     applied=Position(1000, 1))
     assert caught_up and sink.batches == [[(Position(2000, 0), 3)]]
-    assert [lsn for lsn, _ in scripted.confirmed] == [2008]
+    assert [lsn for lsn, _ in scripted.confirmed] == [2008, 2500]
 
 
 def test_schema_drift_confirms_nothing_of_its_batch():
     engine, sink = streaming_engine(batch_changes=1)
     messages = transaction(1000, 1, [(1, 1)]) + transaction(2000, 2, [(2,)], columns=("id",))
-    scripted = ScriptedStream(messages, 2500, [sink])
+    scripted = ScriptedStream(messages, 2500, [sink], engine.ledger)
     report = {"batches": 0, "transactions": 0, "changes_read": 0, "applied": {sink.name: 0}}
     with pytest.raises(SchemaDriftError, match="v"):
         engine._stream_batches(None, scripted, {sink.name: Position.zero()}, report, 0, 2100,
@@ -264,3 +303,102 @@ def test_a_stream_that_stops_inside_a_transaction_is_not_caught_up_and_applies_n
     caught_up, scripted, _ = stream(engine, sink, messages, target=2100)
     assert not caught_up
     assert sink.batches == [[(Position(1000, 0), 1)]] and [lsn for lsn, _ in scripted.confirmed] == [1008]
+
+
+# -- the confirmed position over a real stream client ----------------------------------------------------
+
+
+class BlockingSink(RecordingSink):
+    """Holds each batch until released: a batch that is received but not yet applied."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def apply(self, source, changes):
+        self.entered.set()
+        assert self.release.wait(10), "the test never released the sink"
+        return super().apply(source, changes)
+
+
+def statuses(server: socket.socket, until: float) -> list[tuple[int, bool]]:
+    """(flush position, reply requested) of every standby status update the client sends until ``until``."""
+    found, buffer = [], b""
+    while time.monotonic() < until:
+        if not select.select([server], [], [], 0.02)[0]:
+            continue
+        buffer += server.recv(65536)
+        while len(buffer) >= 1 + 4 + wire._STATUS.size:
+            _, _, flush, _, _, reply = wire._STATUS.unpack_from(buffer, 5)
+            found.append((flush, bool(reply)))
+            buffer = buffer[1 + 4 + wire._STATUS.size:]
+    return found
+
+
+def xlog_frame(data_start: int, payload: bytes) -> bytes:
+    return wire._message(b"d", wire._XLOG_HEADER.pack(b"w", data_start, data_start, 0) + payload)
+
+
+def test_a_keepalive_after_a_relation_never_confirms_a_received_but_unapplied_transaction():
+    """T1 received but not applied; T2's Begin; a Relation (dataStart 0); a keepalive whose WAL end is
+    past T1's commit. Nothing may report a flush position past what the sink applied, and the
+    server keeps hearing from the client while the sink works (no wal_sender_timeout)."""
+    manifest = load_manifest({
+        "source": "tsrc", "slot": "s", "publication": "s",
+        "tables": {"item": {"key": ["id"], "sinks": ["warehouse"], "columns": {"id": "keep", "v": "keep"}}},
+    })
+    manifest.tokenise = lambda value, domain: f"tok_{domain}_{value}"  # no token key needed
+    sink = BlockingSink("warehouse")
+    ledger = MemoryLedger()
+    engine = CdcEngine(manifest, [sink], connect=None, replication_connect=None, owner_connect=None,
+                       stream_params=None, ledger=ledger,
+                       limits=EngineLimits(batch_changes=4, stream_idle_seconds=0.2, keepalive_seconds=0.05))
+    client, server = socket.socketpair()
+    stream = wire.ReplicationStream(wire._Transport(client), backend_pid=1)
+    t1 = [(900, begin(1000, 1)), (0, relation()), (910, insert(1, 10)), (1008, commit(1000, 1008))]
+    t2_start = [(1900, begin(2000, 2)), (0, relation())]
+    server.sendall(b"".join(xlog_frame(lsn, payload) for lsn, payload in t1 + t2_start))
+    server.sendall(wire._message(b"d", wire._KEEPALIVE.pack(b"k", 5000, 0, 1)))
+    report = {"batches": 0, "transactions": 0, "changes_read": 0, "applied": {"warehouse": 0}}
+    outcome: dict = {}
+
+    def run():
+        outcome["caught_up"] = engine._stream_batches(None, stream, {"warehouse": Position.zero()}, report, 0,
+                                                       10**9, max_batches=None, upto_lsn=None)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        assert sink.entered.wait(5)
+        while_applying = statuses(server, time.monotonic() + 0.6)
+        sink.release.set()
+        runner.join(5)
+        after = statuses(server, time.monotonic() + 0.2)
+    finally:
+        sink.release.set()
+        stream.close()
+        server.close()
+    # The keepalive's reply and the keep-alive updates during the apply report nothing applied yet.
+    assert while_applying and all(flush == 0 for flush, _ in while_applying)
+    assert any(not reply for _, reply in while_applying)  # the apply-time keep-alives ask for nothing
+    # Once the sink returned: T1's end, and never the keepalive's WAL end (T2 is still open).
+    assert [flush for flush, _ in after] == [1008]
+    assert outcome["caught_up"] is False and sink.batches == [[(Position(1000, 0), 1)]]
+    assert ledger.lsn == 1008
+
+
+def test_a_slow_sink_gets_keep_alives_and_no_new_confirmation_until_it_returns():
+    engine, sink = streaming_engine(batch_changes=1, keepalive_seconds=0.02)
+    slow = threading.Event()
+    original = sink.apply
+
+    def slow_apply(source, changes):
+        slow.wait(0.3)
+        return original(source, changes)
+
+    sink.apply = slow_apply
+    messages = transaction(1000, 1, [(1, 1)]) + transaction(2000, 2, [(2, 2)])
+    caught_up, scripted, _ = stream(engine, sink, messages, keepalive_lsn=2100, target=2050)
+    assert caught_up and scripted.keepalives >= 5
+    assert [lsn for lsn, _ in scripted.confirmed] == [1008, 2008, 2100]

@@ -788,14 +788,14 @@ def test_special_characters_are_escaped_and_backslash_n_text_is_not_null():
     encoded, needs_stored_values = encode_rows(NOTES, rows)
     assert not needs_stored_values
     assert encoded == [
-        ["1", "5", "tab\\there", "t", "5", "0", STAMP, "I", "\\N"],
-        ["2", "\\N", "line\\nbreak\\r\\n", "\\N", "5", "1", STAMP, "I", "\\N"],
-        ["3", "7", "back\\\\slash", "f", "5", "2", STAMP, "I", "\\N"],
-        ["4", "\\N", "\\\\N", "t", "5", "3", STAMP, "I", "\\N"],
-        ["5", "1", "\\\\N", "t", "5", "4", STAMP, "I", "\\N"],
-        ["6", "1", "plain", "t", "5", "5", STAMP, "I", "\\N"],
-        ["7", "\\N", "", "\\N", "5", "6", STAMP, "I", "\\N"],
-        ["8", "2", "a\\\\\\tb\\n", "f", "5", "7", STAMP, "U", "\\N"],
+        ["1", "5", "tab\\there", "t", "5", "0", STAMP, "I", "\\N", "\\N"],
+        ["2", "\\N", "line\\nbreak\\r\\n", "\\N", "5", "1", STAMP, "I", "\\N", "\\N"],
+        ["3", "7", "back\\\\slash", "f", "5", "2", STAMP, "I", "\\N", "\\N"],
+        ["4", "\\N", "\\\\N", "t", "5", "3", STAMP, "I", "\\N", "\\N"],
+        ["5", "1", "\\\\N", "t", "5", "4", STAMP, "I", "\\N", "\\N"],
+        ["6", "1", "plain", "t", "5", "5", STAMP, "I", "\\N", "\\N"],
+        ["7", "\\N", "", "\\N", "5", "6", STAMP, "I", "\\N", "\\N"],
+        ["8", "2", "a\\\\\\tb\\n", "f", "5", "7", STAMP, "U", "\\N", "\\N"],
     ]
     for history in (False, True):
         assert encode_rows(NOTES, rows, history) == encode_rows(NOTES, rows)
@@ -818,32 +818,32 @@ def test_random_text_values_round_trip_through_copy_text():
         encoded, _ = encode_rows(LABELS, rows, history)
         assert len(encoded) == len(rows)
         for fields, original in zip(encoded, originals, strict=True):
-            assert len(fields) == 2 + 5
+            assert len(fields) == 2 + 6  # the values, then the bookkeeping columns
             assert [copy_field(field) for field in fields[:2]] == original
 
 
 def test_delete_without_an_earlier_version_stages_the_key_and_lists_the_other_columns():
     encoded, needs_stored_values = encode_rows(NOTES, [note("delete", 7, 0, "9")])
     assert needs_stored_values
-    assert encoded == [["9", "\\N", "\\N", "\\N", "7", "0", STAMP, "D", '{"amount","body","flag"}']]
+    assert encoded == [["9", "\\N", "\\N", "\\N", "7", "0", STAMP, "D", '{"amount","body","flag"}', "\\N"]]
     deleted = note("delete", 7, 1, "a\tb\\", None, LABELS_LAYOUT, "label")
     encoded, needs_stored_values = encode_rows(LABELS, [deleted])
     assert needs_stored_values
-    assert encoded == [["a\\tb\\\\", "\\N", "7", "1", STAMP, "D", '{"label"}']]
+    assert encoded == [["a\\tb\\\\", "\\N", "7", "1", STAMP, "D", '{"label"}', "\\N"]]
     key_only = TableSpec(source="oltp", table="tag", key=("tag",), columns={"tag": "text"},
                          sinks=("warehouse",))
     tag_layout = RowLayout("tag", ("tag",), (None,), ("tag",))
     encoded, needs_stored_values = encode_rows(key_only, [note("delete", 7, 2, "x", None, tag_layout, "tag")])
-    assert not needs_stored_values and encoded == [["x", "7", "2", STAMP, "D", "\\N"]]
+    assert not needs_stored_values and encoded == [["x", "7", "2", STAMP, "D", "\\N", "\\N"]]
 
 
 def test_delete_after_a_version_in_the_batch_keeps_its_values():
     rows = [note("insert", 7, 0, "1", ("1", "3", "kept\t", "t")), note("delete", 7, 1, "1")]
     encoded, needs_stored_values = encode_rows(NOTES, rows)
     assert not needs_stored_values
-    assert encoded == [["1", "3", "kept\\t", "t", "7", "1", STAMP, "D", "\\N"]]
+    assert encoded == [["1", "3", "kept\\t", "t", "7", "1", STAMP, "D", "\\N", "\\N"]]
     history, _ = encode_rows(NOTES, rows, history=True)
-    assert [line[-2] for line in history] == ["I", "D"] and history[1][:4] == ["1", "3", "kept\\t", "t"]
+    assert [line[-3] for line in history] == ["I", "D"] and history[1][:4] == ["1", "3", "kept\\t", "t"]
 
 
 def test_unchanged_toast_is_filled_from_an_earlier_version_of_the_key():
@@ -856,10 +856,10 @@ def test_unchanged_toast_is_filled_from_an_earlier_version_of_the_key():
     history, needs_stored_values = encode_rows(NOTES, rows, history=True)
     assert needs_stored_values
     assert history == [
-        ["1", "1", "long\\ttext", "t", "8", "0", STAMP, "I", "\\N"],
-        ["1", "2", "long\\ttext", "f", "8", "1", STAMP, "U", "\\N"],
-        ["1", "3", "long\\ttext", "f", "8", "2", STAMP, "U", "\\N"],
-        ["2", "4", "\\N", "\\N", "8", "3", STAMP, "U", '{"body"}'],
+        ["1", "1", "long\\ttext", "t", "8", "0", STAMP, "I", "\\N", "\\N"],
+        ["1", "2", "long\\ttext", "f", "8", "1", STAMP, "U", "\\N", "\\N"],
+        ["1", "3", "long\\ttext", "f", "8", "2", STAMP, "U", "\\N", "\\N"],
+        ["2", "4", "\\N", "\\N", "8", "3", STAMP, "U", '{"body"}', "\\N"],
     ]
     mirror, needs_stored_values = encode_rows(NOTES, rows, history=False)
     assert needs_stored_values and mirror == [history[2], history[3]]
@@ -911,7 +911,7 @@ def test_delete_after_an_unchanged_toast_update_in_one_batch(history):
     rows = [note("update", 8, 0, "1", ["1", "2", UNCHANGED_TOAST, "t"]), note("delete", 8, 1, "1")]
     encoded, needs_stored_values = encode_rows(NOTES, rows, history)
     assert needs_stored_values
-    assert encoded[-1] == ["1", "2", "\\N", "t", "8", "1", STAMP, "D", '{"body"}']
+    assert encoded[-1] == ["1", "2", "\\N", "t", "8", "1", STAMP, "D", '{"body"}', "\\N"]
     text, _ = encode_typed(NOTES, rows, history)
     assert "\n".join("\t".join(line) for line in encoded) + "\n" == text
 

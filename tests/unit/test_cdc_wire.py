@@ -307,34 +307,67 @@ def test_confirm_sends_a_status_with_that_lsn_and_never_goes_back(pair):
     assert receive_status(server) == (0x2_0000_0010,) * 3 + (True,)
     stream.request_status()
     assert receive_status(server) == (0x2_0000_0010,) * 3 + (True,)
+    stream.keep_alive()  # alive, no reply wanted, nothing new confirmed
+    assert receive_status(server) == (0x2_0000_0010,) * 3 + (False,)
+    assert stream.confirmed_lsn == 0x2_0000_0010
 
 
-def test_keepalive_moves_the_confirmed_position_only_when_everything_received_is_confirmed(pair):
+def test_keepalives_never_move_the_reported_position_even_when_everything_received_is_confirmed(pair):
     stream, server = pair
-    # Nothing received yet: everything is confirmed, so the keepalive's WAL end is safe to report.
     server.sendall(keepalive(50, reply=True))
     assert stream.read(0.2) is None
-    assert receive_status(server)[1] == 50
+    assert receive_status(server)[1] == 0  # nothing confirmed yet: the server ignores 0
 
     server.sendall(xlog(100, b"a") + xlog(300, b"b"))
     assert read_all(stream, 2) == [(100, b"a"), (300, b"b")]
-    stream.confirm(100)
-    receive_status(server)
-    server.sendall(keepalive(400, reply=True))
-    assert stream.read(0.2) is None
-    assert receive_status(server)[1] == 100  # the message at 300 is not confirmed yet
-
     stream.confirm(300)
     receive_status(server)
     server.sendall(keepalive(400, reply=True))
     assert stream.read(0.2) is None
-    assert receive_status(server)[1] == 400  # all confirmed: moved up to the WAL end
+    # Which messages are applied only the engine knows; the stream reports what it was told.
+    assert receive_status(server)[1] == 300
+    assert stream.server_lsn == 400
 
-    server.sendall(keepalive(350, reply=True))  # an older WAL end never moves it back
-    assert stream.read(0.2) is None
-    assert receive_status(server)[1] == 400
-    stream.confirm(400)
-    assert receive_status(server)[1] == 400
+
+# pgoutput as a walsender frames it: XLogData dataStart is the change's LSN for the messages that end
+# a write (Begin, Insert, Commit) and 0 for Relation and Type messages (WalSndPrepareWrite with
+# last_write=false).
+T1_BEGIN, T1_COMMIT_END = 0x1C20_0000, 0x1C20_5F18
+T2_BEGIN = 0x1C20_6000
+TWO_TRANSACTIONS = [
+    (T1_BEGIN, b"B-t1"),
+    (0, b"R-relation"),
+    (T1_BEGIN + 0x40, b"I-t1-row"),
+    (T1_COMMIT_END, b"C-t1"),
+    (T2_BEGIN, b"B-t2"),
+    (0, b"R-relation-again"),
+    (T2_BEGIN + 0x40, b"I-t2-row"),
+]
+KEEPALIVE_WAL_END = 0x1C20_DD88  # past T1's commit: the server has sent all of T1
+
+
+@pytest.mark.parametrize("place", range(len(TWO_TRANSACTIONS) + 1))
+@pytest.mark.parametrize("confirmed_before", [0, 0x1C1F_0000])
+def test_a_keepalive_anywhere_in_or_between_transactions_reports_only_the_confirmed_position(
+    pair, place, confirmed_before
+):
+    """T1 received, not applied; T2 begun; a Relation with dataStart 0; a keepalive past T1's commit.
+
+    The reply must not report a position past T1: a crash then would lose T1 (libpq's rule,
+    'everything received is confirmed if the last dataStart is', passes right after a Relation).
+    """
+    stream, server = pair
+    if confirmed_before:
+        stream.confirm(confirmed_before)
+        receive_status(server)
+    frames = [xlog(lsn, payload) for lsn, payload in TWO_TRANSACTIONS]
+    frames.insert(place, keepalive(KEEPALIVE_WAL_END, reply=True))
+    server.sendall(b"".join(frames))
+    assert read_all(stream, len(TWO_TRANSACTIONS)) == TWO_TRANSACTIONS
+    assert stream.read(0.1) is None
+    write, flush, apply, reply = receive_status(server)
+    assert (write, flush, apply) == (confirmed_before,) * 3 and not reply
+    assert nothing_sent(server)
 
 
 def test_error_response_mid_stream_raises_the_mapped_class(pair):

@@ -220,10 +220,10 @@ def test_encoded_batch_with_history_keeps_every_version_merging_unchanged_column
     rows, needs_stored_values = encoded_rows(True, MERGE_CHANGES)
     assert needs_stored_values
     assert rows == [
-        ["1", "1", "long\\tnote", "5", "0", STAMP, "I", "\\N"],
-        ["1", "2", "long\\tnote", "5", "1", STAMP, "U", "\\N"],
-        ["2", "3", "\\N", "6", "0", STAMP, "U", '{"notes"}'],
-        ["3", "\\N", "\\N", "7", "0", STAMP, "D", '{"amount","notes"}'],
+        ["1", "1", "long\\tnote", "5", "0", STAMP, "I", "\\N", "\\N"],
+        ["1", "2", "long\\tnote", "5", "1", STAMP, "U", "\\N", "\\N"],
+        ["2", "3", "\\N", "6", "0", STAMP, "U", '{"notes"}', "\\N"],
+        ["3", "\\N", "\\N", "7", "0", STAMP, "D", '{"amount","notes"}', "\\N"],
     ]
 
 
@@ -232,9 +232,9 @@ def test_encoded_batch_without_history_stages_the_last_version_per_key():
     rows, needs_stored_values = encoded_rows(False, MERGE_CHANGES)
     assert needs_stored_values
     assert rows == [
-        ["1", "2", "long\\tnote", "5", "1", STAMP, "U", "\\N"],
-        ["2", "3", "\\N", "6", "0", STAMP, "U", '{"notes"}'],
-        ["3", "\\N", "\\N", "7", "0", STAMP, "D", '{"amount","notes"}'],
+        ["1", "2", "long\\tnote", "5", "1", STAMP, "U", "\\N", "\\N"],
+        ["2", "3", "\\N", "6", "0", STAMP, "U", '{"notes"}', "\\N"],
+        ["3", "\\N", "\\N", "7", "0", STAMP, "D", '{"amount","notes"}', "\\N"],
     ]
 
 
@@ -250,7 +250,7 @@ def test_collapsed_delete_keeps_the_values_of_the_version_before_it():
     ]
     rows, needs_stored_values = encoded_rows(False, changes)
     assert not needs_stored_values
-    assert rows == [["1", "9", "again", "7", "0", STAMP, "D", "\\N"]]
+    assert rows == [["1", "9", "again", "7", "0", STAMP, "D", "\\N", "\\N"]]
     history_rows, _ = encoded_rows(True, changes)
     assert [row[6] for row in history_rows] == ["I", "D", "I", "D"]
     assert history_rows[1][:3] == ["1", "1", "\\N"]

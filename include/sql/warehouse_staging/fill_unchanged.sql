@@ -6,3 +6,4 @@ SET {assignments}
 FROM {schema}.{table} AS m
 WHERE {key_match}
   AND b._unchanged IS NOT NULL
+  AND b._moved_from IS NULL

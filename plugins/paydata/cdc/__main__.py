@@ -1,8 +1,11 @@
-"""Command line: ``python -m paydata.cdc run|status|resnapshot --source reference|oltp``.
+"""Command line: ``python -m paydata.cdc run|status|resnapshot|adopt-slot --source reference|oltp``.
 
-``run`` captures once and prints the report; ``status`` prints the slot's health (lag, WAL status)
-and exits 2 if the slot is lost; ``resnapshot`` drops the slot and snapshots every table again
-(the recovery for a lost slot). Exit codes: 0 ok, 1 error, 2 slot lost.
+``run`` captures once and prints the report; ``status`` prints the slot's health (lag in bytes and
+seconds, WAL retained, WAL status) and exits 2 if the slot is lost or is not the one the engine
+has been reading; ``resnapshot`` drops the slot and snapshots every table again (the recovery for
+a lost slot); ``adopt-slot`` records the slot's current position in the confirm ledger (for a
+slot that predates the ledger; only when it is known to be the slot the sinks were fed from).
+Exit codes: 0 ok, 1 error, 2 slot lost.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from paydata.cdc.health import SlotLostError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m paydata.cdc", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["run", "status", "resnapshot"])
+    parser.add_argument("command", choices=["run", "status", "resnapshot", "adopt-slot"])
     parser.add_argument("--source", required=True, choices=["reference", "oltp"])
     parser.add_argument("--max-batches", type=int, default=None, help="run only: batches before stopping")
     args = parser.parse_args(argv)
@@ -25,20 +28,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "status":
-            from paydata import settings
-            from paydata.cdc.health import check_slot
-            from paydata.cdc.manifest import load_manifest
+            from paydata.cdc.health import source_health
 
-            conn = settings.pg_connect(f"paydata_cdc_{args.source}")
-            try:
-                result = check_slot(conn, load_manifest(args.source)).as_dict()
-            finally:
-                conn.close()
+            result = source_health(args.source).as_dict()
         else:
             from paydata.cdc.engine import engine_for_source
 
             engine = engine_for_source(args.source)
-            result = engine.run(args.max_batches) if args.command == "run" else engine.resnapshot()
+            if args.command == "run":
+                result = engine.run(args.max_batches)
+            elif args.command == "adopt-slot":
+                result = engine.adopt_slot()
+            else:
+                result = engine.resnapshot()
     except SlotLostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

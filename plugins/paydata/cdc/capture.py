@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import select
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -345,100 +344,40 @@ def copy_snapshot_table(
 # -- streaming reads -------------------------------------------------------------------------------------
 
 
-class SlotStream:
-    """One streaming-replication session on a logical slot: the server decodes once, in order.
-
-    ``START_REPLICATION SLOT ... LOGICAL`` makes the server decode the slot's WAL a single time,
-    from the slot's restart point, and send every transaction that commits at or after its
-    confirmed position, in commit order, while the client works on what it already received. (A
-    SQL-level peek or advance starts a new decoding session each time, which re-reads WAL from
-    ``restart_lsn``: through a backlog written in a burst that point barely moves, so the server
-    work grows with batches x backlog.)
-
-    :meth:`read` returns ``(lsn, payload)`` of the next pgoutput message, or ``None`` when nothing
-    arrived within the timeout. :meth:`confirm` tells the server that everything below ``lsn`` is
-    durably applied; the slot's confirmed position moves there and a later session resumes from
-    it. psycopg2 also answers the server's keepalives: it reports the last confirmed position and,
-    once every received message is confirmed, moves it to the keepalive's WAL position (nothing
-    was sent below it that is not confirmed, so this never confirms an unapplied change).
-    """
-
-    def __init__(self, connection: Any, cursor: Any, slot: str) -> None:
-        self.connection = connection
-        self.cursor = cursor
-        self.slot = slot
-        self.backend_pid: int = connection.get_backend_pid()
-
-    @property
-    def server_lsn(self) -> int:
-        """WAL position of the last message or keepalive received (the server sent all before it)."""
-        return self.cursor.wal_end
-
-    def read(self, timeout: float) -> tuple[int, bytes] | None:
-        message = self.cursor.read_message()
-        if message is None:
-            ready, _, _ = select.select([self.connection], [], [], timeout)
-            if not ready:
-                return None
-            message = self.cursor.read_message()
-            if message is None:  # only a keepalive arrived
-                return None
-        return message.data_start, message.payload
-
-    def confirm(self, lsn: int) -> None:
-        """Report ``lsn`` as flushed (the slot may then discard everything before it); asks for a reply."""
-        self.cursor.send_feedback(write_lsn=lsn, flush_lsn=lsn, apply_lsn=lsn, reply=True, force=True)
-
-    def request_status(self) -> None:
-        """Ask the server for a keepalive: it carries how far the server has read and sent WAL."""
-        self.cursor.send_feedback(reply=True, force=True)
-
-    def close(self) -> None:
-        if not self.connection.closed:
-            self.connection.close()
-
-
 def start_stream(
-    replication_connect: Callable[[], Any],
+    stream_params: Callable[[], Mapping[str, Any]],
     slot: str,
     publication: str,
     start_lsn: int,
     *,
     wait_seconds: float,
-    stream_params: Callable[[], Mapping[str, Any]] | None = None,
-) -> SlotStream | ReplicationStream:
-    """Open a replication connection and ``START_REPLICATION`` on ``slot`` (pgoutput, proto 1).
+) -> ReplicationStream:
+    """Connect with ``stream_params()`` (psycopg2 keywords) and ``START_REPLICATION`` on ``slot``.
 
-    ``start_lsn`` is the slot's confirmed position (the server never streams from before it).
-    Heartbeat messages are included (``messages``). While another backend holds the slot ("is
-    active for PID"), the connection is closed and the start retried; :class:`SlotBusyError`
-    after ``wait_seconds``. Other server errors (slot missing or invalidated) propagate.
+    pgoutput, protocol 1, heartbeat messages included (``messages``). ``start_lsn`` is the slot's
+    confirmed position (the server never streams from before it). The server decodes the slot's
+    WAL once, in order, and sends every transaction that commits after that position, in commit
+    order, while the client works on what it already received. (A SQL-level peek or advance
+    starts a new decoding session each time, re-reading WAL from ``restart_lsn``: through a backlog
+    written in a burst that point barely moves, so the server work grows with batches x backlog.)
 
-    With ``stream_params`` (psycopg2 connection keywords) the session runs on the lean protocol
-    client of :mod:`paydata.cdc.wire`; without, on psycopg2's replication cursor. Both give the
-    same messages through the same interface.
+    The session runs on :mod:`paydata.cdc.wire`, whose reported position moves only when the
+    engine confirms one. (psycopg2's replication cursor moves it on keepalives by a rule that
+    pgoutput's Relation messages defeat; see :class:`paydata.cdc.wire.ReplicationStream`.)
+
+    While another backend holds the slot ("is active for PID") the start is retried;
+    :class:`SlotBusyError` after ``wait_seconds``. Other server errors (slot missing or
+    invalidated) propagate.
     """
     deadline = time.monotonic() + wait_seconds
     options = {"proto_version": "1", "publication_names": publication, "messages": "true"}
     while True:
-        connection = None
         try:
-            if stream_params is not None:
-                return start_logical_stream(stream_params(), slot, start_lsn, options)
-            connection = replication_connect()
-            cursor = connection.cursor()
-            cursor.start_replication(slot_name=slot, decode=False, start_lsn=start_lsn, options=options)
-            return SlotStream(connection, cursor, slot)
+            return start_logical_stream(stream_params(), slot, start_lsn, options)
         except pg_errors.ObjectInUse as exc:
-            if connection is not None:
-                connection.close()
             if time.monotonic() >= deadline:
                 raise _slot_busy(wait_seconds, exc) from exc
             time.sleep(0.2)
-        except BaseException:
-            if connection is not None:
-                connection.close()
-            raise
 
 
 def wait_for_slot_release(conn, slot: str, backend_pid: int, *, timeout: float = 5.0) -> None:

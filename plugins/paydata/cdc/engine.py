@@ -63,21 +63,33 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
 
-from paydata.cdc import capture
+from paydata.cdc import capture, failpoints
 from paydata.cdc.collector import collector_paused
-from paydata.cdc.health import SlotLostError, assess_slot, resnapshot_command
+from paydata.cdc.health import (
+    SlotLostError,
+    assess_slot,
+    check_slot_identity,
+    heartbeat_content,
+    heartbeat_time,
+    resnapshot_command,
+    warehouse_ledger,
+)
+from paydata.cdc.ledger import ConfirmLedger
 from paydata.cdc.manifest import Manifest, SourceCatalog, load_manifest
 from paydata.cdc.model import CapturedChange, CapturedRow, Position, Sink, TableSpec
 from paydata.cdc.pgoutput import LogicalMessage, PgOutputDecoder, format_lsn, parse_lsn
+from paydata.cdc.wire import ReplicationStream
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_PREFIX = "paydata.heartbeat"  # include/sql/cdc/heartbeat.sql
 SNAPSHOT_INDEX_BASE = -(2**31)
 """Index of the first snapshot chunk; chunk ``k`` is at ``SNAPSHOT_INDEX_BASE + k`` (int4-safe)."""
 
@@ -102,12 +114,16 @@ class EngineLimits:
     # The run ends once the server has sent nothing and read no further WAL for this long (normally
     # it ends earlier: when the stream passes the WAL position current at the start of the run).
     stream_idle_seconds: float = 2.0
+    # While a slow sink applies a batch nothing is read; a status update this often keeps the server
+    # from ending the session after wal_sender_timeout (60 s by default).
+    keepalive_seconds: float = 10.0
 
 
 @dataclass
 class _Batch:
     pending: dict[str, list[CapturedRow]]
     boundary: int | None = None
+    source_time: datetime | None = None  # commit time of the transaction (or heartbeat) at the boundary
     rows: int = 0
     payload_bytes: int = 0
     transactions: int = 0
@@ -125,9 +141,9 @@ class CdcEngine:
     with an exported snapshot, and streaming: one replication session per run, plus one while
     tables are added);
     ``owner_connect()`` the tables' owner (publications need ownership);
-    ``stream_params()``, when given, the capture role's psycopg2 connection keywords: streaming
-    then runs on :mod:`paydata.cdc.wire` (large reads, a fraction of the CPU per change) instead
-    of the ``replication_connect()`` cursor. Each run opens and closes its own connections.
+    ``stream_params()`` the capture role's psycopg2 connection keywords, for the streaming session
+    (:mod:`paydata.cdc.wire`); ``ledger`` the confirm ledger (:mod:`paydata.cdc.ledger`) that every
+    position is written to before the slot is told. Each run opens and closes its own connections.
     """
 
     def __init__(
@@ -138,8 +154,9 @@ class CdcEngine:
         connect: Callable[[], Any],
         replication_connect: Callable[[], Any],
         owner_connect: Callable[[], Any],
+        stream_params: Callable[[], Mapping[str, Any]],
+        ledger: ConfirmLedger,
         limits: EngineLimits | None = None,
-        stream_params: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         names = [sink.name for sink in sinks]
         if len(set(names)) != len(names):
@@ -155,6 +172,7 @@ class CdcEngine:
         self._replication_connect = replication_connect
         self._owner_connect = owner_connect
         self._stream_params = stream_params
+        self.ledger = ledger
         self.limits = limits or EngineLimits()
         self._owner: Any = None
 
@@ -180,6 +198,7 @@ class CdcEngine:
         finally:
             conn.close()
             self._close_owner()
+            self.ledger.close()
 
     def resnapshot(self) -> dict[str, Any]:
         """Drop the slot and the recorded snapshot state, then run (which snapshots everything anew).
@@ -199,6 +218,32 @@ class CdcEngine:
             conn.close()
             self._close_owner()
         return self.run()
+
+    def adopt_slot(self) -> dict[str, Any]:
+        """Start the confirm ledger at the slot's current position, vouching for the slot by hand.
+
+        For a deployment whose slot predates the ledger, or a ledger restored from a backup older
+        than the slot: use it only when the slot is known to be the one the sinks were fed from.
+        A slot recreated in the meantime would silently skip what was committed without it.
+        """
+        conn = self._connect()
+        try:
+            row = capture.slot_row(conn, self.manifest.slot)
+            state = capture.read_publication_state(conn, self.manifest.publication)
+            recorded = state.snapshot_complete and state.slot == self.manifest.slot
+            assess_slot(self.source, self.manifest.slot, row, snapshot_recorded=recorded)
+            if row is None or not recorded:
+                raise SlotLostError(
+                    f"source {self.source!r} has no slot with a completed snapshot to adopt; run it "
+                    f"(or {resnapshot_command(self.source)}) instead"
+                )
+            lsn = parse_lsn(row["confirmed_flush_lsn"])
+            self.ledger.reset(self.source, self.manifest.slot, lsn, None)
+            log.warning("confirm ledger of %s adopted slot %s at %s", self.source, self.manifest.slot, format_lsn(lsn))
+            return {"source": self.source, "slot": self.manifest.slot, "ledger_lsn": format_lsn(lsn)}
+        finally:
+            conn.close()
+            self.ledger.close()
 
     # -- run ---------------------------------------------------------------------------------------------
 
@@ -236,14 +281,19 @@ class CdcEngine:
             report["start_lsn"] = capture.slot_row(conn, manifest.slot)["confirmed_flush_lsn"]
 
         if self.limits.heartbeat:
-            capture.emit_heartbeat(conn, f"{self.source} {datetime.now(UTC).isoformat()}")
+            capture.emit_heartbeat(conn, heartbeat_content(self.source))
         applied = {sink.name: sink.applied_position(self.source) for sink in self.sinks}
         report["caught_up"] = self._stream(conn, applied, report, max_batches=max_batches)
 
         slot_after = capture.slot_row(conn, manifest.slot)
         report["end_lsn"] = slot_after["confirmed_flush_lsn"]
         report["lag_bytes"] = slot_after["lag_bytes"]
+        report["retained_bytes"] = slot_after["retained_bytes"]
         report["wal_status"] = slot_after["wal_status"]
+        entry = self.ledger.entry(self.source)
+        report["lag_seconds"] = None
+        if entry is not None and entry.source_time is not None:
+            report["lag_seconds"] = round(max(0.0, (datetime.now(UTC) - entry.source_time).total_seconds()), 3)
         log.info("cdc run %s: %s", self.source, report)
         return report
 
@@ -280,6 +330,9 @@ class CdcEngine:
         capture.write_publication_state(owner, manifest.publication, None, [])
         exported = capture.create_slot_with_snapshot(self._replication_connect, manifest.slot, temporary=False)
         try:
+            # The new slot starts at its consistent point; the ledger starts there with it (a crash
+            # before the snapshot is recorded makes the next run drop the slot and start again).
+            self.ledger.reset(self.source, manifest.slot, exported.consistent_point, datetime.now(UTC))
             rows = self._snapshot_tables(exported, catalog, tables)
         finally:
             exported.close()
@@ -316,6 +369,7 @@ class CdcEngine:
                 subset = [c for c in changes if sink.name in manifest.tables[c.table].sinks]
                 if subset:
                     self._apply(sink, subset)
+            failpoints.reach("cdc.snapshot_chunk")
 
         for table in tables:  # one position per truncate: sinks reject two non-snapshot changes at one position
             deliver(lambda position, table=table: [
@@ -382,12 +436,14 @@ class CdcEngine:
         manifest = self.manifest
         row = capture.slot_row(conn, manifest.slot)
         assess_slot(self.source, manifest.slot, row, snapshot_recorded=True)
+        # Before anything of the stream is applied: a slot past the ledger starts past changes the
+        # sinks never received (recreated under the same name, or moved by another consumer).
+        check_slot_identity(self.source, manifest.slot, row, self.ledger.entry(self.source))
         confirmed = parse_lsn(row["confirmed_flush_lsn"])
         target = parse_lsn(row["current_wal_lsn"]) if upto_lsn is None else upto_lsn
         try:
-            stream = capture.start_stream(self._replication_connect, manifest.slot, manifest.publication, confirmed,
-                                          wait_seconds=self.limits.slot_busy_wait_seconds,
-                                          stream_params=self._stream_params)
+            stream = capture.start_stream(self._stream_params, manifest.slot, manifest.publication, confirmed,
+                                          wait_seconds=self.limits.slot_busy_wait_seconds)
         except psycopg2.Error as exc:
             self._raise_if_slot_lost(conn, exc)
             raise
@@ -402,7 +458,7 @@ class CdcEngine:
     def _stream_batches(
         self,
         conn,
-        stream: capture.SlotStream,
+        stream: ReplicationStream,
         applied: dict[str, Position],
         report: dict[str, Any],
         confirmed: int,
@@ -414,15 +470,32 @@ class CdcEngine:
         decoder = PgOutputDecoder(parse_values=False)
         batches = 0
         in_flight: tuple[_Batch, Future[dict[str, Position]]] | None = None
+        keepalive_seconds = self.limits.keepalive_seconds
+
+        def report_position(lsn: int, source_time: datetime | None) -> None:
+            """Ledger first, then the server: the slot is never told a position the ledger lacks."""
+            nonlocal confirmed
+            self.ledger.advance(self.source, self.manifest.slot, lsn, source_time)
+            failpoints.reach("cdc.ledger_written")
+            stream.confirm(lsn)
+            confirmed = lsn
+            failpoints.reach("cdc.confirmed")
 
         def settle() -> None:
             """Wait for the batch being applied, record it, and confirm its end to the server."""
-            nonlocal in_flight, confirmed
+            nonlocal in_flight
             if in_flight is None:
                 return
             batch, applying = in_flight
+            # Nothing is read while a sink works: tell the server the session is alive (confirming
+            # nothing new), or a batch slower than wal_sender_timeout loses the connection.
+            while True:
+                try:
+                    positions = applying.result(timeout=keepalive_seconds)
+                    break
+                except FutureTimeout:
+                    stream.keep_alive()
             in_flight = None
-            positions = applying.result()
             for name, position in positions.items():
                 applied[name] = position
                 report["applied"][name] += len(batch.pending[name])
@@ -430,8 +503,19 @@ class CdcEngine:
             report["changes_read"] += batch.captured
             # Every sink has returned: each applied all changes of every transaction up to the boundary.
             if batch.boundary > confirmed:
-                stream.confirm(batch.boundary)
-                confirmed = batch.boundary
+                report_position(batch.boundary, batch.source_time)
+
+        def confirm_sent_position() -> None:
+            """At the end of a caught-up or idle stream: confirm the server's sent WAL position.
+
+            Safe only here: every message received has been applied and confirmed, and no
+            transaction is open; the server reports in a keepalive how far it has read the WAL,
+            and it has sent every transaction that committed below that point before it. Without
+            this the slot would stay at the last captured commit and report as lag every byte the
+            cluster wrote since (the sinks' own writes too, when they share the cluster).
+            """
+            if in_flight is None and not decoder.in_transaction and stream.server_lsn > confirmed:
+                report_position(stream.server_lsn, None)
 
         # One batch is applied while the next is read and decoded: the sinks' database work overlaps
         # the decoding. Batches are still applied one after another, in order, and each is
@@ -448,14 +532,16 @@ class CdcEngine:
                     if batch.boundary is not None:
                         batches += 1
                         report["batches"] += 1
+                        failpoints.reach("cdc.batch_read")
                         settle()
                         in_flight = (batch, applier.submit(self._apply_batch, batch))
-                    if batch.reached_upto or batch.caught_up:
+                    if batch.reached_upto:
                         settle()
                         return True
-                    if batch.idle:
+                    if batch.caught_up or batch.idle:
                         settle()
-                        return not decoder.in_transaction
+                        confirm_sent_position()
+                        return batch.caught_up or not decoder.in_transaction
                 settle()
                 return False
             except BaseException:
@@ -467,11 +553,12 @@ class CdcEngine:
                 raise
 
     def _apply_batch(self, batch: _Batch) -> dict[str, Position]:
-        return {
-            sink.name: self._apply_rows(sink, batch.pending[sink.name])
-            for sink in self.sinks
-            if batch.pending[sink.name]
-        }
+        positions: dict[str, Position] = {}
+        for sink in self.sinks:
+            if batch.pending[sink.name]:
+                positions[sink.name] = self._apply_rows(sink, batch.pending[sink.name])
+                failpoints.reach(f"cdc.sink_committed.{sink.name}")
+        return positions
 
     def _raise_if_slot_lost(self, conn, exc: Exception) -> None:
         """After a streaming error: SlotLostError (from ``exc``) if the slot is gone or invalidated."""
@@ -485,7 +572,7 @@ class CdcEngine:
             raise lost from exc
 
     def _read_batch(
-        self, stream: capture.SlotStream, decoder: PgOutputDecoder, applied: dict[str, Position], target: int,
+        self, stream: ReplicationStream, decoder: PgOutputDecoder, applied: dict[str, Position], target: int,
         upto_lsn: int | None,
     ) -> _Batch:
         batch = _Batch(pending={sink.name: [] for sink in self.sinks})
@@ -494,7 +581,7 @@ class CdcEngine:
         return batch
 
     def _fill_batch(
-        self, batch: _Batch, stream: capture.SlotStream, decoder: PgOutputDecoder, applied: dict[str, Position],
+        self, batch: _Batch, stream: ReplicationStream, decoder: PgOutputDecoder, applied: dict[str, Position],
         target: int, upto_lsn: int | None,
     ) -> None:
         """Read whole transactions into ``batch`` until a limit, a gap in the stream, or the target.
@@ -541,7 +628,10 @@ class CdcEngine:
                     if upto_lsn is not None and item.lsn >= upto_lsn:
                         batch.reached_upto = True
                         return
-                    batch.boundary = max(batch.boundary or 0, item.lsn)
+                    if item.lsn > (batch.boundary or 0):
+                        batch.boundary = item.lsn
+                        if item.prefix == HEARTBEAT_PREFIX:
+                            batch.source_time = heartbeat_time(item.content)
                     if item.lsn >= target:
                         batch.caught_up = True
                         return
@@ -561,7 +651,9 @@ class CdcEngine:
                             ):
                                 pending[sink_name].append(captured)
                 batch.captured += captured_rows
-                batch.boundary = max(batch.boundary or 0, item.end_lsn)
+                if item.end_lsn > (batch.boundary or 0):
+                    batch.boundary = item.end_lsn
+                    batch.source_time = item.commit_time
                 batch.transactions += 1
                 if item.commit_lsn >= target:
                     batch.caught_up = True
@@ -605,7 +697,8 @@ def engine_for_source(source: str, sinks: Sequence[Sink] | None = None, limits: 
     if source not in ("reference", "oltp"):
         raise ValueError(f"unknown CDC source {source!r}: expected 'reference' or 'oltp'")
     return CdcEngine(
-        load_manifest(source), default_sinks() if sinks is None else sinks, limits=limits, **source_connectors(source)
+        load_manifest(source), default_sinks() if sinks is None else sinks, limits=limits,
+        ledger=warehouse_ledger(), **source_connectors(source)
     )
 
 

@@ -311,6 +311,7 @@ class Manifest:
                 deleted = CapturedChange(
                     self.source, change.table, "delete", position, change.commit_time, old_key, None
                 )
+                captured.moved_from = old_key
                 return [deleted, captured]
         return [captured]
 
@@ -370,6 +371,7 @@ class Manifest:
             if old_key != key:
                 deleted = CapturedRow(self.source, plan.table.name, "delete", change.lsn_commit,
                                       change.index_in_txn, change.commit_time, old_key, None, plan.layout)
+                captured.moved_from = old_key
                 return [deleted, captured]
         return [captured]
 

@@ -55,6 +55,9 @@ class CapturedChange:
     key: dict[str, Any]
     row: dict[str, Any] | None
     unchanged: frozenset[str] = frozenset()
+    # The update half of a key change: the old key. Columns in ``unchanged`` were not sent and
+    # belong to the row stored under this key (the new key has no stored row yet).
+    moved_from: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,7 @@ class CapturedRow:
     values: tuple[Any, ...] | list[Any] | None
     layout: RowLayout
     has_unchanged: bool = False
+    moved_from: Any = None  # the update half of a key change: the old key, as ``key`` is held
 
     @property
     def position(self) -> Position:
@@ -108,12 +112,16 @@ class CapturedRow:
         layout = self.layout
         if self.kind == "truncate":
             return CapturedChange(self.source, self.table, "truncate", self.position, self.commit_time, {}, None)
-        key_values = (self.key,) if len(layout.key) == 1 else self.key
         key_parsers = [layout.parsers[layout.columns.index(column)] for column in layout.key]
-        key = {
-            column: value if parse is None or value is None else parse(value)
-            for column, parse, value in zip(layout.key, key_parsers, key_values, strict=True)
-        }
+
+        def typed_key(held: Any) -> dict[str, Any]:
+            key_values = (held,) if len(layout.key) == 1 else held
+            return {
+                column: value if parse is None or value is None else parse(value)
+                for column, parse, value in zip(layout.key, key_parsers, key_values, strict=True)
+            }
+
+        key = typed_key(self.key)
         if self.values is None:
             return CapturedChange(self.source, self.table, self.kind, self.position, self.commit_time, key, None)
         row: dict[str, Any] = {}
@@ -124,7 +132,8 @@ class CapturedRow:
             else:
                 row[column] = value if parse is None or value is None else parse(value)
         return CapturedChange(
-            self.source, self.table, self.kind, self.position, self.commit_time, key, row, frozenset(unchanged)
+            self.source, self.table, self.kind, self.position, self.commit_time, key, row, frozenset(unchanged),
+            None if self.moved_from is None else typed_key(self.moved_from),
         )
 
 

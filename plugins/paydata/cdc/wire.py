@@ -216,13 +216,19 @@ class _TlsTransport(_Transport):
 
 
 class ReplicationStream:
-    """One ``START_REPLICATION ... LOGICAL`` session; the interface of :class:`paydata.cdc.capture.SlotStream`.
+    """One ``START_REPLICATION ... LOGICAL`` session on a logical slot.
 
     :meth:`read` returns ``(data_start, payload)`` of the next ``XLogData`` or ``None`` when
     nothing arrived within the timeout; :attr:`server_lsn` is the WAL end the server last
-    reported; :meth:`confirm` reports a flushed position. Keepalives are answered as libpq-based
-    clients answer them: with the last confirmed position, moved up to the keepalive's WAL end once
-    every message received so far is confirmed (nothing below that end is then unapplied).
+    reported; :meth:`confirm` reports a flushed position; :meth:`keep_alive` tells the server the
+    client is alive while it reads nothing (a batch being applied).
+
+    The reported position moves only through :meth:`confirm`. Keepalives are answered with the
+    last confirmed position, never with their own WAL end: which messages are applied is known to
+    the engine only. (libpq-based clients, psycopg2 among them, move the position to a keepalive's
+    WAL end once the last ``XLogData`` received is confirmed, judged by its ``dataStart``; pgoutput
+    sends Relation and Type messages with ``dataStart`` 0, so right after one that rule passes while
+    a received transaction is still unapplied, and the slot is confirmed past it.)
     """
 
     def __init__(self, transport: _Transport, backend_pid: int) -> None:
@@ -231,12 +237,10 @@ class ReplicationStream:
         self._buffer = b""
         self._offset = 0
         self._wal_end = 0
-        self._last_data_start = 0
         self._confirmed = 0
-        self._explicitly_confirmed = 0
         self._closed = False
 
-    # -- the SlotStream interface ----------------------------------------------------------------------
+    # -- the stream interface the engine uses ----------------------------------------------------------
 
     @property
     def server_lsn(self) -> int:
@@ -255,13 +259,28 @@ class ReplicationStream:
             return None
         return self._next_xlog()
 
+    @property
+    def confirmed_lsn(self) -> int:
+        """The highest position reported as flushed in this session (0 before the first confirm)."""
+        return self._confirmed
+
     def confirm(self, lsn: int) -> None:
-        self._explicitly_confirmed = max(self._explicitly_confirmed, lsn)
+        """Report everything below ``lsn`` as durably applied (never moves back); asks for a reply."""
         self._confirmed = max(self._confirmed, lsn)
         self._send_status(self._confirmed, reply=True)
 
     def request_status(self) -> None:
+        """Ask the server for a keepalive: it carries how far the server has read and sent WAL."""
         self._send_status(self._confirmed, reply=True)
+
+    def keep_alive(self) -> None:
+        """A status update with the confirmed position and no reply requested.
+
+        The server ends a session it has heard nothing from for ``wal_sender_timeout``; while the
+        engine waits for a slow sink it reads nothing, so it sends this instead. It confirms
+        nothing new.
+        """
+        self._send_status(self._confirmed, reply=False)
 
     def close(self) -> None:
         if self._closed:
@@ -310,7 +329,6 @@ class ReplicationStream:
                     raise psycopg2.OperationalError(f"malformed XLogData from the server: {length - 4} bytes")
                 _, data_start, wal_end, _ = _XLOG_HEADER.unpack_from(buffer, offset + 5)
                 self._offset = end
-                self._last_data_start = data_start
                 if wal_end > self._wal_end:
                     self._wal_end = wal_end
                 return data_start, buffer[offset + 30 : end]
@@ -324,12 +342,6 @@ class ReplicationStream:
             if len(body) < _KEEPALIVE.size:
                 raise psycopg2.OperationalError(f"malformed keepalive from the server: {len(body)} bytes")
             _, wal_end, _, reply = _KEEPALIVE.unpack_from(body)
-            if self._explicitly_confirmed >= self._last_data_start and wal_end > self._confirmed:
-                # The last message received was confirmed by the engine itself (as psycopg2 decides
-                # it: keepalive-moved positions do not count) and the server has sent all WAL up to
-                # wal_end; a keepalive inside a transaction's messages carries the end of the record
-                # before its commit, so this never passes an unapplied commit.
-                self._confirmed = wal_end
             self._wal_end = max(self._wal_end, wal_end)
             if reply:
                 self._send_status(self._confirmed, reply=False)
@@ -473,6 +485,8 @@ def start_logical_stream(
             "application_name": str(params.get("application_name") or "paydata-cdc"),
             "client_encoding": "UTF8",
         }
+        if params.get("options"):  # libpq's "options": command-line settings such as "-c wal_sender_timeout=5s"
+            startup["options"] = str(params["options"])
         body = _INT32.pack(PROTOCOL_VERSION) + b"".join(
             key.encode() + b"\0" + value.encode() + b"\0" for key, value in startup.items()
         ) + b"\0"

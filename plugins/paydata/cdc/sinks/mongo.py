@@ -44,6 +44,7 @@ from pymongo import InsertOne, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
+from paydata.cdc import failpoints
 from paydata.cdc.model import CapturedChange, Position, TableSpec
 from paydata.crypto.errors import InvalidInput
 from paydata.crypto.pii import find_pii
@@ -267,6 +268,17 @@ def document_id(change: CapturedChange) -> Any:
     return value
 
 
+def moved_document_id(change: CapturedChange) -> Any:
+    """The ``_id`` of the old key's document, for the update half of a key change."""
+    model = _model_of(change)
+    value = (change.moved_from or {}).get(model.key)
+    if value is None:
+        raise UnsupportedChange(
+            f"{change.source}.{change.table} key change at {change.position} has no old value for key {model.key!r}"
+        )
+    return value
+
+
 def _require_token(value: Any, change: CapturedChange, column: str) -> None:
     try:
         token_key_id(value)
@@ -307,13 +319,16 @@ def mapped_fields(model: _TableModel, change: CapturedChange) -> dict[str, Any]:
     return fields
 
 
-def merge_top_level(current: dict[str, Any] | None, change: CapturedChange) -> dict[str, Any] | None:
+def merge_top_level(
+    current: dict[str, Any] | None, change: CapturedChange, moved_from: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The document after applying ``change`` to ``current``, or ``None`` if the change is not newer.
 
     Insert/update/snapshot set the mapped fields (keeping unchanged-TOAST ones), clear ``deleted``
-    and stamp ``_pos``; delete keeps the last values as a tombstone with ``deleted: true``.
-    Payment documents keep their ``refunds``/``disputes``; merchant profiles extend ``history``.
-    Pure: ``current`` is not modified.
+    and stamp ``_pos``; delete keeps the last values as a tombstone with ``deleted: true``. The
+    update half of a key change takes its unchanged-TOAST fields from ``moved_from``, the document
+    of the old key (the new key's document does not hold them). Payment documents keep their
+    ``refunds``/``disputes``; merchant profiles extend ``history``. Pure: neither document is modified.
     """
     model = _model_of(change)
     if change.kind not in {"insert", "update", "snapshot", "delete"}:
@@ -325,6 +340,11 @@ def merge_top_level(current: dict[str, Any] | None, change: CapturedChange) -> d
     if change.kind == "delete":
         document["deleted"] = True
     else:
+        if moved_from is not None:
+            for column in change.unchanged:
+                path = model.fields.get(column)
+                if path is not None and _get_path(moved_from, path) is not None:
+                    _set_path(document, path, _deep_copy(_get_path(moved_from, path)))
         for path, value in mapped_fields(model, change).items():
             _set_path(document, path, value)
         document["deleted"] = False
@@ -560,6 +580,7 @@ class MongoSink:
                 segment.append(change)
         self._apply_segment(segment, watermarks, session)
         newest = max(change.position for change in pending)
+        failpoints.reach("mongo.in_transaction")  # documents written, offset not yet
         db[OFFSETS_COLLECTION].replace_one(
             {"_id": source},
             {**position_doc(newest), "updated_at": datetime.now(UTC)},
@@ -605,6 +626,8 @@ class MongoSink:
                 continue
             model = _model_of(change)
             ids.setdefault(model.collection, set()).add(document_id(change))
+            if change.moved_from is not None and change.unchanged:
+                ids[model.collection].add(moved_document_id(change))
             if model is _PAYMENT_INTENT:
                 intent_ids.add(document_id(change))
             if model is _CHARGE and change.row and change.row.get("payment_intent_id") is not None:
@@ -636,7 +659,10 @@ class MongoSink:
     def _merge_top_level(self, working: _Working, change: CapturedChange) -> None:
         model = _model_of(change)
         current = working.get(model.collection, document_id(change))
-        merged = merge_top_level(current, change)
+        moved_from = None
+        if change.moved_from is not None and change.unchanged:
+            moved_from = working.get(model.collection, moved_document_id(change))
+        merged = merge_top_level(current, change, moved_from)
         if merged is None:
             return
         if model is _CHARGE:

@@ -53,6 +53,7 @@ from uuid import UUID
 
 from psycopg2 import sql
 
+from paydata.cdc import failpoints
 from paydata.cdc.collector import collector_paused
 from paydata.cdc.model import (
     STAGING_SCHEMA,
@@ -68,6 +69,10 @@ from paydata.speedups import ACCELERATOR
 from paydata.sql import load_sql
 
 SQL_FOLDER = "warehouse_staging"
+# What a loaded chunk still needs from the rows stored before the batch (bit flags).
+FILL_NONE = 0
+FILL_BY_KEY = 1  # columns a row lacks come from the row stored under its own key
+FILL_BY_OLD_KEY = 2  # ... from the row stored under the old key of a key change (``_moved_from``)
 COPY_NULL = "\\N"
 ROWS_PER_CHUNK = 10_000  # rows per COPY + upsert; the next chunk is encoded while one loads
 COPY_CHUNK_CHARS = 1 << 20  # psycopg2 reads the COPY text in pieces of this size (default 8 KiB)
@@ -487,76 +492,84 @@ def _encodes(encode: Callable[[list[Any]], list[str]], value: Any) -> bool:
     return True
 
 
-def _versions(plan: _TablePlan, changes: list[CapturedChange]) -> list[tuple[CapturedChange, dict[str, Any], str]]:
-    """``(change, values, op)`` per row to stage: every change with history, else the last per key.
+def _versions(
+    plan: _TablePlan, changes: list[CapturedChange]
+) -> list[tuple[CapturedChange, dict[str, Any], str, dict[str, Any] | None]]:
+    """``(change, values, op, origin)`` per row to stage: every change with history, else the last per key.
 
     ``values`` is the change's row with the columns it does not carry taken from the key's previous
     version in ``changes`` (a delete carries none: it keeps the previous version's values, or just the
-    key). ``changes`` must be in position order.
+    key); the update half of a key change takes them from the old key's (``moved_from``). ``origin``
+    is the key whose *stored* row holds the columns still missing, when that is not the row's own
+    key (a key change whose old key has no version in the batch), else None. ``changes`` must be in
+    position order.
     """
     column_count = len(plan.columns)
     key_of = plan.key_of
-    if plan.history is None:
-        last: dict[Any, tuple[CapturedChange, dict[str, Any], str]] = {}
-        for change in changes:
-            key = key_of(change.key)
-            if change.kind == "delete":
-                previous = last.get(key)
-                last[key] = (change, change.key if previous is None else previous[1], "D")
-                continue
-            row = change.row
-            if len(row) < column_count:
-                previous = last.get(key)
-                if previous is not None:
-                    row = {**previous[1], **row}
-            last[key] = (change, row, ROW_KINDS[change.kind])
-        return list(last.values())
-    latest: dict[Any, dict[str, Any]] = {}
-    versions: list[tuple[CapturedChange, dict[str, Any], str]] = []
+    history = plan.history is not None
+    latest: dict[Any, tuple[dict[str, Any], dict[str, Any] | None]] = {}  # key -> (values, origin)
+    last: dict[Any, tuple[CapturedChange, dict[str, Any], str, dict[str, Any] | None]] = {}
+    versions: list[tuple[CapturedChange, dict[str, Any], str, dict[str, Any] | None]] = []
     for change in changes:
         key = key_of(change.key)
         if change.kind == "delete":
-            versions.append((change, latest.get(key) or change.key, "D"))
-            continue
-        row = change.row
-        if len(row) < column_count:
             previous = latest.get(key)
-            if previous is not None:
-                row = {**previous, **row}
-        latest[key] = row
-        versions.append((change, row, ROW_KINDS[change.kind]))
-    return versions
+            version = (change, change.key, "D", None) if previous is None else (change, previous[0], "D", previous[1])
+        else:
+            row = change.row
+            origin = None
+            if len(row) < column_count:
+                moved_from = change.moved_from
+                previous = latest.get(key if moved_from is None else key_of(moved_from))
+                if previous is not None:
+                    row = {**previous[0], **row}
+                    origin = previous[1] if len(row) < column_count else None
+                elif moved_from is not None:
+                    origin = moved_from
+            latest[key] = (row, origin)
+            version = (change, row, ROW_KINDS[change.kind], origin)
+        if history:
+            versions.append(version)
+        else:
+            last[key] = version
+    return versions if history else list(last.values())
 
 
-def _row_versions(plan: _TablePlan, rows: list[CapturedRow]) -> list[tuple[CapturedRow, Any, str, bool]]:
-    """:func:`_versions` for text rows: ``(row, values, op, partial)``, ``values`` in plan column order.
+def _row_versions(plan: _TablePlan, rows: list[CapturedRow]) -> list[tuple[CapturedRow, Any, str, bool, Any]]:
+    """:func:`_versions` for text rows: ``(row, values, op, partial, origin)``, ``values`` in plan column order.
 
     ``values`` is ``None`` for a delete whose key has no earlier version in the batch (only the key
     is known; the rest comes from the stored row). Unchanged TOAST values are taken from the key's
-    previous version in the batch where there is one; ``partial`` says whether any remain (also for
-    a delete that repeats such a version).
+    previous version in the batch where there is one (the old key's, for the update half of a key
+    change); ``partial`` says whether any remain (also for a delete that repeats such a version), and
+    ``origin`` names the key whose stored row holds them when that is not the row's own key, else None.
     """
     history = plan.history is not None
-    latest: dict[Any, tuple[Any, bool]] = {}
-    versions: list[tuple[CapturedRow, Any, str, bool]] = []
-    last: dict[Any, tuple[CapturedRow, Any, str, bool]] = {}
+    latest: dict[Any, tuple[Any, bool, Any]] = {}
+    versions: list[tuple[CapturedRow, Any, str, bool, Any]] = []
+    last: dict[Any, tuple[CapturedRow, Any, str, bool, Any]] = {}
     unchanged = UNCHANGED_TOAST
     for row in rows:
         key = row.key
         kind = row.kind
         if kind == "delete":
             previous = latest.get(key)
-            version = (row, None, "D", False) if previous is None else (row, previous[0], "D", previous[1])
+            version = (row, None, "D", False, None) if previous is None else (row, previous[0], "D", previous[1], previous[2])
         else:
             values = row.values
             partial = row.has_unchanged
+            origin = None
             if partial:
-                previous = latest.get(key)
+                moved_from = row.moved_from
+                previous = latest.get(key if moved_from is None else moved_from)
                 if previous is not None:
                     values = [old if value is unchanged else value for value, old in zip(values, previous[0], strict=True)]
                     partial = unchanged in values
-            latest[key] = (values, partial)
-            version = (row, values, "I" if kind == "insert" else "U", partial)
+                    origin = previous[2] if partial else None
+                elif moved_from is not None:
+                    origin = moved_from
+            latest[key] = (values, partial, origin)
+            version = (row, values, "I" if kind == "insert" else "U", partial, origin)
         if history:
             versions.append(version)
         else:
@@ -586,8 +599,8 @@ _copy_fields = ACCELERATOR.copy_fields if ACCELERATOR is not None else _python_c
 
 
 def _encode_row_versions(
-    plan: _TablePlan, versions: list[tuple[CapturedRow, Any, str, bool]], time_texts: dict[Any, str]
-) -> tuple[str, bool]:
+    plan: _TablePlan, versions: list[tuple[CapturedRow, Any, str, bool, Any]], time_texts: dict[Any, str]
+) -> tuple[str, int]:
     """COPY text (plan columns, then the bookkeeping columns) for text rows; see :meth:`WarehouseSink._encode_versions`.
 
     Values are already PostgreSQL output text: each row is joined and escaped by :func:`_copy_fields`.
@@ -600,8 +613,9 @@ def _encode_row_versions(
     copy_fields = _copy_fields
     lines: list[str] = []
     append = lines.append
-    needs_stored_values = False
-    for row, values, op, partial in versions:
+    needs_stored_values = FILL_NONE
+    for row, values, op, partial, origin in versions:
+        moved_text = COPY_NULL
         if values is None:
             fields: list[Any] = [None] * len(columns)
             key = (row.key,) if single_key else row.key
@@ -609,7 +623,8 @@ def _encode_row_versions(
                 fields[position] = value
             line = copy_fields(fields)
             unchanged_text = all_unchanged
-            needs_stored_values = needs_stored_values or bool(plan.non_key)
+            if plan.non_key:
+                needs_stored_values |= FILL_BY_KEY
         else:
             line = copy_fields(values)
             unchanged_text = COPY_NULL
@@ -617,12 +632,16 @@ def _encode_row_versions(
                 missing = [column for column, value in zip(columns, values, strict=True) if value is unchanged]
                 if missing:
                     unchanged_text = _text_array_literal(missing)
-                    needs_stored_values = True
+                    if origin is None:
+                        needs_stored_values |= FILL_BY_KEY
+                    else:
+                        moved_text = _text_array_literal([origin] if single_key else list(origin))
+                        needs_stored_values |= FILL_BY_OLD_KEY
         commit_time = row.commit_time
         time_text = time_texts.get(commit_time)
         if time_text is None:
             time_text = time_texts[commit_time] = COPY_NULL if commit_time is None else commit_time.isoformat()
-        append(f"{line}\t{row.commit_lsn}\t{row.index_in_txn}\t{time_text}\t{op}\t{unchanged_text}")
+        append(f"{line}\t{row.commit_lsn}\t{row.index_in_txn}\t{time_text}\t{op}\t{unchanged_text}\t{moved_text}")
     append("")
     return "\n".join(lines), needs_stored_values
 
@@ -715,6 +734,12 @@ class WarehouseSink:
                 cursor.execute(load_sql(f"{SQL_FOLDER}/prepare_lock.sql"))
                 cursor.execute(_statement("create_schema", schema=self._schema))
                 cursor.execute(_statement("create_offsets", schema=self._schema))
+                # An apply locks its source's offsets row first, then the staging tables; DDL here
+                # (CREATE INDEX IF NOT EXISTS locks the table even when the index exists) takes the
+                # same row first, so a run preparing while another applies waits instead of deadlocking.
+                for source in sorted({plan.spec.source for plan in plans}):
+                    cursor.execute(_statement("ensure_offset", schema=self._schema), {"source": source})
+                    cursor.execute(_statement("lock_offset", schema=self._schema), {"source": source})
                 for plan in plans:
                     self._prepare_table(cursor, plan, plan.mirror, "create_mirror")
                     if plan.history is not None:
@@ -976,6 +1001,7 @@ class WarehouseSink:
                 applied = pending[-1].position
                 if applied != stored:
                     self._store_offset(cursor, source, applied)
+                failpoints.reach("warehouse.in_transaction")
             conn.commit()
         except BaseException:
             self._abandon()
@@ -991,7 +1017,7 @@ class WarehouseSink:
         source: str,
         pending: list[Any],
         versions_of: Callable[[_TablePlan, list[Any]], list[Any]],
-        encode: Callable[[_TablePlan, list[Any]], tuple[str, bool]],
+        encode: Callable[[_TablePlan, list[Any]], tuple[str, int]],
         prefix: str,
     ) -> None:
         """Stage ``pending`` chunk by chunk, encoding the next chunk while the database loads this one.
@@ -1038,7 +1064,7 @@ class WarehouseSink:
             },
         )
 
-    def _encode_segment(self, plan: _TablePlan, changes: list[CapturedChange]) -> tuple[str, bool]:
+    def _encode_segment(self, plan: _TablePlan, changes: list[CapturedChange]) -> tuple[str, int]:
         """COPY text for ``changes`` and whether any row still lacks values (needs the stored row).
 
         Each row is the key's complete version as far as this batch knows it: columns a change does
@@ -1051,24 +1077,31 @@ class WarehouseSink:
         return self._encode_versions(plan, _versions(plan, changes))
 
     def _encode_versions(
-        self, plan: _TablePlan, versions: list[tuple[CapturedChange, dict[str, Any], str]]
-    ) -> tuple[str, bool]:
+        self, plan: _TablePlan, versions: list[tuple[CapturedChange, dict[str, Any], str, dict[str, Any] | None]]
+    ) -> tuple[str, int]:
         """COPY text and the stored-values flag for ``versions`` (see :func:`_versions`)."""
         column_count = len(plan.columns)
         non_key = plan.non_key
         complete_values = plan.complete_values
         records: list[tuple[Any, ...]] = []
         unchanged_texts: list[str] = []
-        needs_stored_values = False
-        for _, values, _ in versions:
+        moved_texts: list[str] = []
+        needs_stored_values = FILL_NONE
+        for _, values, _, origin in versions:
             if len(values) < column_count:
                 records.append(tuple(map(values.get, plan.columns)))
                 unchanged_texts.append(_text_array_literal([column for column in non_key if column not in values]))
-                needs_stored_values = True
+                if origin is None:
+                    moved_texts.append(COPY_NULL)
+                    needs_stored_values |= FILL_BY_KEY
+                else:
+                    moved_texts.append(_text_array_literal([str(origin[column]) for column in plan.key]))
+                    needs_stored_values |= FILL_BY_OLD_KEY
             else:
                 records.append(complete_values(values))
                 unchanged_texts.append(COPY_NULL)
-        version_changes = [change for change, _, _ in versions]
+                moved_texts.append(COPY_NULL)
+        version_changes = [change for change, _, _, _ in versions]
         time_texts: dict[Any, str] = {None: COPY_NULL}
         fields: list[list[str]] = []
         for column, encode, values in zip(plan.columns, plan.encoders, zip(*records, strict=True), strict=True):
@@ -1090,13 +1123,14 @@ class WarehouseSink:
         fields.append(_encode_integer_values(list(map(_commit_lsn_of, positions))))
         fields.append(_encode_integer_values(list(map(_index_in_txn_of, positions))))
         fields.append(_encode_memoised_values(list(map(_commit_time_of, version_changes)), time_texts))
-        fields.append([op for _, _, op in versions])
+        fields.append([op for _, _, op, _ in versions])
         fields.append(unchanged_texts)
+        fields.append(moved_texts)
         lines = list(map("\t".join, zip(*fields, strict=True)))
         lines.append("")
         return "\n".join(lines), needs_stored_values
 
-    def _load_chunk(self, cursor: Any, plan: _TablePlan, text: str, needs_stored_values: bool, batch: str) -> None:
+    def _load_chunk(self, cursor: Any, plan: _TablePlan, text: str, needs_stored_values: int, batch: str) -> None:
         """COPY one encoded chunk into a temporary table, fill it, append history, upsert the mirror.
 
         Chunks of one segment are loaded in position order. A key's versions in a later chunk are
@@ -1119,19 +1153,19 @@ class WarehouseSink:
                 _statement("fill_unchanged_column", column=sql.Identifier(column), column_name=sql.Literal(column))
                 for column in plan.non_key
             )
-            key_match = _statement(
-                "key_match", left=_identifier_list(plan.key, "b"), right=_identifier_list(plan.key, "m")
-            )
-            cursor.execute(
-                _statement(
-                    "fill_unchanged",
-                    batch=batch_id,
-                    schema=self._schema,
-                    table=table_id,
-                    assignments=assignments,
-                    key_match=key_match,
+            parts = {"batch": batch_id, "schema": self._schema, "table": table_id, "assignments": assignments}
+            if needs_stored_values & FILL_BY_KEY:
+                key_match = _statement(
+                    "key_match", left=_identifier_list(plan.key, "b"), right=_identifier_list(plan.key, "m")
                 )
-            )
+                cursor.execute(_statement("fill_unchanged", key_match=key_match, **parts))
+            if needs_stored_values & FILL_BY_OLD_KEY:
+                old_key_match = sql.SQL("\n  AND ").join(
+                    _statement("old_key_match_column", column=sql.Identifier(column),
+                               index=sql.Literal(number), type=sql.SQL(plan.types[column]))
+                    for number, column in enumerate(plan.key, start=1)
+                )
+                cursor.execute(_statement("fill_unchanged_from_old_key", old_key_match=old_key_match, **parts))
             cursor.execute(load_sql(f"{SQL_FOLDER}/reset_plan_settings.sql"))
         if plan.history is not None:
             cursor.execute(

@@ -1,0 +1,1 @@
+m.{column} = (b._moved_from[{index}])::{type}
