@@ -5,11 +5,13 @@ Captures the reference database (currencies, countries, FX rates, risk tiers, me
 full history) into the warehouse staging layer and MongoDB (merchants).
 What leaves the source, and in what form (kept, tokenised, dropped), is `include/cdc/reference.yaml`.
 
-* `slot_health`: fails loudly if the logical slot is lost (the message gives the re-snapshot
-  command, `python -m paydata.cdc resnapshot --source reference`), reports lag and WAL status, and
-  emits a heartbeat so an idle slot keeps advancing.
+* `slot_health`: fails loudly if the logical slot is lost, or is not the slot the sinks were fed
+  from (recreated under the same name: its position is past the engine's confirm ledger); the
+  message gives the re-snapshot command, `python -m paydata.cdc resnapshot --source reference`.
+  Reports lag in bytes and seconds, retained WAL and WAL status, and emits a heartbeat so an idle
+  slot keeps advancing.
 * `capture`: one engine run (snapshot when needed, then bounded batches until caught up); the
-  XCom is the run report (changes read/applied per sink, start/end LSN, lag bytes).
+  XCom is the run report (changes read/applied per sink, start/end LSN, lag in bytes and seconds).
 
 Semantics and operations: `docs/cdc.md`.
 """

@@ -402,3 +402,46 @@ def test_a_slow_sink_gets_keep_alives_and_no_new_confirmation_until_it_returns()
     caught_up, scripted, _ = stream(engine, sink, messages, keepalive_lsn=2100, target=2050)
     assert caught_up and scripted.keepalives >= 5
     assert [lsn for lsn, _ in scripted.confirmed] == [1008, 2008, 2100]
+
+
+# -- is this the slot the sinks were fed from? ----------------------------------------------------------
+
+
+def slot_at(lsn: str) -> dict:
+    return {"confirmed_flush_lsn": lsn, "wal_status": "reserved"}
+
+
+def test_a_slot_at_or_behind_the_ledger_is_the_engines_own():
+    from paydata.cdc.health import check_slot_identity
+    from paydata.cdc.ledger import LedgerEntry
+
+    check_slot_identity("oltp", "s", slot_at("0/100"), LedgerEntry("s", 0x100))
+    check_slot_identity("oltp", "s", slot_at("0/F0"), LedgerEntry("s", 0x100))  # crashed between ledger and report
+
+
+def test_a_slot_past_the_ledger_was_recreated_or_moved_by_someone_else():
+    from paydata.cdc.health import SlotIdentityError, check_slot_identity
+    from paydata.cdc.ledger import LedgerEntry
+
+    with pytest.raises(SlotIdentityError, match=r"starts at 0/101, past 0/100.*resnapshot --source oltp"):
+        check_slot_identity("oltp", "s", slot_at("0/101"), LedgerEntry("s", 0x100))
+    assert issubclass(SlotIdentityError, SlotLostError)  # the DAG and `status` treat it as a lost slot
+
+
+@pytest.mark.parametrize("entry", [None, ("other_slot", 0x100)])
+def test_a_slot_the_ledger_knows_nothing_of_is_refused_with_both_ways_out(entry):
+    from paydata.cdc.health import SlotIdentityError, check_slot_identity
+    from paydata.cdc.ledger import LedgerEntry
+
+    with pytest.raises(SlotIdentityError, match=r"resnapshot --source oltp.*adopt-slot --source oltp"):
+        check_slot_identity("oltp", "s", slot_at("0/1"), None if entry is None else LedgerEntry(*entry))
+
+
+def test_heartbeat_content_carries_its_time():
+    from datetime import UTC, datetime
+
+    from paydata.cdc.health import heartbeat_content, heartbeat_time
+
+    now = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    assert heartbeat_time(heartbeat_content("oltp", now).encode()) == now
+    assert heartbeat_time(b"hb") is None and heartbeat_time(b"\xff\xfe") is None

@@ -37,6 +37,7 @@ from paydata.cdc.pgoutput import (
     RelationColumn,
 )
 from paydata.cdc.sinks.warehouse import (
+    FILL_BY_OLD_KEY,
     WarehouseSink,
     WarehouseSinkError,
     _encode_row_versions,
@@ -1113,3 +1114,59 @@ def test_base32_lower_equals_base64_b32encode():
                 for bit in range(8) for offset in range(_TOKEN_MAC_BYTES)]
     for digest in digests:
         assert _base32_lower(digest) == base64.b32encode(digest).decode().lower(), digest.hex()
+
+
+# -- key changes that leave a large value unchanged ---------------------------------------------------
+
+
+def moved(lsn, index, new_key, old_key, values):
+    row = note("update", lsn, index, new_key, values)
+    row.moved_from = old_key
+    return row
+
+
+@pytest.mark.parametrize("history", [None, NOTES.table], ids=["mirror", "history"])
+def test_a_key_change_takes_unchanged_values_from_the_old_keys_stored_row(history):
+    rows = [note("delete", 8, 0, "1"), moved(8, 0, "2", "1", ["2", "5", UNCHANGED_TOAST, "t"])]
+    encoded, fill = encode_rows(NOTES, rows, history=history)
+    # The new key names the old one: its missing body comes from the row stored under key 1.
+    assert encoded[-1] == ["2", "5", "\\N", "t", "8", "0", STAMP, "U", '{"body"}', '{"1"}']
+    assert fill & FILL_BY_OLD_KEY
+    typed_text, typed_fill = encode_typed(NOTES, rows, history=history)
+    assert typed_text.splitlines()[-1].split("\t")[-2:] == ['{"body"}', '{"1"}'] and typed_fill & FILL_BY_OLD_KEY
+
+
+@pytest.mark.parametrize("history", [None, NOTES.table], ids=["mirror", "history"])
+def test_a_key_change_takes_unchanged_values_from_the_old_keys_version_in_the_batch(history):
+    rows = [
+        note("insert", 8, 0, "1", ("1", "1", "long text", "t")),
+        note("delete", 9, 0, "1"),
+        moved(9, 0, "2", "1", ["2", "5", UNCHANGED_TOAST, "t"]),
+    ]
+    encoded, _ = encode_rows(NOTES, rows, history=history)
+    assert encoded[-1] == ["2", "5", "long text", "t", "9", "0", STAMP, "U", "\\N", "\\N"]
+    typed_text, _ = encode_typed(NOTES, rows, history=history)
+    assert typed_text.splitlines()[-1].split("\t")[:4] == ["2", "5", "long text", "t"]
+
+
+def test_a_key_moved_twice_in_one_batch_follows_the_chain_to_the_stored_row():
+    rows = [
+        note("delete", 8, 0, "1"), moved(8, 0, "2", "1", ["2", "5", UNCHANGED_TOAST, "t"]),
+        note("delete", 9, 0, "2"), moved(9, 0, "3", "2", ["3", "6", UNCHANGED_TOAST, "f"]),
+    ]
+    encoded, _ = encode_rows(NOTES, rows)
+    assert encoded[-1][-2:] == ['{"body"}', '{"1"}']  # key 2 exists nowhere before the batch
+    typed_text, _ = encode_typed(NOTES, rows)
+    assert typed_text.splitlines()[-1].split("\t")[-2:] == ['{"body"}', '{"1"}']
+
+
+def test_a_key_change_that_sends_every_value_needs_nothing_stored():
+    rows = [note("delete", 8, 0, "1"), moved(8, 0, "2", "1", ("2", "5", "body", "t"))]
+    encoded, fill = encode_rows(NOTES, rows)
+    assert encoded[-1][-2:] == ["\\N", "\\N"]
+    assert not fill & FILL_BY_OLD_KEY
+
+
+def test_the_typed_change_of_a_key_change_carries_the_old_key():
+    change = moved(8, 0, "2", "1", ["2", "5", UNCHANGED_TOAST, "t"]).typed()
+    assert change.key == {"note_id": 2} and change.moved_from == {"note_id": 1} and change.unchanged == {"body"}

@@ -87,6 +87,20 @@ def test_unchanged_toast_columns_keep_stored_values():
     assert updated["status"] == "refunded"
 
 
+def test_a_key_change_takes_unchanged_fields_from_the_old_keys_document():
+    old = merge_top_level(None, change("charge", "insert", (1, 0), {"charge_id": 1}, charge_row()))
+    row = charge_row(charge_id=2, status="refunded")
+    del row["session_id"], row["device_id"]
+    moved = change("charge", "update", (2, 0), {"charge_id": 2}, row, unchanged=frozenset({"session_id", "device_id"}))
+    moved.moved_from = {"charge_id": 1}
+    assert mongo.moved_document_id(moved) == 1
+    new = merge_top_level(None, moved, old)
+    assert new["_id"] == 2 and new["status"] == "refunded"
+    assert new["session_id"] == "sess-1" and new["device"] == {"device_id": "dev-1", "ip_token": IP_TOKEN}
+    # Without the old document the fields are simply absent, never taken from elsewhere.
+    assert "session_id" not in merge_top_level(None, moved)
+
+
 def test_delete_leaves_tombstone_with_last_values_and_new_position():
     current = merge_top_level(None, change("charge", "insert", (1, 0), {"charge_id": 1}, charge_row()))
     tomb = merge_top_level(current, change("charge", "delete", (5, 0), {"charge_id": 1}))
