@@ -7,22 +7,26 @@ One run (:meth:`CdcEngine.run`):
 2. Checks the slot (:mod:`paydata.cdc.health`): a lost slot fails with the re-snapshot command.
 3. Takes a snapshot when needed (no slot yet, or an earlier snapshot never completed), or snapshots
    only the tables added to the manifest since.
-4. Streams the slot over one replication connection (``START_REPLICATION``, see
-   :class:`paydata.cdc.capture.SlotStream`): decodes, applies the manifest, gathers whole
+4. Checks that the slot is the one the sinks were fed from (its position is not past the confirm
+   ledger, :mod:`paydata.cdc.ledger`), then streams it over one replication connection
+   (``START_REPLICATION``, :mod:`paydata.cdc.wire`): decodes, applies the manifest, gathers whole
    transactions into bounded batches, hands each sink the changes of its tables, and only after
-   *every* sink returned, confirms the end of the batch's last transaction to the server (flush
-   feedback), which moves the slot. Stops once the stream has passed the WAL position current at
-   the start of the run (caught up), or after ``max_batches``.
+   *every* sink returned, writes the end of the batch's last transaction to the ledger and then
+   confirms it to the server (flush feedback), which moves the slot. Stops once the stream has
+   passed the WAL position current at the start of the run (caught up), or after ``max_batches``.
 
 Exactly-once
 ------------
 Each change carries ``Position(commit_lsn, index_in_txn)``, totally ordered in commit order. A sink
 stores its highest applied position in the same transaction as the data and skips anything not
-greater (see :mod:`paydata.cdc.model`). The slot's position is confirmed only after all sinks
-returned, as the end LSN of a transaction all of whose changes they applied; so after a crash
-anywhere the slot replays from a point no later than what every sink stored, and each sink skips
-what it already has. The slot can lag the sinks (a crash between apply and feedback) but never
-lead them.
+greater (see :mod:`paydata.cdc.model`). The slot's position moves only when the engine confirms
+one, and it confirms only (a) the end LSN of a transaction every sink applied in full, after they
+all returned, or (b) at the end of a caught-up stream with nothing in flight and no transaction
+open, the WAL position of the server's last keepalive. So after a crash anywhere the slot replays
+from a point no later than what every sink stored, and each sink skips what it already has. The
+slot can lag the sinks (a crash between apply and feedback) but never lead them; a slot that leads
+the ledger was not moved by this engine and is refused. ``docs/cdc.md`` gives the argument with the
+message types involved and the crash points the tests reach.
 
 Snapshots
 ---------
