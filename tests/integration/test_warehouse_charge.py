@@ -9,7 +9,14 @@ import pytest
 from psycopg2 import sql
 
 from paydata.sql import SQL_ROOT
-from paydata.warehouse import QualityCheckError, build, check_quality, label_charges, refresh_aggregates
+from paydata.warehouse import (
+    QualityCheckError,
+    build,
+    check_quality,
+    freshness,
+    label_charges,
+    refresh_aggregates,
+)
 from paydata.warehouse.labels import derive_charge_labels
 
 pytestmark = pytest.mark.integration
@@ -151,19 +158,18 @@ def test_every_attempt_is_a_row_with_outcome_tokens_usd_and_the_merchant_version
     assert query(warehouse, "SELECT charge_id, status, outcome, is_captured FROM marts.fct_charge "
                             "WHERE charge_id IN (100, 102) ORDER BY 1") == [
         (100, "refunded", "authorised", True), (102, "succeeded", "authorised", True)]
-    assert {row["table_name"] for row in __import__("paydata.warehouse", fromlist=["freshness"]).freshness(
-        warehouse)} >= {"fct_charge"}
+    fresh = {row["table_name"]: row for row in freshness(warehouse)}
+    assert fresh["fct_charge"]["source_lsn"] == staging.lsn["oltp"]
 
 
 def test_incremental_charge_builds_equal_a_full_rebuild_row_for_row(warehouse, staging):
     batches = iter([
-        # a charge before its merchant, customer and card have arrived: inferred members
-        lambda: (staging.reference_data(),
+        # charges before their merchant has arrived: an inferred member
+        lambda: (staging.reference_data(), staging.customer("tok_bob", 2), staging.card(20, "tok_bob"),
                  attempt(staging, 200, 2, "tok_bob", 20, 1500, at(5)),
-                 attempt(staging, 201, 2, "tok_bob", 20, 300, at(5, 13), status="pending")),
-        # the merchant's real history (a tier change on Jan 6), the customer and the card arrive
+                 attempt(staging, 201, 2, "tok_bob", 20, 300, at(8), status="pending")),
+        # the merchant's real history (a tier change on Jan 6) arrives
         lambda: (staging.merchant(2, "low", at(1, 0), op="S"), staging.merchant(2, "high", at(6)),
-                 staging.customer("tok_bob", 2), staging.card(20, "tok_bob"),
                  attempt(staging, 202, 2, "tok_bob", 20, 800, at(7), status="failed",
                          failure_code="incorrect_cvc")),
         # pending -> failed, a tombstone, a key move (old key deleted, the row under a new key)
@@ -176,16 +182,20 @@ def test_incremental_charge_builds_equal_a_full_rebuild_row_for_row(warehouse, s
                             {"base_currency_code": "EUR", "quote_currency_code": "USD",
                              "effective_date": dt.date(2026, 1, 4), "rate": "1.15"}),
     ])
+    reports = []
     for batch in batches:
         batch()
-        build(warehouse)
+        reports.append(build(warehouse))
+    # charge 201 (Jan 8) moves from the inferred member to the version that began on Jan 6
+    assert reports[1]["rows"]["charges_repointed"] == 1 and reports[0]["rows"]["inferred_merchants"] == 1
+    assert reports[2]["rows"]["charges_written"] == 3 and reports[3]["rows"]["charges_written"] == 4
     incremental = snapshot(warehouse)
     charges = {row[0]: row for row in query(
         warehouse, "SELECT c.charge_id, c.status, c.is_deleted, c.amount_usd, m.risk_tier_code, m.is_inferred, "
                    "c.card_country_code FROM marts.fct_charge c JOIN marts.dim_merchant m USING (merchant_version_id)")}
     assert charges == {
         200: (200, "succeeded", False, Decimal("17.25"), "low", False, "FR"),
-        201: (201, "failed", False, Decimal("3.45"), "low", False, "FR"),
+        201: (201, "failed", False, Decimal("3.45"), "high", False, "FR"),
         202: (202, "failed", True, Decimal("9.20"), "high", False, "FR"),
         203: (203, "failed", False, Decimal("9.20"), "high", False, "FR"),
     }
