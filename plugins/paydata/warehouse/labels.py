@@ -51,7 +51,7 @@ def derive_charge_labels(cursor, as_of: dt.datetime, maturity: dt.timedelta = LA
 
 
 def default_as_of(conn) -> dt.datetime | None:
-    """What the marts know: the latest source commit time of the charges built (None before any)."""
+    """What the marts know: the latest OLTP commit time they were built from (None before any build)."""
     try:
         with conn.cursor() as cursor:
             cursor.execute(load_sql("warehouse/labels/label_as_of_default.sql"))
