@@ -7,9 +7,10 @@ comparable). Everything, including the new watermark and ``marts.freshness``, co
 REPEATABLE READ transaction: the staging snapshot and the offsets agree, and a failed build leaves
 the marts exactly as they were. A full rebuild truncates the marts in the same transaction and runs
 the same steps from watermark zero, so it produces the same rows as any sequence of incremental
-builds. Because the fact table is empty and exclusively locked there, a full rebuild also drops the
-fact table's secondary indexes, loads the facts with a plain insert and recreates the indexes from
-their catalog definitions, all in the same transaction.
+builds. Both facts are built by the same steps: the ledger fact (``fct_balance_transaction``) and the
+charge-attempt fact (``fct_charge``). Because the ledger fact table is empty and exclusively locked
+there, a full rebuild also drops its secondary indexes, loads the facts with a plain insert and
+recreates the indexes from their catalog definitions, all in the same transaction.
 """
 
 from __future__ import annotations
