@@ -1,5 +1,7 @@
 """Warehouse marts build: incremental cost against fact size, and full rebuild against a plain copy.
 
+Every build loads both facts: each seeded payment is one ledger fact and one charge fact.
+
     .venv/bin/python bench/warehouse_bench.py [--small 100000] [--large 10000000] [--changes 10000]
                                               [--repeats 3] [--seed-chunk 1000000] [--write]
 
@@ -53,7 +55,7 @@ def _statement_names() -> dict[str, str]:
     names[load_sql("warehouse/build/fact_input_violations.sql")] = "input_checks"
     names[load_sql("warehouse/build/truncate_marts.sql")] = "truncate_marts"
     names[load_sql(module.FULL_REBUILD_FACT_LOAD)] = "facts_written"
-    for check in ("fact_violations", "dimension_violations"):
+    for check in ("fact_violations", "charge_violations", "dimension_violations"):
         names[load_sql(f"warehouse/quality/{check}.sql")] = f"quality_{check}"
     return names
 
@@ -121,7 +123,7 @@ def run_size(admin, facts: int, changes: int, repeats: int, chunk: int) -> dict:
         statement_seconds.clear()
         load_before = load_average()
         rebuild_s, report = timed(lambda: build(conn, full_rebuild=True))
-        assert report["rows"]["facts_written"] == facts, report
+        assert report["rows"]["facts_written"] == facts and report["rows"]["charges_written"] == facts, report
         rebuild_profile = dict(statement_seconds)
         rebuild_load = (load_before, load_average())
         print(f"[{facts:,}] full rebuild {rebuild_s:.1f} s (load {rebuild_load[0]:.2f} -> {rebuild_load[1]:.2f})",
@@ -149,7 +151,7 @@ def run_size(admin, facts: int, changes: int, repeats: int, chunk: int) -> dict:
             load_before = load_average()
             statement_seconds.clear()
             elapsed, report = timed(lambda: build(conn))
-            assert report["rows"]["facts_written"] == changes, report
+            assert report["rows"]["facts_written"] == changes and report["rows"]["charges_written"] == changes, report
             incremental.append((elapsed, load_before, load_average()))
             incremental_profiles.append(dict(statement_seconds))
             print(f"[{facts:,}] incremental {elapsed:.2f} s (load {load_before:.2f} -> {load_average():.2f})",

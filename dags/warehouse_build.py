@@ -1,14 +1,16 @@
 """
 ### Warehouse marts build
 
-Builds the OLAP marts (`marts.fct_balance_transaction` and its dimensions) incrementally from the
-CDC staging layer whenever either staging asset is updated: each run processes exactly the staging
+Builds the OLAP marts (`marts.fct_balance_transaction`, `marts.fct_charge` and their dimensions)
+incrementally from the CDC staging layer whenever either staging asset is updated: each run processes exactly the staging
 rows above the watermark the previous run recorded, in one transaction with the new watermark.
 
 Tasks: `build` (incremental, stops naming bad staged rows and loads nothing partial) ->
-`quality_checks` (keys, foreign keys, amount signs over the whole marts) -> `refresh_aggregates`
-(materialized views, `REFRESH ... CONCURRENTLY`) -> `reconcile` (daily counts and sums against the
-OLTP ledger for the processed window). XCom carries counts, LSNs and the window only.
+`quality_checks` (keys, foreign keys, amount signs, charge status rules over the whole marts) ->
+`refresh_aggregates` (materialized views, `REFRESH ... CONCURRENTLY`) -> `reconcile` (daily counts and
+sums against the OLTP ledger for the processed window); after the checks, `label_charges` publishes
+the fraud labels (`marts.fct_charge_label`) as known at the latest OLTP commit the marts were built
+from (60-day maturity window). XCom carries counts, LSNs and the window only.
 
 Rebuild from scratch with `python -m paydata.warehouse rebuild`; see docs/warehouse.md.
 """
@@ -21,6 +23,8 @@ from airflow.sdk import Asset, dag, task
 STAGING_REFERENCE = Asset("paydata://warehouse/staging/reference")
 STAGING_OLTP = Asset("paydata://warehouse/staging/oltp")
 FACT_ASSET = Asset("paydata://warehouse/marts/fct_balance_transaction")
+CHARGE_ASSET = Asset("paydata://warehouse/marts/fct_charge")
+LABEL_ASSET = Asset("paydata://warehouse/marts/fct_charge_label")
 AGGREGATES_ASSET = Asset("paydata://warehouse/marts/aggregates")
 
 
@@ -35,7 +39,7 @@ AGGREGATES_ASSET = Asset("paydata://warehouse/marts/aggregates")
     default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
 )
 def warehouse_build():
-    @task(multiple_outputs=False, outlets=[FACT_ASSET])
+    @task(multiple_outputs=False, outlets=[FACT_ASSET, CHARGE_ASSET])
     def build() -> dict:
         from paydata.settings import WAREHOUSE_CONN_ID, pg_connect
         from paydata.warehouse import build as build_marts
@@ -74,6 +78,20 @@ def warehouse_build():
         finally:
             conn.close()
 
+    @task(multiple_outputs=False, outlets=[LABEL_ASSET])
+    def label_charges(checked: dict) -> dict:
+        from paydata.settings import WAREHOUSE_CONN_ID, pg_connect
+        from paydata.warehouse.labels import default_as_of
+        from paydata.warehouse.labels import label_charges as publish_labels
+
+        conn = pg_connect(WAREHOUSE_CONN_ID)
+        try:
+            # as_of from the data (the latest OLTP commit built), never the clock: reruns agree
+            as_of = default_as_of(conn)
+            return publish_labels(conn, as_of) if as_of else {"as_of": None, "charges": 0}
+        finally:
+            conn.close()
+
     @task(multiple_outputs=False)
     def reconcile(report: dict, refreshed: dict) -> dict:
         from paydata.settings import OLTP_CONN_ID, WAREHOUSE_CONN_ID, pg_connect
@@ -93,6 +111,7 @@ def warehouse_build():
     built = build()
     checked = quality_checks(built)
     refreshed = refresh_aggregates(checked)
+    label_charges(checked)
     reconcile(built, refreshed)
 
 

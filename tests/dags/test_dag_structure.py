@@ -19,8 +19,9 @@ EXPECTED_DOWNSTREAM = {
     "oltp_cdc": {"slot_health": {"capture"}, "capture": set()},
     "warehouse_build": {
         "build": {"quality_checks", "reconcile"},
-        "quality_checks": {"refresh_aggregates"},
+        "quality_checks": {"refresh_aggregates", "label_charges"},
         "refresh_aggregates": {"reconcile"},
+        "label_charges": set(),
         "reconcile": set(),
     },
 }

@@ -37,7 +37,7 @@ from paydata.oltp.erasure import erase_customer
 from paydata.oltp.reference_sync import sync_reference
 from paydata.oltp.writers import run_writers
 from paydata.sql import SQL_ROOT
-from paydata.warehouse import build, reconcile, refresh_aggregates
+from paydata.warehouse import build, label_charges, reconcile, refresh_aggregates
 
 pytestmark = pytest.mark.integration
 
@@ -261,8 +261,15 @@ def test_sources_flow_to_staging_mongo_and_marts_exactly_once_without_pii(pipeli
             cursor.execute("SELECT count(*) FROM marts.fct_balance_transaction")
             fact_rows = cursor.fetchone()[0]
         assert fact_rows == ledger_rows
+        with warehouse.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM marts.fct_charge WHERE NOT is_deleted")
+            charge_rows = cursor.fetchone()[0]
+        warehouse.rollback()
+        assert charge_rows == len(oltp_charges)  # every attempt, declined ones included
         assert build(warehouse)["up_to_date"]  # nothing new: the rerun is a no-op
         refresh_aggregates(warehouse)
+        labelled = label_charges(warehouse, as_of=START + dt.timedelta(days=120))  # every label matured
+        assert labelled["matured"] > 0 and labelled["matured"] == labelled["charges"]
         for example in sorted((SQL_ROOT / "examples").glob("*.sql")):
             with warehouse.cursor() as cursor:
                 cursor.execute(example.read_text(), {"days": 30, "limit": 20})

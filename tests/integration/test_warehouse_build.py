@@ -1,4 +1,6 @@
-"""Warehouse marts built from a staging layer in a throwaway database (real Postgres, no mocks)."""
+"""Warehouse marts built from a staging layer in a throwaway database (real Postgres, no mocks).
+
+The ``warehouse`` and ``staging`` fixtures are in conftest.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import pytest
 from psycopg2 import sql
 
 from paydata.migrations import apply_migrations
-from paydata.sql import load_sql
 from paydata.warehouse import (
     BuildInputError,
     QualityCheckError,
@@ -41,121 +42,6 @@ def at(day: int, hour: int = 12) -> dt.datetime:
     return dt.datetime(2026, 1, day, hour, tzinfo=UTC)
 
 
-class Staging:
-    """Writes staging rows the way the CDC sink does: mirror upsert, history append, offsets."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.lsn = {"reference": 1000, "oltp": 1000}
-
-    def _next(self, source: str) -> int:
-        self.lsn[source] += 10
-        return self.lsn[source]
-
-    def put(self, source: str, table: str, key: list[str], row: dict, *, commit_time=None,
-            deleted=False, op="I", history=False):
-        lsn = self._next(source)
-        commit_time = commit_time or row.get("created_at") or dt.datetime.now(UTC)
-        values = dict(row, _commit_lsn=lsn, _index_in_txn=0, _commit_time=commit_time, _is_deleted=deleted)
-        columns = list(values)
-        with self.conn.cursor() as cursor:
-            cursor.execute(
-                sql.SQL("INSERT INTO staging.{t} ({c}) VALUES ({v}) ON CONFLICT ({k}) DO UPDATE SET {u}").format(
-                    t=sql.Identifier(f"{source}_{table}"),
-                    c=sql.SQL(", ").join(map(sql.Identifier, columns)),
-                    v=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-                    k=sql.SQL(", ").join(map(sql.Identifier, key)),
-                    u=sql.SQL(", ").join(
-                        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns
-                    ),
-                ),
-                [values[c] for c in columns],
-            )
-            if history:
-                values["_op"] = op
-                columns.append("_op")
-                cursor.execute(
-                    sql.SQL("INSERT INTO staging.{t} ({c}) VALUES ({v})").format(
-                        t=sql.Identifier(f"{source}_{table}_history"),
-                        c=sql.SQL(", ").join(map(sql.Identifier, columns)),
-                        v=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-                    ),
-                    [values[c] for c in columns],
-                )
-            cursor.execute(
-                "INSERT INTO staging.cdc_offsets (source, commit_lsn, index_in_txn) VALUES (%s, %s, 0) "
-                "ON CONFLICT (source) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, index_in_txn = 0",
-                (source, lsn),
-            )
-        self.conn.commit()
-        return lsn
-
-    def merchant(self, merchant_id, tier, when, op="U", mcc="5411", legal_name="Shop"):
-        self.put("reference", "merchant", ["merchant_id"], {
-            "merchant_id": merchant_id, "legal_name": legal_name, "mcc": mcc, "country_code": "DE",
-            "default_currency_code": "EUR", "payout_schedule": "daily", "risk_tier_code": tier,
-            "status": "active", "created_at": at(1, 0), "updated_at": when,
-        }, commit_time=when, op=op, history=True)
-
-    def reference_data(self):
-        for code, numeric, units in (("USD", "840", 2), ("EUR", "978", 2), ("JPY", "392", 0)):
-            self.put("reference", "currency", ["currency_code"],
-                     {"currency_code": code, "numeric_code": numeric, "name": code, "minor_units": units})
-        for code, alpha3, numeric in (("US", "USA", "840"), ("DE", "DEU", "276"), ("FR", "FRA", "250")):
-            self.put("reference", "country", ["country_code"],
-                     {"country_code": code, "alpha3_code": alpha3, "numeric_code": numeric, "name": code})
-        for base, quote, day, rate in (("EUR", "USD", 1, "1.1"), ("EUR", "USD", 10, "1.2"),
-                                       ("USD", "JPY", 1, "150")):
-            self.put("reference", "fx_rate", ["base_currency_code", "quote_currency_code", "effective_date"],
-                     {"base_currency_code": base, "quote_currency_code": quote,
-                      "effective_date": dt.date(2026, 1, day), "rate": rate})
-
-    def customer(self, token, merchant_id):
-        self.put("oltp", "customer", ["customer_id"],
-                 {"customer_id": token, "merchant_id": merchant_id, "country_code": "FR",
-                  "created_at": at(1)})
-
-    def card(self, payment_method_id, token):
-        self.put("oltp", "payment_method", ["payment_method_id"],
-                 {"payment_method_id": payment_method_id, "customer_id": token, "type": "card",
-                  "brand": "visa", "funding": "credit", "exp_month": 1, "exp_year": 2030,
-                  "bin_country_code": "FR", "created_at": at(1)})
-
-    def payment(self, charge_id, merchant_id, token, payment_method_id, amount, when, currency="EUR",
-                fee=30, balance_transaction_id=None):
-        self.put("oltp", "payment_intent", ["payment_intent_id"],
-                 {"payment_intent_id": charge_id, "merchant_id": merchant_id, "customer_id": token,
-                  "amount": amount, "currency_code": currency, "status": "succeeded", "created_at": when})
-        self.put("oltp", "charge", ["charge_id"],
-                 {"charge_id": charge_id, "payment_intent_id": charge_id,
-                  "payment_method_id": payment_method_id, "amount": amount, "currency_code": currency,
-                  "status": "succeeded", "captured": True, "created_at": when})
-        self.ledger(balance_transaction_id or charge_id, merchant_id, "charge", amount, when,
-                    currency=currency, fee=fee, source_id=charge_id)
-
-    def ledger(self, balance_transaction_id, merchant_id, kind, amount, when, currency="EUR", fee=0,
-               source_id=None):
-        self.put("oltp", "balance_transaction", ["balance_transaction_id"],
-                 {"balance_transaction_id": balance_transaction_id, "merchant_id": merchant_id, "type": kind,
-                  "source_id": source_id, "amount": amount, "fee": fee, "net": amount - fee,
-                  "currency_code": currency, "created_at": when, "available_on": when + dt.timedelta(days=2)},
-                 commit_time=when)
-
-
-@pytest.fixture
-def warehouse(stack, admin_connect, fresh_database):
-    conn = admin_connect(fresh_database(prefix="warehouse"))
-    with conn.cursor() as cursor:
-        cursor.execute(load_sql("warehouse/testing/staging_layout.sql"))
-    conn.commit()
-    return conn
-
-
-@pytest.fixture
-def staging(warehouse):
-    return Staging(warehouse)
-
-
 def snapshot(conn) -> dict[str, list[tuple]]:
     tables = {}
     with conn.cursor() as cursor:
@@ -183,7 +69,7 @@ def query(conn, statement, params=None):
     return rows
 
 
-def seed_story(staging: Staging) -> list:
+def seed_story(staging) -> list:
     """Merchant 1 changes risk tier twice; payments before, between and after; yields batches."""
     staging.reference_data()
     staging.merchant(1, "low", at(1, 0), op="S")
@@ -225,7 +111,7 @@ def test_merchant_with_two_tier_changes_has_three_versions_and_payments_join_the
     # EUR on Jan 3/7: the Jan 1 rate 1.1; Jan 13: the Jan 10 rate 1.2; JPY: inverse of USD->JPY 150
     assert usd == {100: Decimal("55.00"), 101: Decimal("77.00"), 102: Decimal("60.00"), 103: Decimal("-48.00")}
 
-    assert check_quality(warehouse) == {"facts_checked": 4}
+    assert check_quality(warehouse) == {"facts_checked": 4, "charges_checked": 3}
     assert refresh_aggregates(warehouse)["agg_daily_merchant_volume"] == "initial"
     assert refresh_aggregates(warehouse)["agg_daily_merchant_volume"] == "concurrent"
     assert query(warehouse, "SELECT count(*) FROM analytics.daily_merchant_volume")[0][0] == 4
@@ -398,7 +284,7 @@ def oltp(stack, admin_connect, fresh_database):
     return conn
 
 
-def post_ledger(oltp_conn, staging: Staging, amount: int, when: dt.datetime) -> int:
+def post_ledger(oltp_conn, staging, amount: int, when: dt.datetime) -> int:
     with oltp_conn.cursor() as cursor:
         cursor.execute(
             "INSERT INTO balance_transaction (merchant_id, type, amount, fee, net, currency_code, created_at, "

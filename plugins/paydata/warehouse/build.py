@@ -7,9 +7,10 @@ comparable). Everything, including the new watermark and ``marts.freshness``, co
 REPEATABLE READ transaction: the staging snapshot and the offsets agree, and a failed build leaves
 the marts exactly as they were. A full rebuild truncates the marts in the same transaction and runs
 the same steps from watermark zero, so it produces the same rows as any sequence of incremental
-builds. Because the fact table is empty and exclusively locked there, a full rebuild also drops the
-fact table's secondary indexes, loads the facts with a plain insert and recreates the indexes from
-their catalog definitions, all in the same transaction.
+builds. Both facts are built by the same steps: the ledger fact (``fct_balance_transaction``) and the
+charge-attempt fact (``fct_charge``). Because the ledger fact table is empty and exclusively locked
+there, a full rebuild also drops its secondary indexes, loads the facts with a plain insert and
+recreates the indexes from their catalog definitions, all in the same transaction.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ TABLE_SOURCE = {
     "dim_payment_method": "oltp",
     "dim_date": "oltp",
     "fct_balance_transaction": "oltp",
+    "fct_charge": "oltp",
 }
 
 # Order matters: dimensions before the facts that look them up, inference after the real rows of
@@ -48,14 +50,18 @@ STEPS = (
     ("dim_customer", "warehouse/build/dim_customer_upsert.sql"),
     ("dim_payment_method", "warehouse/build/dim_payment_method_upsert.sql"),
     ("affected_facts", "warehouse/build/fact_affected.sql"),
+    ("affected_charges", "warehouse/build/charge_affected.sql"),
 )
 LOAD_STEPS = (
     ("staged_facts", "warehouse/build/fact_stage.sql"),
+    ("staged_charges", "warehouse/build/charge_stage.sql"),
     ("inferred_merchants", "warehouse/build/dim_merchant_infer.sql"),
     ("inferred_customers", "warehouse/build/dim_customer_infer.sql"),
     ("inferred_payment_methods", "warehouse/build/dim_payment_method_infer.sql"),
     ("facts_written", "warehouse/build/fct_balance_transaction_upsert.sql"),
+    ("charges_written", "warehouse/build/fct_charge_upsert.sql"),
     ("facts_repointed", "warehouse/build/fct_repoint_merchant_version.sql"),
+    ("charges_repointed", "warehouse/build/fct_charge_repoint_merchant_version.sql"),
     ("dates_added", "warehouse/build/dim_date_extend.sql"),
 )
 # A full rebuild loads the emptied fact table with a plain insert (no conflict to resolve) and

@@ -1,4 +1,5 @@
-"""Quality checks of the marts: keys, foreign keys (to real or inferred members), amount signs."""
+"""Quality checks of the marts: keys, foreign keys (to real or inferred members), amount signs,
+charge status rules."""
 
 from __future__ import annotations
 
@@ -16,17 +17,25 @@ class QualityCheckError(RuntimeError):
         super().__init__(f"warehouse quality checks failed ({len(violations)} shown): {shown}")
 
 
+CHECKS = (
+    "warehouse/quality/fact_violations.sql",
+    "warehouse/quality/charge_violations.sql",
+    "warehouse/quality/dimension_violations.sql",
+)
+
+
 def collect_violations(cursor, limit: int = MAX_REPORTED_ROWS) -> list[tuple[str, str, str]]:
-    """Violations among the facts in the temp table ``affected_balance_transaction`` and all dimensions."""
+    """Violations among the facts in the temp tables ``affected_balance_transaction`` and
+    ``affected_charge``, and all dimensions."""
     found: list[tuple[str, str, str]] = []
-    for statement in ("warehouse/quality/fact_violations.sql", "warehouse/quality/dimension_violations.sql"):
+    for statement in CHECKS:
         cursor.execute(load_sql(statement), {"limit": limit})
         found.extend((str(a), str(b), str(c)) for a, b, c in cursor.fetchall())
     return found
 
 
 def check_quality(conn, limit: int = MAX_REPORTED_ROWS) -> dict[str, int]:
-    """Run every check over the whole marts (read-only); return ``{"facts_checked": n}``.
+    """Run every check over the whole marts (read-only); return ``{"facts_checked": n, "charges_checked": m}``.
 
     Raises :class:`QualityCheckError` listing up to ``limit`` violations per check family.
     """
@@ -34,10 +43,10 @@ def check_quality(conn, limit: int = MAX_REPORTED_ROWS) -> dict[str, int]:
         with conn.cursor() as cursor:
             cursor.execute(load_sql("warehouse/quality/scope_all_facts.sql"))
             cursor.execute(load_sql("warehouse/quality/scope_count.sql"))
-            checked = cursor.fetchone()[0]
+            facts, charges = cursor.fetchone()
             found = collect_violations(cursor, limit)
     finally:
         conn.rollback()
     if found:
         raise QualityCheckError(found)
-    return {"facts_checked": int(checked)}
+    return {"facts_checked": int(facts), "charges_checked": int(charges)}

@@ -15,8 +15,9 @@ MARTS_SCHEMA = "marts"
 def ensure_marts(conn) -> None:
     """Create the ``marts`` and ``analytics`` schemas, tables, materialized views and views if missing.
 
-    Idempotent and committed. Needs the ``staging`` tables to exist (an aggregate reads staged
-    charges); raises psycopg2.errors.UndefinedTable naming the missing table otherwise.
+    Idempotent and committed. An ``agg_authorisation_rate`` of an earlier release (computed from
+    staged charges) is replaced by the one on ``marts.fct_charge``, unpopulated until the next
+    :func:`refresh_aggregates`.
     """
     with conn.cursor() as cursor:
         cursor.execute(load_sql("warehouse/schema/marts.sql"))

@@ -1,7 +1,13 @@
--- A contiguous calendar from the earliest to the latest fact date (same days whatever the
--- order facts arrived in).
-WITH staged_range AS (
-    SELECT min(created_date) AS first_day, max(created_date) AS last_day FROM staged_fact
+-- A contiguous calendar from the earliest to the latest date of either fact (same days whatever
+-- the order facts arrived in).
+WITH staged_day AS (
+    SELECT created_date FROM staged_fact
+    UNION ALL
+    SELECT created_date FROM staged_charge
+),
+
+staged_range AS (
+    SELECT min(created_date) AS first_day, max(created_date) AS last_day FROM staged_day
 ),
 
 existing_range AS (

@@ -15,21 +15,35 @@ WITH NO DATA;
 CREATE UNIQUE INDEX IF NOT EXISTS agg_daily_merchant_volume_key
     ON marts.agg_daily_merchant_volume (created_date_id, merchant_id, currency_code);
 
--- Charge attempts (succeeded and failed) come from the staged charges: the ledger only holds money
--- that moved, so declines are not in the fact table.
+-- Charge attempts (authorised and declined) from the charge fact: the ledger only holds money that
+-- moved, so declines are not in fct_balance_transaction. Marts of earlier releases computed this
+-- from staging.oltp_charge; that definition is dropped (with the analyst view on it, re-created by
+-- analytics.sql) so the one below replaces it.
+DO $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pg_matviews
+        WHERE schemaname = 'marts' AND matviewname = 'agg_authorisation_rate'
+          AND definition LIKE '%oltp_charge%'
+    ) THEN
+        DROP MATERIALIZED VIEW marts.agg_authorisation_rate CASCADE;
+    END IF;
+END
+$$;
+
 CREATE MATERIALIZED VIEW IF NOT EXISTS marts.agg_authorisation_rate AS
 WITH charge_attempt AS (
-    SELECT c.status, coalesce(pm.brand, 'unknown') AS brand,
+    SELECT c.outcome, coalesce(pm.brand, 'unknown') AS brand,
            coalesce(pm.bin_country_code, '--') AS card_country_code
-    FROM staging.oltp_charge AS c
+    FROM marts.fct_charge AS c
     LEFT JOIN marts.dim_payment_method AS pm USING (payment_method_id)
-    WHERE NOT c._is_deleted AND c.status <> 'pending'
+    WHERE NOT c.is_deleted AND c.outcome IN ('authorised', 'declined')
 ),
 
 attempt_outcome AS (
     SELECT brand, card_country_code,
            count(*) AS attempt_count,
-           count(*) FILTER (WHERE status = 'failed') AS decline_count
+           count(*) FILTER (WHERE outcome = 'declined') AS decline_count
     FROM charge_attempt
     GROUP BY brand, card_country_code
 )

@@ -146,3 +146,66 @@ CREATE INDEX IF NOT EXISTS fct_balance_transaction_date_idx
     ON marts.fct_balance_transaction (created_date_id);
 CREATE INDEX IF NOT EXISTS fct_balance_transaction_payment_method_idx
     ON marts.fct_balance_transaction (payment_method_id) WHERE payment_method_id IS NOT NULL;
+
+-- Grain: one charge attempt (staging.oltp_charge), whatever its outcome: declines never reach the
+-- ledger, so this is the table authorisation rates, fraud labels and scores hang off. The row
+-- follows the charge (pending -> succeeded/failed -> refunded/disputed); a charge deleted at the
+-- source (or moved to another key) stays with is_deleted = true, because labels and scores may
+-- already point at it. amount is in minor units of currency_code; amount_usd in US dollars at the
+-- FX rate of the attempt's UTC date (the ledger fact's rule). Only the key and bookkeeping are NOT
+-- NULL: a staged charge missing a value is still loaded and the quality checks name it.
+CREATE TABLE IF NOT EXISTS marts.fct_charge (
+    charge_id           bigint          PRIMARY KEY,
+    payment_intent_id   bigint,
+    merchant_id         bigint,
+    merchant_version_id bigint,
+    customer_id         text,
+    payment_method_id   bigint,
+    card_country_code   char(2),
+    ip_address_token    text,
+    device_id           text,
+    session_id          text,
+    status              text,
+    outcome             text,
+    failure_code        text,
+    is_captured         boolean,
+    currency_code       char(3),
+    amount              bigint,
+    fx_rate_to_usd      numeric(30, 16),
+    fx_rate_date        date,
+    amount_usd          numeric(20, 2),
+    created_date_id     int,
+    created_at          timestamptz,
+    updated_at          timestamptz,
+    is_deleted          boolean         NOT NULL,
+    source_commit_lsn   bigint          NOT NULL,
+    source_index_in_txn int             NOT NULL,
+    source_commit_at    timestamptz
+);
+CREATE INDEX IF NOT EXISTS fct_charge_merchant_idx ON marts.fct_charge (merchant_id, created_at);
+CREATE INDEX IF NOT EXISTS fct_charge_intent_idx ON marts.fct_charge (payment_intent_id);
+CREATE INDEX IF NOT EXISTS fct_charge_payment_method_idx ON marts.fct_charge (payment_method_id);
+CREATE INDEX IF NOT EXISTS fct_charge_currency_idx ON marts.fct_charge (currency_code, created_at);
+CREATE INDEX IF NOT EXISTS fct_charge_created_idx ON marts.fct_charge (created_at);
+
+-- Fraud labels of authorised charges as known at one time (marts.label_state says which as_of,
+-- maturity and fraud reasons); derived by include/sql/warehouse/labels/charge_label_derive.sql.
+-- is_fraud is NULL while the label has not matured (label_matured_at after as_of).
+CREATE TABLE IF NOT EXISTS marts.fct_charge_label (
+    charge_id         bigint      PRIMARY KEY,
+    charge_created_at timestamptz NOT NULL,
+    label_matured_at  timestamptz NOT NULL,
+    is_fraud          boolean,
+    dispute_id        bigint,
+    dispute_reason    text,
+    dispute_opened_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS fct_charge_label_matured_idx ON marts.fct_charge_label (label_matured_at);
+
+CREATE TABLE IF NOT EXISTS marts.label_state (
+    label_table   text        PRIMARY KEY,
+    as_of         timestamptz NOT NULL,
+    maturity      interval    NOT NULL,
+    fraud_reasons text[]      NOT NULL,
+    labelled_at   timestamptz NOT NULL
+);
