@@ -59,9 +59,9 @@ def test_pymongo_reads_the_uri_as_meant(ca_file):
     try:
         options = client.options
         assert options.pool_options._ssl_context is not None
-        assert options.credentials.username == "paydata_cdc"
-        assert options.credentials.password == "p@ss:w/rd+1"
-        assert options.credentials.source == "admin"
+        assert options.pool_options._credentials.username == "paydata_cdc"
+        assert options.pool_options._credentials.password == "p@ss:w/rd+1"
+        assert options.pool_options._credentials.source == "admin"
         assert options.direct_connection is True
     finally:
         client.close()
@@ -87,9 +87,9 @@ def test_mongo_hook_builds_the_same_client_from_the_json_connection(monkeypatch,
     client = hook.get_conn()
     try:
         assert client.options.pool_options._ssl_context is not None
-        assert client.options.credentials.username == "paydata_cdc"
-        assert client.options.credentials.password == "p@ss:w/rd+1"
-        assert client.options.credentials.source == "admin"
+        assert client.options.pool_options._credentials.username == "paydata_cdc"
+        assert client.options.pool_options._credentials.password == "p@ss:w/rd+1"
+        assert client.options.pool_options._credentials.source == "admin"
         assert hook.allow_insecure is False
     finally:
         hook.close()
