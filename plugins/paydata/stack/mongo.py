@@ -85,7 +85,10 @@ def ping(config: StackConfig, timeout_ms: int = 2000, port: int | None = None) -
     from pymongo import MongoClient
     from pymongo.errors import PyMongoError
 
-    client = MongoClient(uri(config, port), serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
+    try:  # a missing CA file (stack never brought up with TLS) fails already here
+        client = MongoClient(uri(config, port), serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
+    except (PyMongoError, OSError):
+        return False
     try:
         return client.admin.command("ping").get("ok") == 1
     except PyMongoError:
