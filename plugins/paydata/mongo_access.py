@@ -151,7 +151,8 @@ def _compose_passwords() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m paydata.mongo_access apply``: roles and users on the server of ``PAYDATA_MONGO_ROOT_URI``.
+    """``python -m paydata.mongo_access apply``: roles and users on the server of ``PAYDATA_MONGO_ROOT_URI``
+    (a URI without credentials), logged in as ``paydata_root`` with ``PAYDATA_MONGO_ROOT_PASSWORD``.
 
     Used by compose's ``mongo-init``; the local stack calls :func:`ensure_access` itself.
     """
@@ -164,11 +165,13 @@ def main(argv: list[str] | None = None) -> int:
               "PAYDATA_MONGO_*_PASSWORD variables)", file=sys.stderr)
         return 2
     root_uri = os.environ.get("PAYDATA_MONGO_ROOT_URI")
-    if not root_uri:
-        print("mongo_access: PAYDATA_MONGO_ROOT_URI is not set", file=sys.stderr)
+    root_password = os.environ.get("PAYDATA_MONGO_ROOT_PASSWORD")
+    if not root_uri or not root_password:
+        print("mongo_access: PAYDATA_MONGO_ROOT_URI and PAYDATA_MONGO_ROOT_PASSWORD must be set", file=sys.stderr)
         return 2
     passwords = _compose_passwords()
-    root = MongoClient(root_uri, serverSelectionTimeoutMS=30000)
+    root = MongoClient(root_uri, username=ROOT_USER, password=root_password,
+                       authSource=settings.MONGO_AUTH_SOURCE, serverSelectionTimeoutMS=30000)
 
     def can_log_in(user: str, password: str) -> bool:
         try:

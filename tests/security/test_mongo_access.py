@@ -332,3 +332,24 @@ def test_analyst_runs_every_example_query(clients):
     for name in nosql.query_names():
         params = {param: samples[kind] for param, kind in nosql.load_query(name)["params"].items()}
         assert isinstance(nosql.run_query(analyst, name, **params), list), name
+
+
+def test_the_compose_init_command_applies_the_same_access_idempotently(stack, monkeypatch, capsys):
+    """``python -m paydata.mongo_access apply`` (compose's mongo-init) against the local server: it
+    logs in as paydata_root from the environment and finds every role and user as the stack made them."""
+    from paydata import mongo_access
+
+    def secret(user: str) -> str:
+        return stack.mongo_password_file(user).read_text().strip()
+
+    monkeypatch.setenv("PAYDATA_MONGO_ROOT_URI", stack_mongo.uri(stack))
+    monkeypatch.setenv("PAYDATA_MONGO_ROOT_PASSWORD", secret(mongo_access.ROOT_USER))
+    for user in settings.MONGO_USERS.values():
+        monkeypatch.setenv(f"PAYDATA_MONGO_{user.removeprefix('paydata_').upper()}_PASSWORD", secret(user))
+    assert mongo_access.main(["apply"]) == 0
+    assert capsys.readouterr().out.strip() == "mongo_access: nothing to change"
+
+    monkeypatch.setenv("PAYDATA_MONGO_ROOT_PASSWORD", "not-the-root-password")
+    with pytest.raises(OperationFailure) as failed:
+        mongo_access.main(["apply"])
+    assert failed.value.code == AUTHENTICATION_FAILED
