@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.paydata-installed
 
-.PHONY: demo test lint unit integration stack-up stack-down stack-status bench clean-stack
+.PHONY: demo test lint unit integration security stack-up stack-down stack-status bench clean-stack
 
 # Reinstall only when the dependency pins or the build change: a second run costs nothing here.
 # (The editable install also compiles the optional C decoder, plugins/paydata/_speedups.c.)
@@ -30,6 +30,9 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(PY) -m pytest tests/integration
+
+security: $(STAMP)
+	$(PY) -m pytest tests/security
 
 stack-up: $(STAMP)
 	$(PY) -m paydata.stack up

@@ -1,7 +1,7 @@
 """Benchmark: MongoSink.apply of synthetic charge changes versus a plain insert_many of the same documents.
 
-Both run against the configured Mongo server (local stack: SecantusDB) in throwaway databases
-that are dropped afterwards. The sink applies the changes in engine-sized batches (each batch one
+Both run against the local stack's SecantusDB (over TLS, as ``paydata_root``, the one user that may
+create databases besides ``paydata``) in throwaway databases that are dropped afterwards. The sink applies the changes in engine-sized batches (each batch one
 transaction: read affected documents, merge, guarded bulk write, offsets); the baseline inserts
 the documents the sink produced into collections with the same validators and indexes, in the same batch size, with ``insert_many(ordered=False)``.
 
@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from paydata import nosql, settings
 from paydata.cdc.model import CapturedChange, Position
 from paydata.cdc.sinks.mongo import MongoSink
+from paydata.stack import mongo_root_client
 
 SECTION = "## CDC Mongo sink"
 REPORT = settings.REPO_ROOT / "docs" / "benchmarks.md"
@@ -61,7 +62,7 @@ def synthetic_changes(count: int) -> list[CapturedChange]:
 
 
 def run(count: int, batch: int) -> dict[str, float]:
-    client = settings.mongo_client(serverSelectionTimeoutMS=5000)
+    client = mongo_root_client(serverSelectionTimeoutMS=5000)
     sink_db = client[f"bench_sink_{uuid.uuid4().hex[:8]}"]
     plain_db = client[f"bench_plain_{uuid.uuid4().hex[:8]}"]
     try:

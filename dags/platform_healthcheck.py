@@ -2,11 +2,14 @@
 ### Platform health check
 
 Connects to every store the platform uses, exactly as the pipelines do (Airflow Connections
-`paydata_reference`, `paydata_oltp`, `paydata_warehouse` over TLS 1.3, and `paydata_mongo`),
-and writes a heartbeat keyed by the run id: a row in `platform_heartbeat` of each database and a
-document in the `platform_heartbeat` collection. Rerunning a run rewrites its own heartbeats.
+`paydata_reference`, `paydata_oltp`, `paydata_warehouse` over TLS 1.3, and every MongoDB user's
+connection: `paydata_mongo` (administrator), `paydata_mongo_cdc`, `paydata_mongo_ingest`,
+`paydata_mongo_features`, `paydata_mongo_analyst`), and writes a heartbeat keyed by the run id: a
+row in `platform_heartbeat` of each database and, as the Mongo administrator, a document in the
+`platform_heartbeat` collection. Rerunning a run rewrites its own heartbeats.
 
-Fails when a store is unreachable, or when a TCP connection is not encrypted.
+Fails when a store is unreachable, when a TCP connection is not encrypted, or when a Mongo
+connection does not log in or does not ask for verified TLS.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import pendulum
 from airflow.sdk import dag, get_current_context, task
 
 POSTGRES_CONN_IDS = ["paydata_reference", "paydata_oltp", "paydata_warehouse"]
+MONGO_CONN_IDS = ["paydata_mongo", "paydata_mongo_cdc", "paydata_mongo_ingest", "paydata_mongo_features",
+                  "paydata_mongo_analyst"]
 
 
 @dag(
@@ -43,19 +48,22 @@ def platform_healthcheck():
             conn.close()
 
     @task(multiple_outputs=False)
-    def check_mongo() -> dict:
+    def check_mongo(conn_id: str) -> dict:
         from airflow.providers.mongo.hooks.mongo import MongoHook
 
-        from paydata.healthcheck import record_mongo_heartbeat
+        from paydata.healthcheck import check_mongo_login, record_mongo_heartbeat
         from paydata.settings import MONGO_CONN_ID, MONGO_DATABASE
 
-        hook = MongoHook(mongo_conn_id=MONGO_CONN_ID)
-        client = hook.get_conn()
-        database = client[hook.connection.schema or MONGO_DATABASE]
-        return record_mongo_heartbeat(database, get_current_context()["run_id"])
+        with MongoHook(mongo_conn_id=conn_id) as hook:
+            client = hook.get_conn()
+            report = check_mongo_login(client, hook.connection.extra_dejson)
+            if conn_id == MONGO_CONN_ID:  # only the administrator writes the heartbeat
+                database = client[hook.connection.schema or MONGO_DATABASE]
+                report |= record_mongo_heartbeat(database, get_current_context()["run_id"])
+        return report
 
     check_postgres.expand(conn_id=POSTGRES_CONN_IDS)
-    check_mongo()
+    check_mongo.expand(conn_id=MONGO_CONN_IDS)
 
 
 platform_healthcheck()

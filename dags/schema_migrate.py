@@ -6,8 +6,13 @@ managed database, in version order, each migration in its own transaction and un
 lock. Applying twice is a no-op; an applied file that was edited afterwards fails the task and
 names the file (history is never rewritten: add a new migration instead).
 
-Triggered manually and by `make demo`; the local stack also applies migrations on `up`.
-XCom carries the list of versions applied per database.
+`apply_mongo_definitions` brings the MongoDB collections, validators and indexes of
+`include/nosql/collections.json` in line, as the Mongo administrator (`paydata_mongo`): the
+pipelines' own Mongo users may read and write documents but not change definitions.
+
+Triggered manually and by `make demo`; the local stack also applies migrations and Mongo
+definitions on `up`. XCom carries the list of versions applied per database and the list of
+Mongo definition changes.
 """
 
 from __future__ import annotations
@@ -40,7 +45,19 @@ def schema_migrate():
         finally:
             conn.close()
 
+    @task
+    def apply_mongo_definitions() -> list[str]:
+        from paydata.nosql import apply_definitions
+        from paydata.settings import MONGO_CONN_ID, mongo_database
+
+        database = mongo_database(MONGO_CONN_ID)
+        try:
+            return apply_definitions(database)
+        finally:
+            database.client.close()
+
     apply.expand(database=MANAGED_DATABASES)
+    apply_mongo_definitions()
 
 
 schema_migrate()

@@ -79,10 +79,11 @@ def fresh_database(admin_connect):
 
 @pytest.fixture
 def mongo_db(stack):
-    """A pymongo Database with a unique name, dropped at teardown."""
-    from paydata import settings
+    """A pymongo Database with a unique name, dropped at teardown; the client is ``paydata_root``
+    (only it may create databases other than ``paydata``)."""
+    from paydata.stack import mongo_root_client
 
-    client = settings.mongo_client(serverSelectionTimeoutMS=5000)
+    client = mongo_root_client(stack, serverSelectionTimeoutMS=5000)
     database = client[_unique_name("t")]
     yield database
     client.drop_database(database.name)

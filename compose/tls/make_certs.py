@@ -1,12 +1,12 @@
-"""Create the compose stack's TLS material: a private CA and a server certificate for Postgres.
+"""Create the compose stack's TLS material: a private CA and a server certificate for Postgres and MongoDB.
 
-Run by the ``tls-init`` service (``docker-compose.yaml``) before ``paydata-postgres`` starts; it can
-also be run by hand::
+Run by the ``tls-init`` service (``docker-compose.yaml``) before ``paydata-postgres`` and ``mongodb``
+start; it can also be run by hand::
 
     python compose/tls/make_certs.py --out ./tls --key-out ./tls-private
 
 Writes ``<out>/ca.crt`` and ``<out>/server.crt`` (mode 0644: clients need the CA to verify the
-server) and ``<key-out>/server.key`` (mode 0600: only the Postgres container mounts that folder).
+server) and ``<key-out>/server.key`` (mode 0600: only the Postgres and MongoDB containers mount that folder).
 The CA private key is never written: the CA exists only to sign this one server certificate, so
 re-issuing means generating a new CA and certificate together (``--force``).
 
@@ -86,7 +86,8 @@ def certificates_are_current(
     public_dir: Path, private_dir: Path, hostnames: Sequence[str], ips: Sequence[str] = ()
 ) -> bool:
     """True if existing files form a usable set: CA signed the server cert, the key matches it,
-    every requested name/IP is in its SAN and it stays valid for at least ``RENEW_BEFORE``.
+    it is for server and client authentication, every requested name/IP is in its SAN and it
+    stays valid for at least ``RENEW_BEFORE``.
 
     Missing or unparsable files count as not current (they will be regenerated).
     """
@@ -96,7 +97,10 @@ def certificates_are_current(
         key = serialization.load_pem_private_key((private_dir / SERVER_KEY_NAME).read_bytes(), password=None)
         server.verify_directly_issued_by(ca)
         san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        usages = set(server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     except (OSError, ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+        return False
+    if not {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= usages:
         return False
     if key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -198,7 +202,12 @@ def make_certificates(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        # clientAuth too: a mongod replica-set member presents its certificate when it connects to
+        # members, itself included (the rs.initiate self-check), and the peer verifies it.
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
         .add_extension(san, critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
         .add_extension(

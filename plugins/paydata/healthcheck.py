@@ -48,3 +48,25 @@ def record_mongo_heartbeat(database: Any, run_id: str) -> dict[str, Any]:
     )
     build = database.client.server_info()
     return {"database": database.name, "server_version": build.get("version")}
+
+
+def check_mongo_login(client: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """Prove a pymongo client is logged in as a user and that its connection options demand TLS.
+
+    ``extra`` is the Airflow connection's extra. pymongo never falls back to plaintext once
+    ``tls`` is set, so options asking for TLS with certificate checks mean the session is
+    encrypted and the server verified. Raises HealthCheckError when the client is not
+    authenticated, or when the options do not ask for TLS or switch certificate checks off.
+    """
+    status = client.admin.command("connectionStatus")
+    users = [f"{user['user']}@{user['db']}" for user in status.get("authInfo", {}).get("authenticatedUsers", [])]
+    if not users:
+        raise HealthCheckError("the Mongo connection is not authenticated: set its login and password")
+    if not any(str(extra.get(key, "")).lower() == "true" for key in ("tls", "ssl")):
+        raise HealthCheckError(f"the Mongo connection of {users[0]} does not ask for TLS (extra tls=true)")
+    insecure = [key for key in ("allow_insecure", "tlsInsecure", "tlsAllowInvalidCertificates",
+                                "tlsAllowInvalidHostnames") if str(extra.get(key, "")).lower() == "true"]
+    if insecure:
+        raise HealthCheckError(f"the Mongo connection of {users[0]} switches certificate checks off ({insecure})")
+    roles = [f"{role['role']}@{role['db']}" for role in status["authInfo"].get("authenticatedUserRoles", [])]
+    return {"user": users[0], "roles": sorted(roles), "tls": True}

@@ -10,7 +10,9 @@
   marks where a bound value goes. :func:`run_query` substitutes values structurally (never by
   text) and checks their types, so a parameter cannot inject query operators.
 
-Command line: ``python -m paydata.nosql apply`` / ``python -m paydata.nosql run <name> key=value ...``.
+Command line: ``python -m paydata.nosql apply`` (as the administrator, connection ``paydata_mongo``) /
+``python -m paydata.nosql run <name> key=value ...`` (as the read-only analyst,
+``paydata_mongo_analyst``).
 """
 
 from __future__ import annotations
@@ -201,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] not in {"apply", "run", "list"}:
         print("usage: python -m paydata.nosql apply | list | run <query> key=value ...", file=sys.stderr)
         return 2
-    database = settings.mongo_database()
+    # Definitions are the administrator's job; the example queries run as the read-only analyst.
+    database = settings.mongo_database(settings.MONGO_CONN_ID if args[0] == "apply" else settings.MONGO_ANALYST_CONN_ID)
     if args[0] == "apply":
         for action in apply_definitions(database) or ["nothing to change"]:
             print(action)

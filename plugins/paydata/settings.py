@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus, urlencode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +24,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_CONN_ID = "paydata_reference"
 OLTP_CONN_ID = "paydata_oltp"
 WAREHOUSE_CONN_ID = "paydata_warehouse"
-MONGO_CONN_ID = "paydata_mongo"
+# MongoDB: one connection, and one server user, per consumer (docs/security.md, *MongoDB access*).
+MONGO_CONN_ID = "paydata_mongo"  # administrator: collection definitions, validators, indexes; no data path
+MONGO_CDC_CONN_ID = "paydata_mongo_cdc"  # CDC writer (the Mongo sink)
+MONGO_INGEST_CONN_ID = "paydata_mongo_ingest"  # landing-file ingestion writer
+MONGO_FEATURES_CONN_ID = "paydata_mongo_features"  # reads sessions/telemetry/feedback/payments, writes features
+MONGO_ANALYST_CONN_ID = "paydata_mongo_analyst"  # read only (the example queries)
+# Connection id -> MongoDB user name; every user lives in the ``admin`` database (authSource).
+MONGO_USERS = {
+    MONGO_CONN_ID: "paydata_admin",
+    MONGO_CDC_CONN_ID: "paydata_cdc",
+    MONGO_INGEST_CONN_ID: "paydata_ingest",
+    MONGO_FEATURES_CONN_ID: "paydata_features",
+    MONGO_ANALYST_CONN_ID: "paydata_analyst",
+}
+MONGO_AUTH_SOURCE = "admin"
 
 # Logical database name -> connection id; the database name equals the logical name.
 POSTGRES_DATABASES = {
@@ -85,13 +100,37 @@ class Connection:
         return self.extra.get("sslmode") in {"require", "verify-ca", "verify-full"}
 
     def mongo_uri(self) -> str:
+        """A ``mongodb://`` URI with the credentials and every option of ``extra``.
+
+        ``extra`` holds MongoDB URI options as Airflow's MongoHook reads them (``tls``,
+        ``tlsCAFile``, ``authSource``, ``replicaSet``, ``directConnection``, ...), so the same
+        connection works with the hook and with :func:`mongo_client`. ``extra["uri"]`` replaces
+        everything. Without ``replicaSet`` the client connects directly to the one host. The URI
+        holds the password: never log it.
+        """
         if self.extra.get("uri"):
             return str(self.extra["uri"])
-        auth = f"{self.login}:{self.password}@" if self.login else ""
-        query = "?directConnection=true" if not self.extra.get("replicaSet") else (
-            f"?replicaSet={self.extra['replicaSet']}"
-        )
-        return f"mongodb://{auth}{self.host}:{self.port}/{query}"
+        auth = f"{quote_plus(self.login)}:{quote_plus(self.password or '')}@" if self.login else ""
+        options = {key: value for key, value in self.extra.items() if key not in _NON_URI_EXTRAS}
+        if "replicaSet" not in options:
+            options.setdefault("directConnection", True)
+        query = urlencode({key: _uri_value(value) for key, value in options.items()})
+        return f"mongodb://{auth}{self.host}:{self.port}/?{query}"
+
+    @property
+    def mongo_tls(self) -> bool:
+        """True when the Mongo connection asks for TLS (``tls`` or its alias ``ssl`` in ``extra``)."""
+        return any(str(self.extra.get(key, "")).lower() == "true" for key in ("tls", "ssl"))
+
+
+# Keys of a Mongo connection's extra that are not URI options (MongoHook reads them itself).
+_NON_URI_EXTRAS = frozenset({"uri", "srv", "allow_insecure"})
+
+
+def _uri_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _env_name(conn_id: str) -> str:
@@ -196,12 +235,18 @@ def pg_connect(conn_id: str, **overrides: Any):
 
 
 def mongo_client(conn_id: str = MONGO_CONN_ID, **kwargs: Any):
+    """A pymongo client logged in as the user of ``conn_id`` (TLS and auth options from its extra).
+
+    Pick the connection of the job at hand (``MONGO_CDC_CONN_ID``, ``MONGO_ANALYST_CONN_ID``, ...):
+    the server refuses what that user's role does not allow with code 13 (Unauthorized).
+    """
     from pymongo import MongoClient
 
     return MongoClient(connection(conn_id).mongo_uri(), **kwargs)
 
 
 def mongo_database(conn_id: str = MONGO_CONN_ID):
+    """The connection's database (its ``schema``, default ``paydata``) on a new client."""
     conn = connection(conn_id)
     client = mongo_client(conn_id)
     return client[conn.schema or MONGO_DATABASE]

@@ -6,7 +6,7 @@ import pytest
 
 EXPECTED_DOWNSTREAM = {
     "platform_healthcheck": {"check_postgres": set(), "check_mongo": set()},
-    "schema_migrate": {"apply": set()},
+    "schema_migrate": {"apply": set(), "apply_mongo_definitions": set()},
     "workload_generate": {
         "seed_reference": {"sync_replicas"},
         "sync_replicas": {"generate_traffic"},

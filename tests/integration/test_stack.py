@@ -18,7 +18,15 @@ import psycopg2
 import pytest
 
 from paydata import settings
-from paydata.stack import StackConfig, StackError, admin_connect, ensure_up, shutdown, status
+from paydata.stack import (
+    StackConfig,
+    StackError,
+    admin_connect,
+    ensure_up,
+    mongo_root_client,
+    shutdown,
+    status,
+)
 from paydata.stack import mongo as stack_mongo
 from paydata.stack import postgres as stack_postgres
 from paydata.stack.system import pid_alive, wait_until
@@ -159,7 +167,9 @@ def test_databases_roles_and_connect_privileges(stack, admin_connect):
         psycopg2.connect(**cdc.psycopg2_kwargs(password="wrong"))
 
 
-def test_airflow_hooks_accept_the_json_connections(stack, mongo_db):
+def test_airflow_hooks_accept_the_json_connections(stack):
+    import uuid
+
     from airflow.providers.mongo.hooks.mongo import MongoHook
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -171,10 +181,20 @@ def test_airflow_hooks_accept_the_json_connections(stack, mongo_db):
             assert cursor.fetchone() == ("warehouse_owner", "TLSv1.3")
     finally:
         conn.close()
+    # MongoHook reads login, password and the TLS/auth options of the extra: each user logs in over TLS.
+    for conn_id, user in settings.MONGO_USERS.items():
+        with MongoHook(mongo_conn_id=conn_id) as mongo_hook:
+            status_doc = mongo_hook.get_conn().admin.command("connectionStatus")
+            assert status_doc["authInfo"]["authenticatedUsers"] == [{"user": user, "db": "admin"}], conn_id
+            assert mongo_hook.get_conn().options.pool_options._ssl_context is not None, conn_id
+    probe = f"probe_{uuid.uuid4().hex[:8]}"
     with MongoHook(mongo_conn_id=settings.MONGO_CONN_ID) as mongo_hook:
-        collection = mongo_hook.get_conn()[mongo_db.name]["probe"]
-        collection.insert_one({"via": "hook"})
-        assert mongo_db["probe"].find_one({}, {"_id": 0}) == {"via": "hook"}
+        database = mongo_hook.get_conn()[mongo_hook.connection.schema]
+        try:
+            database[probe].insert_one({"via": "hook"})
+            assert database[probe].find_one({}, {"_id": 0}) == {"via": "hook"}
+        finally:
+            database.drop_collection(probe)
 
 
 def test_fixtures_give_isolated_database_and_collection(fresh_database, admin_connect, mongo_db):
@@ -212,10 +232,7 @@ def test_second_stack_is_independent_and_keeps_data_across_down_up(second_stack,
         cursor.execute("CREATE TABLE IF NOT EXISTS persisted (note text)")
         cursor.execute("INSERT INTO persisted VALUES (%s)", ("survives restart",))
     conn.close()
-    client = settings.Connection("m", "mongo", "127.0.0.1", config.mongo_port).mongo_uri()
-    from pymongo import MongoClient
-
-    with MongoClient(client, serverSelectionTimeoutMS=5000) as mongo_client:
+    with mongo_root_client(config, serverSelectionTimeoutMS=5000) as mongo_client:
         mongo_client.paydata.persisted.insert_one({"note": "survives restart"})
 
     assert sorted(shutdown(config)) == ["mongo", "postgres"]
@@ -229,8 +246,61 @@ def test_second_stack_is_independent_and_keeps_data_across_down_up(second_stack,
         cursor.execute("SELECT note FROM persisted")
         assert cursor.fetchall() == [("survives restart",)]
     conn.close()
-    with MongoClient(client, serverSelectionTimeoutMS=5000) as mongo_client:
+    with mongo_root_client(config, serverSelectionTimeoutMS=5000) as mongo_client:
         assert mongo_client.paydata.persisted.find_one({}, {"_id": 0}) == {"note": "survives restart"}
+
+
+def test_up_restarts_a_secantus_started_before_access_control_with_auth_and_tls():
+    """A stack from before access control ran SecantusDB without --auth and TLS: `up` restarts it with
+    both, creates the administrator and the users, and keeps the data."""
+    from pymongo import MongoClient
+    from pymongo.errors import OperationFailure
+
+    state_dir = traversable_tmp_dir("paydata-stack-upgrade-")
+    config = StackConfig(state_dir=state_dir, pg_port=free_port(), mongo_port=free_port())
+    try:
+        config.mongo_data.mkdir(parents=True)
+        (config.mongo_dir / "secantusd.toml").touch()
+        old_command = stack_mongo.command(config)[:11]  # python -m secantus --config, --host, --port, --storage-path
+        assert "--auth" not in old_command and not any(arg.startswith("--tls") for arg in old_command)
+        with open(config.mongo_log, "ab") as log:
+            old = subprocess.Popen(old_command, stdout=log, stderr=subprocess.STDOUT, cwd=config.mongo_dir,
+                                   start_new_session=True)
+        config.mongo_pid_file.write_text(f"{old.pid}\n")
+        plain = f"mongodb://127.0.0.1:{config.mongo_port}/?directConnection=true"
+        assert wait_until(lambda: _answers(plain), 30)
+        with MongoClient(plain, serverSelectionTimeoutMS=5000) as client:
+            client.paydata.legacy.insert_one({"note": "from before auth"})
+
+        ensure_up(config, services="mongo", export_env=False)
+        assert not pid_alive(old.pid) or old.poll() is not None
+        assert "--auth" in stack_mongo.process_cmdline(stack_mongo.running_pid(config))
+        with MongoClient(stack_mongo.uri(config), serverSelectionTimeoutMS=5000) as anonymous:
+            with pytest.raises(OperationFailure) as refused:
+                anonymous.paydata.legacy.find_one()
+            assert refused.value.code == 13
+        with mongo_root_client(config, serverSelectionTimeoutMS=5000) as root:
+            assert root.paydata.legacy.find_one({}, {"_id": 0}) == {"note": "from before auth"}
+            users = {user["user"] for user in root.admin.command("usersInfo")["users"]}
+        assert users == {"paydata_root", *settings.MONGO_USERS.values()}
+        # A second `up` changes nothing and keeps the server running.
+        pid = stack_mongo.running_pid(config)
+        ensure_up(config, services="mongo", export_env=False)
+        assert stack_mongo.running_pid(config) == pid
+    finally:
+        shutdown(config)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _answers(uri: str) -> bool:
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    try:
+        with MongoClient(uri, serverSelectionTimeoutMS=500) as client:
+            return client.admin.command("ping")["ok"] == 1
+    except PyMongoError:
+        return False
 
 
 def test_stale_pids_after_kill_9_are_recovered(second_stack):

@@ -1,8 +1,9 @@
 """Static checks of the compose stack (docker-compose.yaml, Dockerfile, compose/) against settings.
 
 No Docker engine is needed: the compose file is parsed with PyYAML, ``${VAR:-default}`` values are
-expanded to their defaults the way ``docker compose`` would with an empty environment, and the
-results are compared with ``paydata.settings`` and the local stack's role names. The TLS script is
+expanded to their defaults the way ``docker compose`` would with an empty environment (required
+``${VAR:?message}`` values to a placeholder), and the results are compared with ``paydata.settings``
+and the local stack's role names. The TLS script is
 exercised for real (certificates generated, TLS 1.3 handshake in memory).
 """
 
@@ -20,6 +21,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.fernet import Fernet
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from paydata import settings
 from paydata.stack import config as stack_config
@@ -28,6 +30,7 @@ REPO = settings.REPO_ROOT
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 DOCKERFILE = REPO / "Dockerfile"
 POSTGRES_DIR = REPO / "compose" / "postgres"
+MONGO_START = REPO / "compose" / "mongo" / "start.sh"
 MAKE_CERTS = REPO / "compose" / "tls" / "make_certs.py"
 DOCS = REPO / "docs" / "compose.md"
 
@@ -40,16 +43,22 @@ AIRFLOW_SERVICES = (
     "airflow-worker",
     "airflow-init",
 )
-# Unescaped compose interpolation: ${NAME}, ${NAME:-default}, ${NAME-default}; "$${...}" is a literal.
-INTERPOLATION = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+# Unescaped compose interpolation: ${NAME}, ${NAME:-default}, ${NAME-default}, and the required
+# ${NAME:?message} / ${NAME?message}; "$${...}" is a literal.
+INTERPOLATION = re.compile(
+    r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<required>:?\?)(?P<message>[^}]*)|:?-(?P<default>[^}]*))?\}"
+)
 SECRET_WORDS = re.compile(r"PASSWORD|SECRET|FERNET|JWT|KEY$")
 LOCAL_DEFAULT_MARKER = "local-only"
 
 
 def expand(value: str) -> str:
-    """Expand compose interpolation with an empty environment; every variable must have a default."""
+    """Expand compose interpolation with an empty environment; every variable must have a default
+    or be required (``:?``, expanded to ``required-<NAME>``: compose refuses to start without it)."""
 
     def replace(match: re.Match[str]) -> str:
+        if match.group("required"):
+            return f"required-{match.group('name')}"
         if match.group("default") is None:
             raise AssertionError(
                 f"${{{match.group('name')}}} has no default: the stack would not start as documented"
@@ -118,7 +127,7 @@ def load_make_certs():
 def test_airflow_common_defines_exactly_the_project_connections(common_env):
     expected = {
         conn_env_name(conn_id)
-        for conn_id in [*settings.POSTGRES_DATABASES.values(), settings.MONGO_CONN_ID, *CDC_CONN_IDS.values()]
+        for conn_id in [*settings.POSTGRES_DATABASES.values(), *settings.MONGO_USERS, *CDC_CONN_IDS.values()]
     }
     defined = {key for key in common_env if key.startswith("AIRFLOW_CONN_")}
     assert defined == expected
@@ -165,21 +174,103 @@ def test_cdc_connection_uses_the_replication_role(common_env, database):
     assert data["extra"]["sslmode"] == "verify-full"
 
 
-def test_mongo_connection_targets_the_replica_set(common_env, services, monkeypatch):
-    data = conn_json(common_env, settings.MONGO_CONN_ID)
+@pytest.mark.parametrize("conn_id", list(settings.MONGO_USERS))
+def test_mongo_connections_log_in_as_their_user_over_tls_to_the_replica_set(
+    common_env, services, compose, conn_id, monkeypatch, tmp_path
+):
+    data = conn_json(common_env, conn_id)
     assert data["conn_type"] == "mongo"
     assert data["host"] == "mongodb" and data["host"] in services
     assert data["port"] == 27017
     assert data["schema"] == settings.MONGO_DATABASE
+    assert data["login"] == settings.MONGO_USERS[conn_id]
     command = services["mongodb"]["command"]
     replica_set = command[command.index("--replSet") + 1]
     assert data["extra"]["replicaSet"] == replica_set
+    assert data["extra"]["tls"] is True and data["extra"]["authSource"] == settings.MONGO_AUTH_SOURCE
+    # The CA the clients trust is the one mongod serves a certificate from (the mounted TLS volume).
+    assert data["extra"]["tlsCAFile"] == command[command.index("--tlsCAFile") + 1]
+    tls_mounts = [v.split(":")[1] for v in compose["x-airflow-common"]["volumes"] if v.startswith("paydata-tls:")]
+    assert str(Path(data["extra"]["tlsCAFile"]).parent) == tls_mounts[0]
+    # The password is required from the environment, never a default.
+    raw_password = json.loads(common_env[conn_env_name(conn_id)])["password"]
+    assert INTERPOLATION.fullmatch(raw_password)["required"] == ":?"
 
-    monkeypatch.setenv(conn_env_name(settings.MONGO_CONN_ID), json.dumps(data))
-    assert (
-        settings.connection(settings.MONGO_CONN_ID).mongo_uri()
-        == f"mongodb://mongodb:27017/?replicaSet={replica_set}"
-    )
+    data["extra"]["tlsCAFile"] = str(tmp_path / "ca.crt")
+    monkeypatch.setenv(conn_env_name(conn_id), json.dumps(data))
+    uri = urlsplit(settings.connection(conn_id).mongo_uri())
+    assert (uri.hostname, uri.port, uri.username) == ("mongodb", 27017, settings.MONGO_USERS[conn_id])
+    assert dict(pair.split("=") for pair in uri.query.split("&")) == {
+        "replicaSet": replica_set, "tls": "true", "tlsCAFile": str(tmp_path / "ca.crt").replace("/", "%2F"),
+        "authSource": "admin"}
+
+
+def test_mongodb_requires_auth_keyfile_and_tls(services):
+    mongo = services["mongodb"]
+    command = mongo["command"]
+    assert command[0] == "mongod"
+    assert "--auth" in command
+    assert command[command.index("--tlsMode") + 1] == "requireTLS"
+    assert "--tlsAllowConnectionsWithoutCertificates" in command  # clients log in with SCRAM
+    keyfile = command[command.index("--keyFile") + 1]
+    pem = command[command.index("--tlsCertificateKeyFile") + 1]
+    start = MONGO_START.read_text()
+    mounts = dict(volume.split(":")[:2] for volume in mongo["volumes"])
+    assert mongo["entrypoint"][-1] == mounts["./compose/mongo/start.sh"]
+    # start.sh installs exactly the files the command names, with mongod's owner and a private mode.
+    target_dir = re.search(r"^target_dir=(\S+)$", start, re.M).group(1)
+    assert pem == f"{target_dir}/server.pem"
+    assert re.search(r"^keyfile=(\S+)$", start, re.M).group(1) == keyfile
+    assert keyfile.startswith("/data/configdb/") and mounts["mongo-config"] == "/data/configdb"
+    assert 'chmod 0400 "$keyfile"' in start and 'chmod 0400 "$target_dir/server.pem"' in start
+    assert 'exec docker-entrypoint.sh "$@"' in start
+    # The root user comes from the environment (required) and is created by the image on first start.
+    env = env_of(mongo)
+    assert env["MONGO_INITDB_ROOT_USERNAME"] == "paydata_root"
+    assert INTERPOLATION.fullmatch(env["MONGO_INITDB_ROOT_PASSWORD"])["required"] == ":?"
+    # The certificate names the service, so clients verify it as "mongodb".
+    tls_init = services["tls-init"]["command"]
+    hostnames = [tls_init[i + 1] for i, arg in enumerate(tls_init) if arg == "--hostname"]
+    assert "mongodb" in hostnames and "paydata-postgres" in hostnames
+    assert services["mongodb"]["depends_on"]["tls-init"]["condition"] == "service_completed_successfully"
+
+
+def test_mongo_init_creates_every_user_from_required_passwords(services):
+    init = services["mongo-init"]
+    assert init["command"] == ["python", "-m", "paydata.mongo_access", "apply"]
+    assert init["restart"] == "no"
+    assert init["depends_on"]["mongodb"]["condition"] == "service_healthy"
+    env = env_of(init)
+    assert "@" not in env["PAYDATA_MONGO_ROOT_URI"], "the root password travels on its own, not in the URI"
+    root_uri = urlsplit(env["PAYDATA_MONGO_ROOT_URI"])
+    assert root_uri.hostname == "mongodb" and "tls=true" in root_uri.query
+    expected = {"PAYDATA_MONGO_ROOT_PASSWORD"} | {
+        f"PAYDATA_MONGO_{user.removeprefix('paydata_').upper()}_PASSWORD" for user in settings.MONGO_USERS.values()
+    }
+    assert {key for key in env if key.endswith("_PASSWORD")} == expected
+    for variable in expected:
+        assert INTERPOLATION.fullmatch(env[variable])["name"] == variable
+        assert INTERPOLATION.fullmatch(env[variable])["required"] == ":?"
+    # Each Airflow connection uses the password mongo-init set for its user.
+    common = yaml.safe_load(COMPOSE_FILE.read_text())["x-airflow-common"]["environment"]
+    for conn_id, user in settings.MONGO_USERS.items():
+        password = json.loads(common[conn_env_name(conn_id)])["password"]
+        assert password == env[f"PAYDATA_MONGO_{user.removeprefix('paydata_').upper()}_PASSWORD"]
+    assert env_of(services["mongodb"])["MONGO_INITDB_ROOT_PASSWORD"] == env["PAYDATA_MONGO_ROOT_PASSWORD"]
+    for name in AIRFLOW_SERVICES:
+        if name != "airflow-init":
+            assert services[name]["depends_on"]["mongo-init"]["condition"] == "service_completed_successfully"
+
+
+def test_mongo_access_reads_the_compose_passwords(monkeypatch):
+    from paydata import mongo_access
+
+    for user in settings.MONGO_USERS.values():
+        monkeypatch.setenv(f"PAYDATA_MONGO_{user.removeprefix('paydata_').upper()}_PASSWORD", f"{user}-pw")
+    assert mongo_access._compose_passwords() == {user: f"{user}-pw" for user in settings.MONGO_USERS.values()}
+    monkeypatch.delenv("PAYDATA_MONGO_CDC_PASSWORD")
+    with pytest.raises(SystemExit, match="PAYDATA_MONGO_CDC_PASSWORD"):
+        mongo_access._compose_passwords()
 
 
 def test_connection_passwords_match_the_roles_init_creates(common_env, services):
@@ -293,6 +384,9 @@ def test_mongodb_is_a_single_node_replica_set_initiated_by_its_healthcheck(servi
     probe = " ".join(mongo["healthcheck"]["test"])
     assert "rs.initiate" in probe and "_id: 'rs0'" in probe and "host: 'mongodb:27017'" in probe
     assert "isWritablePrimary" in probe
+    # With --auth and requireTLS the probe logs in as root over TLS, verifying the certificate.
+    assert "--tls " in probe and "--tlsCAFile /opt/paydata/tls/ca.crt" in probe
+    assert '--username "${MONGO_INITDB_ROOT_USERNAME}"' in probe.replace("$$", "$")
 
 
 def test_executor_is_celery_with_a_scalable_worker(common_env, services):
@@ -408,7 +502,8 @@ def test_private_tls_volume_is_mounted_only_where_the_key_is_needed(services):
         for name, service in services.items()
         if any(v.startswith("paydata-tls-private:") for v in service.get("volumes", []))
     }
-    assert holders == {"tls-init", "paydata-postgres"}
+    # paydata-postgres and mongodb serve the one certificate tls-init issues for both names.
+    assert holders == {"tls-init", "paydata-postgres", "mongodb"}
 
 
 def test_no_plaintext_secrets_only_documented_local_defaults(compose, services, common_env):
@@ -417,10 +512,12 @@ def test_no_plaintext_secrets_only_documented_local_defaults(compose, services, 
     secret_variables = {m["name"] for m in INTERPOLATION.finditer(text) if is_secret_name(m["name"])}
     assert secret_variables, "secret variables must be interpolated from the environment"
     for match in INTERPOLATION.finditer(text):
-        if match["name"] in secret_variables:
+        if match["name"] in secret_variables and not match["required"]:
             assert LOCAL_DEFAULT_MARKER in (match["default"] or ""), (
                 f"{match['name']} default is not marked local-only"
             )
+        if match["name"].startswith("PAYDATA_MONGO_") and is_secret_name(match["name"]):
+            assert match["required"] == ":?", f"{match['name']} must be required, never defaulted"
     for variable in secret_variables:
         assert variable in docs, f"{variable} is not documented in docs/compose.md"
 
@@ -546,6 +643,9 @@ def test_make_certs_produces_a_chain_that_verifies_paydata_postgres_over_tls13(t
     server_cert = x509.load_pem_x509_certificate((public / "server.crt").read_bytes())
     san = server_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert {"paydata-postgres", "localhost"} <= set(san.get_values_for_type(x509.DNSName))
+
+    usages = server_cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(usages)
 
     client, server = tls13_contexts(public, private)
     assert tls_handshake(client, server, "paydata-postgres") == "TLSv1.3"

@@ -12,6 +12,7 @@ from paydata.stack import StackConfig, StackError, envfile
 
 PASSWORDS = {"reference_owner": "r-pw", "oltp_owner": "o'pw", "warehouse_owner": "w-pw", "paydata_cdc": "c-pw"}
 AIRFLOW_SECRETS = {"fernet_key": "f", "jwt_secret": "j", "api_secret_key": "a"}
+MONGO_PASSWORDS = {user: f"{user}-pw/+:@" for user in settings.MONGO_USERS.values()}
 
 
 def config(tmp_path: Path) -> StackConfig:
@@ -19,7 +20,7 @@ def config(tmp_path: Path) -> StackConfig:
 
 
 def test_tls_connections_have_the_documented_shape(tmp_path):
-    values = envfile.build_env(config(tmp_path), True, PASSWORDS, AIRFLOW_SECRETS)
+    values = envfile.build_env(config(tmp_path), True, PASSWORDS, AIRFLOW_SECRETS, MONGO_PASSWORDS)
     assert json.loads(values["AIRFLOW_CONN_PAYDATA_OLTP"]) == {
         "conn_type": "postgres", "host": "localhost", "port": 61000, "login": "oltp_owner", "password": "o'pw",
         "schema": "oltp", "extra": {"sslmode": "verify-full", "sslrootcert": str(tmp_path / "tls" / "ca.crt")},
@@ -29,8 +30,12 @@ def test_tls_connections_have_the_documented_shape(tmp_path):
     assert (cdc["login"], cdc["schema"], cdc["host"], cdc["extra"]) == (
         "paydata_cdc", "reference", str(tmp_path / "pg" / "run"), {})
     assert "AIRFLOW_CONN_PAYDATA_CDC_WAREHOUSE" not in values
-    assert json.loads(values["AIRFLOW_CONN_PAYDATA_MONGO"]) == {
-        "conn_type": "mongo", "host": "127.0.0.1", "port": 61001, "schema": "paydata", "extra": {}}
+    for conn_id, user in settings.MONGO_USERS.items():
+        assert json.loads(values["AIRFLOW_CONN_" + conn_id.upper()]) == {
+            "conn_type": "mongo", "host": "127.0.0.1", "port": 61001, "login": user,
+            "password": MONGO_PASSWORDS[user], "schema": "paydata",
+            "extra": {"tls": True, "tlsCAFile": str(tmp_path / "tls" / "ca.crt"), "authSource": "admin",
+                      "directConnection": True}}
     assert values["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     assert values["AIRFLOW__CORE__DAGS_FOLDER"] == str(settings.REPO_ROOT / "dags")
     assert values["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(settings.REPO_ROOT / "plugins")
@@ -42,13 +47,13 @@ def test_tls_connections_have_the_documented_shape(tmp_path):
 
 
 def test_socket_only_connections_point_at_the_socket_dir(tmp_path):
-    values = envfile.build_env(config(tmp_path), False, PASSWORDS, AIRFLOW_SECRETS)
+    values = envfile.build_env(config(tmp_path), False, PASSWORDS, AIRFLOW_SECRETS, MONGO_PASSWORDS)
     conn = json.loads(values["AIRFLOW_CONN_PAYDATA_WAREHOUSE"])
     assert conn["host"] == str(tmp_path / "pg" / "run") and conn["extra"] == {}
 
 
 def test_render_round_trips_through_settings_parser(tmp_path, monkeypatch):
-    values = envfile.build_env(config(tmp_path), True, PASSWORDS, AIRFLOW_SECRETS)
+    values = envfile.build_env(config(tmp_path), True, PASSWORDS, AIRFLOW_SECRETS, MONGO_PASSWORDS)
     values["TRICKY"] = "it's a \"quoted\" $HOME `x` value"
     path = tmp_path / "paydata.env"
     envfile.write(path, values)
@@ -80,7 +85,7 @@ def test_check_reports_corruption(tmp_path):
     path.write_text("AIRFLOW_HOME='/x'\n")
     with pytest.raises(StackError, match="lacks .*AIRFLOW_CONN_PAYDATA_OLTP"):
         envfile.check(path)
-    values = envfile.build_env(config(tmp_path), True, PASSWORDS, AIRFLOW_SECRETS)
+    values = envfile.build_env(config(tmp_path), True, PASSWORDS, AIRFLOW_SECRETS, MONGO_PASSWORDS)
     values["AIRFLOW_CONN_PAYDATA_OLTP"] = "{not json"
     envfile.write(path, values)
     with pytest.raises(StackError, match="AIRFLOW_CONN_PAYDATA_OLTP is not valid JSON"):

@@ -692,7 +692,8 @@ def default_sinks() -> list[Sink]:
 
     return [
         WarehouseSink(lambda: settings.pg_connect(settings.WAREHOUSE_CONN_ID)),
-        MongoSink(settings.mongo_database),
+        # The CDC writer may only read and write the CDC collections; definitions are the administrator's.
+        MongoSink(lambda: settings.mongo_database(settings.MONGO_CDC_CONN_ID)),
     ]
 
 

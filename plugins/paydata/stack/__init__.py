@@ -6,6 +6,7 @@ stack; tests build a second one in a temporary folder on other ports.
 """
 
 from paydata.stack.config import SERVICES, StackConfig, StackError
-from paydata.stack.core import admin_connect, ensure_up, shutdown, status
+from paydata.stack.core import admin_connect, ensure_up, mongo_root_client, shutdown, status
 
-__all__ = ["SERVICES", "StackConfig", "StackError", "admin_connect", "ensure_up", "shutdown", "status"]
+__all__ = ["SERVICES", "StackConfig", "StackError", "admin_connect", "ensure_up", "mongo_root_client", "shutdown",
+           "status"]

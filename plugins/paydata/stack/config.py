@@ -87,6 +87,14 @@ class StackConfig:
         return self.secrets_dir / "server.key"
 
     @property
+    def mongo_server_cert(self) -> Path:
+        return self.tls_dir / "mongo-server.crt"
+
+    @property
+    def mongo_server_key(self) -> Path:
+        return self.secrets_dir / "mongo-server.key"
+
+    @property
     def pg_dir(self) -> Path:
         return self.state_dir / "pg"
 
@@ -152,6 +160,10 @@ class StackConfig:
 
     def password_file(self, role: str) -> Path:
         return self.secrets_dir / f"{role}.password"
+
+    def mongo_password_file(self, user: str) -> Path:
+        # Mongo and Postgres both have a paydata_admin and a paydata_cdc: keep their files apart.
+        return self.secrets_dir / f"mongo-{user}.password"
 
 
 def parse_services(raw: str | None) -> tuple[str, ...]:

@@ -18,13 +18,14 @@ from paydata.stack.config import (
 from paydata.stack.secretstore import (
     ensure_fernet_key,
     ensure_key_file,
+    ensure_mongo_password,
     ensure_password,
     ensure_secrets_dir,
     ensure_token,
     parse_key_file,
 )
 from paydata.stack.system import service_user
-from paydata.stack.tls import ensure_tls
+from paydata.stack.tls import ensure_mongo_tls, ensure_tls
 
 PG_ROLES = (PG_SUPERUSER, *settings.DATABASE_OWNERS.values(), PG_CDC_ROLE)
 
@@ -41,6 +42,13 @@ def _is_default_stack(config: StackConfig) -> bool:
 
 def _passwords(config: StackConfig) -> dict[str, str]:
     return {role: ensure_password(config, role) for role in PG_ROLES}
+
+
+def _mongo_passwords(config: StackConfig) -> dict[str, str]:
+    """MongoDB user -> password: ``paydata_root`` and one user per consumer connection."""
+    from paydata.mongo_access import ROOT_USER
+
+    return {user: ensure_mongo_password(config, user) for user in (ROOT_USER, *settings.MONGO_USERS.values())}
 
 
 def _airflow_secrets(config: StackConfig) -> dict[str, str]:
@@ -68,9 +76,10 @@ def ensure_up(config: StackConfig | None = None, services: Iterable[str] | str |
     ensure_secrets_dir(config)
     binaries = postgres.resolve_binaries(config.pg_binaries)
     passwords = _passwords(config)
+    mongo_passwords = _mongo_passwords(config)
     ensure_key_file(config.kek_file)
     ensure_key_file(config.token_key_file)
-    values = envfile.build_env(config, binaries.tls, passwords, _airflow_secrets(config))
+    values = envfile.build_env(config, binaries.tls, passwords, _airflow_secrets(config), mongo_passwords)
     envfile.write(config.env_file, values)
 
     if "postgres" in wanted:
@@ -80,7 +89,9 @@ def ensure_up(config: StackConfig | None = None, services: Iterable[str] | str |
         postgres.ensure_running(config, binaries, user, passwords)
     if "mongo" in wanted:
         config.mongo_dir.mkdir(parents=True, exist_ok=True)
+        ensure_mongo_tls(config)
         mongo.start(config)
+        mongo.ensure_access(config, mongo_passwords)
     if "mlflow" in wanted:
         config.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
     if "airflow" in wanted:
@@ -143,7 +154,7 @@ def _postgres_status(config: StackConfig) -> dict:
 
 def _mongo_status(config: StackConfig) -> dict:
     row = {"service": "mongo", "endpoint": f"127.0.0.1:{config.mongo_port}", "pid": mongo.running_pid(config),
-           "health": "stopped", "notes": f"SecantusDB, data {config.mongo_data}"}
+           "health": "stopped", "notes": f"SecantusDB, auth (SCRAM-SHA-256) and TLS required, data {config.mongo_data}"}
     if row["pid"] is not None:
         row["health"] = "healthy" if mongo.ping(config) else "unhealthy"
     elif config.mongo_pid_file.exists():
@@ -188,6 +199,20 @@ def status(config: StackConfig | None = None) -> list[dict]:
             _env_status(config)]
 
 
+def mongo_root_client(config: StackConfig | None = None, **kwargs):
+    """A pymongo client as ``paydata_root`` (creates and drops any database; tests and benchmarks).
+
+    Raises StackError when the stack was never brought up."""
+    from paydata.mongo_access import ROOT_USER
+
+    config = config or StackConfig.default()
+    path = config.mongo_password_file(ROOT_USER)
+    password = path.read_text().strip() if path.exists() else ""
+    if not password:
+        raise StackError(f"No MongoDB administrator password in {config.secrets_dir}; run `python -m paydata.stack up`")
+    return mongo.root_client(config, password, **kwargs)
+
+
 def admin_connect(dbname: str = "postgres", config: StackConfig | None = None):
     """A psycopg2 connection as superuser ``paydata_admin`` over the cluster's Unix socket.
 
@@ -200,4 +225,4 @@ def admin_connect(dbname: str = "postgres", config: StackConfig | None = None):
     return postgres.connect(config, password, dbname=dbname)
 
 
-__all__ = ["SERVICES", "admin_connect", "ensure_up", "shutdown", "status"]
+__all__ = ["SERVICES", "admin_connect", "ensure_up", "mongo_root_client", "shutdown", "status"]

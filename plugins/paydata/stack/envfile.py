@@ -29,11 +29,22 @@ def postgres_connection(config: StackConfig, tls: bool, login: str, password: st
             "password": password, "schema": database, "extra": {}}
 
 
-def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow_secrets: dict[str, str]) -> dict[str, str]:
+def mongo_connection(config: StackConfig, login: str, password: str) -> dict:
+    """Airflow JSON connection for one SecantusDB user: SCRAM against ``admin``, TLS verified by the
+    stack's CA. The extra holds MongoDB URI options, read alike by MongoHook and ``settings``."""
+    return {"conn_type": "mongo", "host": "127.0.0.1", "port": config.mongo_port, "login": login,
+            "password": password, "schema": settings.MONGO_DATABASE,
+            "extra": {"tls": True, "tlsCAFile": str(config.ca_cert), "authSource": settings.MONGO_AUTH_SOURCE,
+                      "directConnection": True}}
+
+
+def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow_secrets: dict[str, str],
+              mongo_passwords: dict[str, str]) -> dict[str, str]:
     """All variables of the env file, in a stable order.
 
     ``passwords`` maps role names (owners, paydata_cdc) to passwords; ``airflow_secrets`` holds
-    ``fernet_key``, ``jwt_secret`` and ``api_secret_key``. Raises KeyError when one is missing.
+    ``fernet_key``, ``jwt_secret`` and ``api_secret_key``; ``mongo_passwords`` maps MongoDB user
+    names (``settings.MONGO_USERS``) to passwords. Raises KeyError when one is missing.
     """
     values: dict[str, str] = {
         "PAYDATA_STACK_DIR": str(config.state_dir),
@@ -67,11 +78,10 @@ def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow
         values[_conn_env(CDC_CONN_PREFIX + database)] = json.dumps(
             postgres_connection(config, False, PG_CDC_ROLE, passwords[PG_CDC_ROLE], database), separators=(",", ":")
         )
-    values[_conn_env(settings.MONGO_CONN_ID)] = json.dumps(
-        {"conn_type": "mongo", "host": "127.0.0.1", "port": config.mongo_port, "schema": settings.MONGO_DATABASE,
-         "extra": {}},
-        separators=(",", ":"),
-    )
+    for conn_id, user in settings.MONGO_USERS.items():
+        values[_conn_env(conn_id)] = json.dumps(
+            mongo_connection(config, user, mongo_passwords[user]), separators=(",", ":")
+        )
     values["MLFLOW_TRACKING_URI"] = f"sqlite:///{config.mlflow_db}"
     values["PAYDATA_MLFLOW_ARTIFACTS"] = str(config.mlflow_artifacts)
     values["PAYDATA_KEK_FILE"] = str(config.kek_file)
@@ -81,7 +91,7 @@ def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow
 
 def required_keys() -> list[str]:
     conn_ids = [*settings.POSTGRES_DATABASES.values(), *(CDC_CONN_PREFIX + db for db in CDC_DATABASES),
-                settings.MONGO_CONN_ID]
+                *settings.MONGO_USERS]
     return ["PAYDATA_STACK_DIR", "AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
             "MLFLOW_TRACKING_URI", "PAYDATA_KEK_FILE", "PAYDATA_TOKEN_KEY_FILE",
             *(_conn_env(conn_id) for conn_id in conn_ids)]

@@ -36,8 +36,16 @@ def ensure_secrets_dir(config: StackConfig) -> Path:
 
 
 def ensure_password(config: StackConfig, role: str) -> str:
-    """Return the stored password for ``role``, generating and storing one on first use."""
-    path = config.password_file(role)
+    """Return the stored password for Postgres ``role``, generating and storing one on first use."""
+    return _ensure_password_file(config, config.password_file(role))
+
+
+def ensure_mongo_password(config: StackConfig, user: str) -> str:
+    """Return the stored password for MongoDB ``user``, generating and storing one on first use."""
+    return _ensure_password_file(config, config.mongo_password_file(user))
+
+
+def _ensure_password_file(config: StackConfig, path: Path) -> str:
     if path.exists():
         value = path.read_text().strip()
         if value:

@@ -1,4 +1,4 @@
-"""The stack's own certificate authority and the Postgres server certificate it signs."""
+"""The stack's own certificate authority and the server certificates it signs (Postgres, SecantusDB)."""
 
 from __future__ import annotations
 
@@ -117,9 +117,8 @@ def _load(key_path, cert_path) -> KeyAndCert | None:
     return KeyAndCert(key, cert)
 
 
-def ensure_tls(config: StackConfig, server_user: ServiceUser) -> None:
-    """Create the CA (once) and a server certificate signed by it (again when missing, unreadable,
-    signed by another CA or close to expiry). The server key is 0600 and owned by ``server_user``."""
+def ensure_ca(config: StackConfig) -> KeyAndCert:
+    """The stack's CA, created once (``ca.crt`` public, its key 0600 in the secrets folder)."""
     ensure_secrets_dir(config)
     config.tls_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.tls_dir, 0o755)
@@ -129,16 +128,35 @@ def ensure_tls(config: StackConfig, server_user: ServiceUser) -> None:
         write_private(config.ca_key, ca.key_pem())
         config.ca_cert.write_bytes(ca.cert_pem())
         os.chmod(config.ca_cert, 0o644)
-    server = _load(config.server_key, config.server_cert)
+    return ca
+
+
+def _ensure_server_cert(ca: KeyAndCert, key_path, cert_path, owner: ServiceUser | None) -> None:
+    server = _load(key_path, cert_path)
     if server is None or not _issued_by(server.cert, ca.cert) or server.cert.not_valid_after_utc - RENEW_MARGIN < _now():
         server = generate_server_cert(ca)
-        write_private(config.server_key, server.key_pem(), uid=server_user.uid, gid=server_user.gid)
-        config.server_cert.write_bytes(server.cert_pem())
-        os.chmod(config.server_cert, 0o644)
-    else:
+        write_private(key_path, server.key_pem(), uid=owner.uid if owner else None, gid=owner.gid if owner else None)
+        cert_path.write_bytes(server.cert_pem())
+        os.chmod(cert_path, 0o644)
+    elif owner is not None:
         # Postgres refuses a key that is not 0600 and owned by the server user.
-        os.chown(config.server_key, server_user.uid, server_user.gid)
-        os.chmod(config.server_key, 0o600)
+        os.chown(key_path, owner.uid, owner.gid)
+        os.chmod(key_path, 0o600)
+
+
+def ensure_tls(config: StackConfig, server_user: ServiceUser) -> None:
+    """Create the CA (once) and a Postgres server certificate signed by it (again when missing,
+    unreadable, signed by another CA or close to expiry). The server key is 0600 and owned by
+    ``server_user``."""
+    _ensure_server_cert(ensure_ca(config), config.server_key, config.server_cert, server_user)
+
+
+def ensure_mongo_tls(config: StackConfig) -> None:
+    """The SecantusDB server certificate, from the same CA (renewed like the Postgres one).
+
+    It has its own key, owned by the user running the stack (SecantusDB runs as that user), so
+    neither server can impersonate the other."""
+    _ensure_server_cert(ensure_ca(config), config.mongo_server_key, config.mongo_server_cert, None)
 
 
 def _issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:

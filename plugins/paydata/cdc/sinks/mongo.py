@@ -85,6 +85,14 @@ class ConcurrentWrite(MongoSinkError):
     """A document changed between the batch's read and write: another writer is applying the same source."""
 
 
+class DefinitionsNotApplied(MongoSinkError):
+    """The collection definitions differ from the server and this sink's user may not change them."""
+
+
+# MongoDB's "Unauthorized": the user's roles do not allow the operation.
+UNAUTHORIZED = 13
+
+
 # Column -> document field, per top-level table. Columns not listed are never written, so a column
 # the manifest keeps by mistake (e.g. failure_message free text) cannot leak into Mongo.
 @dataclass(frozen=True)
@@ -512,9 +520,15 @@ class MongoSink:
     def prepare(self, specs: list[TableSpec]) -> None:
         """Create collections, validators and indexes from ``include/nosql`` (idempotent).
 
-        Raises :class:`UnsupportedChange` if a spec routes a table to this sink that has no
+        When they are already in place this only reads (``listCollections``, ``listIndexes``), which
+        the CDC writer may do; creating or changing them is the administrator's (``python -m
+        paydata.nosql apply``, ``stack up``, the ``schema_migrate`` DAG). Raises
+        :class:`DefinitionsNotApplied` when something is missing and the server refuses to let this
+        user add it, and :class:`UnsupportedChange` if a spec routes a table to this sink that has no
         document model, or whose key differs from the one the model uses.
         """
+        from pymongo.errors import OperationFailure
+
         from paydata import nosql
 
         routed = {(spec.source, spec.table): spec for spec in specs if self.name in spec.sinks}
@@ -533,7 +547,16 @@ class MongoSink:
                 "oltp.charge goes to mongo but oltp.payment_intent does not: payments will lack "
                 "merchant_id and customer"
             )
-        nosql.apply_definitions(self.database)
+        try:
+            nosql.apply_definitions(self.database)
+        except OperationFailure as exc:
+            if exc.code != UNAUTHORIZED:
+                raise
+            raise DefinitionsNotApplied(
+                f"the collection definitions of Mongo database {self.database.name!r} are not applied and this "
+                f"user may not apply them ({exc.details.get('errmsg') if exc.details else exc}); run "
+                "`python -m paydata.nosql apply` (administrator connection paydata_mongo)"
+            ) from exc
 
     def applied_position(self, source: str) -> Position:
         """Highest position stored in ``cdc_offsets`` for ``source``; ``Position.zero()`` if none."""
