@@ -79,9 +79,9 @@ class Databases:
             dbname=self.warehouse_db))
 
     def mongo(self):
-        from paydata import settings
+        from paydata.stack import mongo_root_client  # only the root user may use a throwaway database
 
-        return settings.mongo_client(serverSelectionTimeoutMS=5000)[self.mongo_db]
+        return mongo_root_client(serverSelectionTimeoutMS=5000)[self.mongo_db]
 
     def engine(self, *, sinks=None, batch_changes: int = 40, stream_extra: dict | None = None, **limits):
         from paydata.cdc.engine import CdcEngine, EngineLimits
