@@ -117,6 +117,7 @@ def warehouse_connect(warehouse_db: str):
 
 def build_engine(source_db: str, warehouse_db: str, slot: str, limits: EngineLimits):
     """The engine on the benchmark databases with the real warehouse sink (returned for closing)."""
+    from paydata.cdc.deadletters import PostgresDeadLetterStore
     from paydata.cdc.ledger import PostgresConfirmLedger
     from paydata.cdc.sinks.warehouse import WarehouseSink
 
@@ -130,6 +131,7 @@ def build_engine(source_db: str, warehouse_db: str, slot: str, limits: EngineLim
         limits=limits,
         stream_params=lambda: cdc_kwargs(source_db),
         ledger=PostgresConfirmLedger(lambda: warehouse_connect(warehouse_db)),
+        dead_letters=PostgresDeadLetterStore(lambda: warehouse_connect(warehouse_db)),
     )
     return engine, sink
 

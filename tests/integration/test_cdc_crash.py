@@ -73,6 +73,7 @@ def _warehouse_connect(warehouse_db: str):
 
 
 def build_engine(source_db: str, warehouse_db: str, slot: str, slot_busy_wait: float = 20):
+    from paydata.cdc.deadletters import PostgresDeadLetterStore
     from paydata.cdc.engine import CdcEngine, EngineLimits
     from paydata.cdc.ledger import PostgresConfirmLedger
     from paydata.cdc.manifest import load_manifest
@@ -89,6 +90,7 @@ def build_engine(source_db: str, warehouse_db: str, slot: str, slot_busy_wait: f
         limits=EngineLimits(batch_changes=500, snapshot_chunk_rows=1000, slot_busy_wait_seconds=slot_busy_wait),
         stream_params=lambda: _cdc_kwargs(source_db),
         ledger=PostgresConfirmLedger(lambda: _warehouse_connect(warehouse_db)),
+        dead_letters=PostgresDeadLetterStore(lambda: _warehouse_connect(warehouse_db)),
     )
 
 

@@ -18,6 +18,7 @@ from psycopg2.extras import LogicalReplicationConnection
 
 from paydata import settings
 from paydata.cdc.capture import SlotBusyError
+from paydata.cdc.deadletters import PostgresDeadLetterStore
 from paydata.cdc.engine import CdcEngine, EngineLimits
 from paydata.cdc.health import SlotLostError
 from paydata.cdc.ledger import PostgresConfirmLedger
@@ -104,6 +105,7 @@ class Env:
             limits=limits or EngineLimits(snapshot_chunk_rows=3, batch_changes=50),
             stream_params=stream_params or self.cdc_kwargs,
             ledger=PostgresConfirmLedger(self.warehouse_connect),
+            dead_letters=PostgresDeadLetterStore(self.warehouse_connect),
         )
 
     def execute(self, statement: str, params=None) -> None:

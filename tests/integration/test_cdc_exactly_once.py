@@ -84,6 +84,7 @@ class Databases:
         return mongo_root_client(serverSelectionTimeoutMS=5000)[self.mongo_db]
 
     def engine(self, *, sinks=None, batch_changes: int = 40, stream_extra: dict | None = None, **limits):
+        from paydata.cdc.deadletters import PostgresDeadLetterStore
         from paydata.cdc.engine import CdcEngine, EngineLimits
         from paydata.cdc.ledger import PostgresConfirmLedger
         from paydata.cdc.manifest import load_manifest
@@ -102,6 +103,7 @@ class Databases:
             owner_connect=lambda: admin_connect(self.source_db),
             stream_params=lambda: self.cdc_kwargs(**(stream_extra or {})),
             ledger=PostgresConfirmLedger(self.warehouse_connect),
+            dead_letters=PostgresDeadLetterStore(self.warehouse_connect),
             limits=EngineLimits(batch_changes=batch_changes, snapshot_chunk_rows=25, slot_busy_wait_seconds=30,
                                 **limits),
         )

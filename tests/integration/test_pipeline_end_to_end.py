@@ -20,6 +20,7 @@ from psycopg2 import sql
 from psycopg2.extras import LogicalReplicationConnection
 
 from paydata import settings
+from paydata.cdc.deadletters import PostgresDeadLetterStore
 from paydata.cdc.engine import CdcEngine, EngineLimits
 from paydata.cdc.ledger import PostgresConfirmLedger
 from paydata.cdc.manifest import MANIFEST_DIR, load_manifest
@@ -83,6 +84,7 @@ class Pipeline:
             limits=EngineLimits(batch_changes=2000),
             stream_params=lambda: cdc,
             ledger=PostgresConfirmLedger(self.warehouse_connect),
+            dead_letters=PostgresDeadLetterStore(self.warehouse_connect),
         )
 
     def capture(self) -> None:

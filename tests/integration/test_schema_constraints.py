@@ -443,3 +443,13 @@ def test_fx_rate_is_unique_per_pair_and_day(reference):
     )
     insert(reference, statement, (0.9123456789,))
     rejected(reference, psycopg2.errors.UniqueViolation, "fx_rate_pkey", statement, (0.91,))
+
+
+@pytest.mark.parametrize("column", ["device_id", "session_id"])
+@pytest.mark.parametrize("blank", ["", "   ", "\t"])
+def test_blank_identifiers_that_capture_tokenises_are_rejected(oltp, column, blank):
+    charge_id = new_charge(oltp, new_intent(oltp))
+    rejected(oltp, psycopg2.errors.CheckViolation, f"charge_{column}_not_blank",
+             f"UPDATE charge SET {column} = %s WHERE charge_id = %s", (blank, charge_id))
+    insert(oltp, f"UPDATE charge SET {column} = NULL WHERE charge_id = %s", (charge_id,))  # absent is fine
+    insert(oltp, f"UPDATE charge SET {column} = 'dev-1' WHERE charge_id = %s", (charge_id,))

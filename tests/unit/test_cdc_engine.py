@@ -43,6 +43,20 @@ class MemoryLedger:
         pass
 
 
+class MemoryDeadLetters:
+    def __init__(self):
+        self.letters = []
+
+    def record(self, letters):
+        self.letters.extend(letters)
+
+    def counts(self, source):
+        return len(self.letters), len(self.letters)
+
+    def close(self):
+        pass
+
+
 class MemorySink:
     def __init__(self, name: str):
         self.name = name
@@ -113,10 +127,11 @@ def test_engine_requires_every_sink_the_manifest_routes_to():
     manifest = load_manifest("oltp")
     with pytest.raises(ValueError, match="mongo"):
         CdcEngine(manifest, [MemorySink("warehouse")], connect=None, replication_connect=None, owner_connect=None,
-                  stream_params=None, ledger=MemoryLedger())
+                  stream_params=None, ledger=MemoryLedger(), dead_letters=MemoryDeadLetters())
     with pytest.raises(ValueError, match="unique"):
         CdcEngine(manifest, [MemorySink("warehouse"), MemorySink("warehouse")], connect=None,
-                  replication_connect=None, owner_connect=None, stream_params=None, ledger=MemoryLedger())
+                  replication_connect=None, owner_connect=None, stream_params=None, ledger=MemoryLedger(),
+                  dead_letters=MemoryDeadLetters())
 
 
 def test_snapshot_positions_sort_before_streamed_changes_and_fit_int4():
@@ -218,13 +233,14 @@ def streaming_engine(**limits):
     manifest.tokenise = lambda value, domain: f"tok_{domain}_{value}"  # no token key needed
     sink = RecordingSink("warehouse")
     engine = CdcEngine(manifest, [sink], connect=None, replication_connect=None, owner_connect=None,
-                       stream_params=None, ledger=MemoryLedger(), limits=EngineLimits(stream_idle_seconds=0.05, **limits))
+                       stream_params=None, ledger=MemoryLedger(), dead_letters=MemoryDeadLetters(),
+                       limits=EngineLimits(stream_idle_seconds=0.05, **limits))
     return engine, sink
 
 
 def stream(engine, sink, messages, *, keepalive_lsn=0, target=10**9, max_batches=None, applied=None):
     scripted = ScriptedStream(messages, keepalive_lsn, [sink], engine.ledger)
-    report = {"batches": 0, "transactions": 0, "changes_read": 0, "applied": {sink.name: 0}}
+    report = {"batches": 0, "transactions": 0, "changes_read": 0, "dead_lettered": 0, "applied": {sink.name: 0}}
     caught_up = engine._stream_batches(None, scripted, {sink.name: applied or Position.zero()}, report, 0, target,
                                        max_batches=max_batches, upto_lsn=None)
     return caught_up, scripted, report
@@ -282,7 +298,7 @@ def test_schema_drift_confirms_nothing_of_its_batch():
     engine, sink = streaming_engine(batch_changes=1)
     messages = transaction(1000, 1, [(1, 1)]) + transaction(2000, 2, [(2,)], columns=("id",))
     scripted = ScriptedStream(messages, 2500, [sink], engine.ledger)
-    report = {"batches": 0, "transactions": 0, "changes_read": 0, "applied": {sink.name: 0}}
+    report = {"batches": 0, "transactions": 0, "changes_read": 0, "dead_lettered": 0, "applied": {sink.name: 0}}
     with pytest.raises(SchemaDriftError, match="v"):
         engine._stream_batches(None, scripted, {sink.name: Position.zero()}, report, 0, 2100,
                                max_batches=None, upto_lsn=None)
@@ -352,7 +368,7 @@ def test_a_keepalive_after_a_relation_never_confirms_a_received_but_unapplied_tr
     sink = BlockingSink("warehouse")
     ledger = MemoryLedger()
     engine = CdcEngine(manifest, [sink], connect=None, replication_connect=None, owner_connect=None,
-                       stream_params=None, ledger=ledger,
+                       stream_params=None, ledger=ledger, dead_letters=MemoryDeadLetters(),
                        limits=EngineLimits(batch_changes=4, stream_idle_seconds=0.2, keepalive_seconds=0.05))
     client, server = socket.socketpair()
     stream = wire.ReplicationStream(wire._Transport(client), backend_pid=1)
@@ -360,7 +376,7 @@ def test_a_keepalive_after_a_relation_never_confirms_a_received_but_unapplied_tr
     t2_start = [(1900, begin(2000, 2)), (0, relation())]
     server.sendall(b"".join(xlog_frame(lsn, payload) for lsn, payload in t1 + t2_start))
     server.sendall(wire._message(b"d", wire._KEEPALIVE.pack(b"k", 5000, 0, 1)))
-    report = {"batches": 0, "transactions": 0, "changes_read": 0, "applied": {"warehouse": 0}}
+    report = {"batches": 0, "transactions": 0, "changes_read": 0, "dead_lettered": 0, "applied": {"warehouse": 0}}
     outcome: dict = {}
 
     def run():
@@ -445,3 +461,68 @@ def test_heartbeat_content_carries_its_time():
     now = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
     assert heartbeat_time(heartbeat_content("oltp", now).encode()) == now
     assert heartbeat_time(b"hb") is None and heartbeat_time(b"\xff\xfe") is None
+
+
+# -- a value the policy cannot be applied to -----------------------------------------------------------
+
+
+def refusing_tokeniser(value, domain):
+    if value.strip() in {"", "13", "424242"}:
+        raise ValueError("cannot tokenise this value")  # as paydata.crypto.InvalidInput (a ValueError) does
+    return f"tok_{domain}_{value}"
+
+
+def tokenising_engine(on_error: str):
+    manifest = load_manifest({
+        "source": "tsrc", "slot": "s", "publication": "s",
+        "tables": {"item": {"key": ["id"], "sinks": ["warehouse"], "on_error": on_error,
+                            "columns": {"id": "keep", "v": "tokenise:device"}}},
+    })
+    manifest.tokenise = refusing_tokeniser
+    sink = RecordingSink("warehouse")
+    engine = CdcEngine(manifest, [sink], connect=None, replication_connect=None, owner_connect=None,
+                       stream_params=None, ledger=MemoryLedger(), dead_letters=MemoryDeadLetters(),
+                       limits=EngineLimits(stream_idle_seconds=0.05))
+    return engine, sink
+
+
+def test_a_value_that_cannot_be_tokenised_is_dead_lettered_and_the_stream_goes_on():
+    engine, sink = tokenising_engine("dead_letter")
+    messages = transaction(1000, 1, [(1, 10), (2, 13), (3, 30)]) + transaction(2000, 2, [(4, 40)])
+    caught_up, scripted, report = stream(engine, sink, messages, keepalive_lsn=2500, target=2100)
+    assert caught_up and sink.batches == [[(Position(1000, 0), 1), (Position(1000, 2), 3), (Position(2000, 0), 4)]]
+    (letter,) = engine.dead_letters.letters
+    assert (letter.table, letter.commit_lsn, letter.index_in_txn, letter.kind) == ("item", 1000, 1, "insert")
+    assert letter.key_text == "2" and letter.columns == ("v",) and letter.reason == "ValueError"
+    assert report["dead_lettered"] == 1
+    # The stream is confirmed past the dead letter: the next run does not stop on it again.
+    assert [lsn for lsn, _ in scripted.confirmed] == [2008, 2500]
+
+
+def test_a_dead_letter_never_holds_a_value():
+    engine, sink = tokenising_engine("dead_letter")
+    stream(engine, sink, transaction(1000, 1, [(7, 424242)]), keepalive_lsn=1500, target=1100)
+    (letter,) = engine.dead_letters.letters
+    assert "424242" not in repr(letter) and letter.key_text == "7"
+
+
+def test_on_error_stop_fails_the_run_and_applies_nothing_of_the_batch():
+    from paydata.cdc.engine import CaptureError
+
+    engine, sink = tokenising_engine("stop")
+    messages = transaction(1000, 1, [(1, 10)]) + transaction(2000, 2, [(2, 13), (3, 30)])
+    scripted = ScriptedStream(messages, 2500, [sink], engine.ledger)
+    report = {"batches": 0, "transactions": 0, "changes_read": 0, "dead_lettered": 0, "applied": {sink.name: 0}}
+    with pytest.raises(CaptureError, match=r"tsrc.item change at 0/7D0:0 \(key 2\).*ValueError in column\(s\) v"):
+        engine._stream_batches(None, scripted, {sink.name: Position.zero()}, report, 0, 2100,
+                               max_batches=None, upto_lsn=None)
+    assert sink.batches == [] and scripted.confirmed == [] and engine.dead_letters.letters == []
+
+
+def test_on_error_is_validated_in_the_manifest():
+    from paydata.cdc.manifest import ManifestError
+
+    with pytest.raises(ManifestError, match="on_error"):
+        load_manifest({"source": "t", "slot": "s", "publication": "s",
+                       "tables": {"item": {"key": ["id"], "sinks": ["warehouse"], "on_error": "ignore",
+                                           "columns": {"id": "keep"}}}})

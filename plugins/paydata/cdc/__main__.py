@@ -1,9 +1,10 @@
-"""Command line: ``python -m paydata.cdc run|status|resnapshot|adopt-slot --source reference|oltp``.
+"""Command line: ``python -m paydata.cdc run|status|resnapshot|replay|adopt-slot --source reference|oltp``.
 
 ``run`` captures once and prints the report; ``status`` prints the slot's health (lag in bytes and
 seconds, WAL retained, WAL status) and exits 2 if the slot is lost or is not the one the engine
 has been reading; ``resnapshot`` drops the slot and snapshots every table again (the recovery for
-a lost slot); ``adopt-slot`` records the slot's current position in the confirm ledger (for a
+a lost slot); ``replay`` re-applies the dead letters (changes the capture policy could not be
+applied to) from the source rows once the cause is fixed; ``adopt-slot`` records the slot's current position in the confirm ledger (for a
 slot that predates the ledger; only when it is known to be the slot the sinks were fed from).
 Exit codes: 0 ok, 1 error, 2 slot lost.
 """
@@ -20,7 +21,7 @@ from paydata.cdc.health import SlotLostError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m paydata.cdc", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["run", "status", "resnapshot", "adopt-slot"])
+    parser.add_argument("command", choices=["run", "status", "resnapshot", "replay", "adopt-slot"])
     parser.add_argument("--source", required=True, choices=["reference", "oltp"])
     parser.add_argument("--max-batches", type=int, default=None, help="run only: batches before stopping")
     args = parser.parse_args(argv)
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = engine.run(args.max_batches)
             elif args.command == "adopt-slot":
                 result = engine.adopt_slot()
+            elif args.command == "replay":
+                result = engine.replay()
             else:
                 result = engine.resnapshot()
     except SlotLostError as exc:

@@ -68,7 +68,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,6 +76,7 @@ import psycopg2
 
 from paydata.cdc import capture, failpoints
 from paydata.cdc.collector import collector_paused
+from paydata.cdc.deadletters import DeadLetter, DeadLetterStore
 from paydata.cdc.health import (
     SlotLostError,
     assess_slot,
@@ -100,6 +101,10 @@ SNAPSHOT_INDEX_BASE = -(2**31)
 
 class SinkContractError(RuntimeError):
     """A sink reported an applied position below the last change it was given."""
+
+
+class CaptureError(RuntimeError):
+    """A change of an ``on_error: stop`` table could not be captured; nothing of its batch was applied."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,7 @@ class _Batch:
     pending: dict[str, list[CapturedRow]]
     boundary: int | None = None
     source_time: datetime | None = None  # commit time of the transaction (or heartbeat) at the boundary
+    dead_letters: list[DeadLetter] = field(default_factory=list)
     rows: int = 0
     payload_bytes: int = 0
     transactions: int = 0
@@ -160,6 +166,7 @@ class CdcEngine:
         owner_connect: Callable[[], Any],
         stream_params: Callable[[], Mapping[str, Any]],
         ledger: ConfirmLedger,
+        dead_letters: DeadLetterStore,
         limits: EngineLimits | None = None,
     ) -> None:
         names = [sink.name for sink in sinks]
@@ -177,8 +184,10 @@ class CdcEngine:
         self._owner_connect = owner_connect
         self._stream_params = stream_params
         self.ledger = ledger
+        self.dead_letters = dead_letters
         self.limits = limits or EngineLimits()
         self._owner: Any = None
+        self._snapshot_dead_letters = 0
 
     @property
     def source(self) -> str:
@@ -203,6 +212,7 @@ class CdcEngine:
             conn.close()
             self._close_owner()
             self.ledger.close()
+            self.dead_letters.close()
 
     def resnapshot(self) -> dict[str, Any]:
         """Drop the slot and the recorded snapshot state, then run (which snapshots everything anew).
@@ -222,6 +232,16 @@ class CdcEngine:
             conn.close()
             self._close_owner()
         return self.run()
+
+    def replay(self) -> dict[str, Any]:
+        """Re-apply the source's unresolved dead letters from the source rows as they are now
+        (:mod:`paydata.cdc.replay`); returns how many were replayed, superseded or still fail."""
+        from paydata.cdc.replay import replay_dead_letters
+
+        try:
+            return replay_dead_letters(self)
+        finally:
+            self._close_owner()
 
     def adopt_slot(self) -> dict[str, Any]:
         """Start the confirm ledger at the slot's current position, vouching for the slot by hand.
@@ -253,6 +273,7 @@ class CdcEngine:
 
     def _run(self, conn, max_batches: int) -> dict[str, Any]:
         manifest = self.manifest
+        self._snapshot_dead_letters = 0
         catalog = capture.read_catalog(conn, list(manifest.tables))
         warnings = manifest.check_catalog(catalog)
         specs = manifest.table_specs(catalog)
@@ -273,6 +294,7 @@ class CdcEngine:
             "transactions": 0,
             "changes_read": 0,
             "applied": {sink.name: 0 for sink in self.sinks},
+            "dead_lettered": 0,
             "caught_up": False,
         }
         if slot_before is None or not recorded:
@@ -281,6 +303,7 @@ class CdcEngine:
             added = [table for table in manifest.tables if table not in state.tables]
             if added:
                 report["snapshot"] = self._add_tables(conn, catalog, added, state.tables, report)
+        report["dead_lettered"] += self._snapshot_dead_letters
         if report["start_lsn"] is None:
             report["start_lsn"] = capture.slot_row(conn, manifest.slot)["confirmed_flush_lsn"]
 
@@ -294,6 +317,11 @@ class CdcEngine:
         report["lag_bytes"] = slot_after["lag_bytes"]
         report["retained_bytes"] = slot_after["retained_bytes"]
         report["wal_status"] = slot_after["wal_status"]
+        report["dead_letters_unresolved"] = self.dead_letters.counts(self.source)[0]
+        if report["dead_lettered"]:
+            log.warning("source %s: %d change(s) could not be captured and were dead-lettered (%d unresolved); "
+                        "see staging.cdc_dead_letters, fix the cause, then `python -m paydata.cdc replay --source %s`",
+                        self.source, report["dead_lettered"], report["dead_letters_unresolved"], self.source)
         entry = self.ledger.entry(self.source)
         report["lag_seconds"] = None
         if entry is not None and entry.source_time is not None:
@@ -380,6 +408,7 @@ class CdcEngine:
                 CapturedChange(self.source, table, "truncate", position, commit_time, {}, None)
             ])
         counts: dict[str, int] = {}
+        self._snapshot_dead_letters = 0
         reader = self._connect()
         try:
             for table in tables:
@@ -387,11 +416,7 @@ class CdcEngine:
 
                 def on_rows(rows: list[dict[str, Any]], table: str = table) -> None:
                     with manifest.pinned_tokeniser():
-                        deliver(lambda position: [
-                            manifest.capture_row(table, row, kind="snapshot", position=position,
-                                                 commit_time=commit_time)
-                            for row in rows
-                        ])
+                        deliver(lambda position: self._snapshot_changes(table, rows, position, commit_time))
 
                 counts[table] = capture.copy_snapshot_table(
                     reader, exported.snapshot_name, table, columns, on_rows, chunk_rows=self.limits.snapshot_chunk_rows
@@ -399,7 +424,36 @@ class CdcEngine:
         finally:
             reader.close()
         log.info("snapshot of %s at %s: %s", self.source, format_lsn(exported.consistent_point), counts)
+        if self._snapshot_dead_letters:
+            log.warning("snapshot of %s: %d row(s) dead-lettered", self.source, self._snapshot_dead_letters)
         return counts
+
+    def _snapshot_changes(
+        self, table: str, rows: list[dict[str, Any]], position: Position, commit_time: datetime
+    ) -> list[CapturedChange]:
+        """Snapshot rows after the policy; a row it cannot be applied to becomes a dead letter (or stops)."""
+        changes: list[CapturedChange] = []
+        letters: list[DeadLetter] = []
+        for row in rows:
+            try:
+                changes.append(self.manifest.capture_row(table, row, kind="snapshot", position=position,
+                                                         commit_time=commit_time))
+            except ValueError as exc:
+                key, failures = self.manifest.diagnose_row(table, row)
+                columns = tuple(column for column, _ in failures if column)
+                reason = ", ".join(sorted({error for _, error in failures} | {type(exc).__name__}))
+                letter = DeadLetter(self.source, table, position.commit_lsn, position.index_in_txn, "snapshot",
+                                    key, columns, reason, commit_time)
+                if self.manifest.tables[table].on_error == "stop":
+                    raise CaptureError(
+                        f"{self.source}.{table} snapshot row (key {letter.key_text}) cannot be captured: {reason} "
+                        f"in column(s) {', '.join(columns) or '?'}; the manifest says on_error: stop"
+                    ) from exc
+                letters.append(letter)
+        # Recorded before the chunk reaches a sink; the snapshot is redone whole if it is interrupted.
+        self.dead_letters.record(letters)
+        self._snapshot_dead_letters += len(letters)
+        return changes
 
     # -- streaming -----------------------------------------------------------------------------------------
 
@@ -505,6 +559,7 @@ class CdcEngine:
                 report["applied"][name] += len(batch.pending[name])
             report["transactions"] += batch.transactions
             report["changes_read"] += batch.captured
+            report["dead_lettered"] += len(batch.dead_letters)
             # Every sink has returned: each applied all changes of every transaction up to the boundary.
             if batch.boundary > confirmed:
                 report_position(batch.boundary, batch.source_time)
@@ -557,12 +612,32 @@ class CdcEngine:
                 raise
 
     def _apply_batch(self, batch: _Batch) -> dict[str, Position]:
+        # Before any sink: a crash after this replays the batch, and the letters are keyed by position.
+        self.dead_letters.record(batch.dead_letters)
         positions: dict[str, Position] = {}
         for sink in self.sinks:
             if batch.pending[sink.name]:
                 positions[sink.name] = self._apply_rows(sink, batch.pending[sink.name])
                 failpoints.reach(f"cdc.sink_committed.{sink.name}")
         return positions
+
+    def _dead_letter(self, change: Any, commit_time: datetime, exc: Exception) -> DeadLetter:
+        """The dead letter of a change ``capture_raw`` failed on, or CaptureError for an ``on_error: stop`` table."""
+        table, key, failures = self.manifest.diagnose_raw(change)
+        columns = tuple(column for column, _ in failures if column)
+        reason = ", ".join(sorted({error for _, error in failures} | {type(exc).__name__}))
+        letter = DeadLetter(self.source, table, change.lsn_commit, change.index_in_txn, change.kind, key,
+                            columns, reason, commit_time)
+        if self.manifest.tables[table].on_error == "stop":
+            raise CaptureError(
+                f"{self.source}.{table} change at {format_lsn(change.lsn_commit)}:{change.index_in_txn} "
+                f"(key {letter.key_text}) cannot be captured: {reason} in column(s) {', '.join(columns) or '?'}. "
+                "The table's manifest says on_error: stop, so nothing of this batch was applied and the slot "
+                "was not advanced; fix the row in the source (or the policy) and rerun."
+            ) from exc
+        log.warning("dead-lettered %s.%s %s at %s:%d: %s in %s", self.source, table, change.kind,
+                    format_lsn(change.lsn_commit), change.index_in_txn, reason, ", ".join(columns) or "?")
+        return letter
 
     def _raise_if_slot_lost(self, conn, exc: Exception) -> None:
         """After a streaming error: SlotLostError (from ``exc``) if the slot is gone or invalidated."""
@@ -646,7 +721,12 @@ class CdcEngine:
                 commit_lsn = item.commit_lsn
                 captured_rows = 0
                 for change in item.changes:
-                    for captured in capture_raw(change):
+                    try:
+                        captured_changes = capture_raw(change)
+                    except ValueError as exc:  # a value the policy cannot be applied to (tokenise, parse)
+                        batch.dead_letters.append(self._dead_letter(change, item.commit_time, exc))
+                        continue
+                    for captured in captured_changes:
                         captured_rows += 1
                         for sink_name in sinks_of[captured.table]:
                             # Only a transaction at a sink's stored commit LSN needs the per-change check.
@@ -701,9 +781,14 @@ def engine_for_source(source: str, sinks: Sequence[Sink] | None = None, limits: 
     """The engine for ``reference`` or ``oltp`` with its manifest, configured connections and sinks."""
     if source not in ("reference", "oltp"):
         raise ValueError(f"unknown CDC source {source!r}: expected 'reference' or 'oltp'")
+    from paydata import settings
+    from paydata.cdc.deadletters import PostgresDeadLetterStore
+
     return CdcEngine(
         load_manifest(source), default_sinks() if sinks is None else sinks, limits=limits,
-        ledger=warehouse_ledger(), **source_connectors(source)
+        ledger=warehouse_ledger(),
+        dead_letters=PostgresDeadLetterStore(lambda: settings.pg_connect(settings.WAREHOUSE_CONN_ID)),
+        **source_connectors(source),
     )
 
 

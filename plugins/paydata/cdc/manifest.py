@@ -49,7 +49,8 @@ so at most ~120 MB; a stream that repeats customers within that many distinct va
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _DOMAIN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _TOP_LEVEL_KEYS = {"source", "slot", "publication", "tables"}
-_TABLE_KEYS = {"key", "sinks", "history", "columns"}
+_TABLE_KEYS = {"key", "sinks", "history", "columns", "on_error"}
+ON_ERROR_POLICIES = ("dead_letter", "stop")
 
 PolicyAction = Literal["keep", "tokenise", "drop"]
 
@@ -104,6 +105,9 @@ class TableManifest:
     sinks: tuple[str, ...]
     history: bool
     columns: Mapping[str, ColumnPolicy]
+    # A change the policy cannot be applied to (a value that cannot be tokenised): recorded as a dead
+    # letter while the stream goes on, or the run stops (tables where a gap corrupts what is built on them).
+    on_error: str = "dead_letter"
 
     @cached_property
     def captured_columns(self) -> tuple[str, ...]:
@@ -375,6 +379,57 @@ class Manifest:
                 return [deleted, captured]
         return [captured]
 
+    def diagnose_raw(self, change: RawChange) -> tuple[str, Any, list[tuple[str, str]]]:
+        """Why :meth:`capture_raw` failed on ``change``: ``(table, key or None, [(column, error class)])``.
+
+        For a dead letter: names the columns whose value could not be captured and the key as the
+        sinks hold it (tokenised where the policy says so; None when the key itself failed), never a
+        value. Call inside :meth:`pinned_tokeniser`, after ``capture_raw`` raised.
+        """
+        plan = self._row_plans[change.relation.relation_id][1]
+        table = plan.table
+        source_values = change.new if change.new is not None else None
+        failures: list[tuple[str, str]] = []
+        values: list[Any] | None = None
+        if source_values is not None and not plan.missing:
+            values = list(plan.project(source_values))
+            for position, memo, parse, domain in plan.tokenised:
+                text = values[position]
+                if text is None or text is UNCHANGED_TOAST:
+                    continue
+                try:
+                    values[position] = self._memo_token(memo, text, parse, domain)
+                except Exception as exc:  # any failure: its class is the diagnosis
+                    failures.append((table.captured_columns[position], type(exc).__name__))
+                    values[position] = None
+        key = None
+        failed = {column for column, _ in failures}
+        if values is not None and not failed & set(table.key):
+            key = plan.key_of(values)
+        elif change.old is not None:
+            with contextlib.suppress(Exception):
+                key = plan.old_key(self, change)
+        if not failures:
+            failures.append(("", "unknown"))
+        return table.name, key, failures
+
+    def diagnose_row(self, table_name: str, values: Mapping[str, Any]) -> tuple[Any, list[tuple[str, str]]]:
+        """:meth:`diagnose_raw` for a parsed row (a snapshot row): ``(key or None, [(column, error class)])``."""
+        table = self.tables[table_name]
+        failures: list[tuple[str, str]] = []
+        captured: dict[str, Any] = {}
+        for column, domain in table.captured_policies:
+            value = values.get(column)
+            try:
+                captured[column] = value if domain is None or value is None else self._value(table.columns[column], value)
+            except Exception as exc:  # any failure: its class is the diagnosis
+                failures.append((column, type(exc).__name__))
+        key = None
+        if all(column in captured for column in table.key):
+            key_values = tuple(None if captured[c] is None else str(captured[c]) for c in table.key)
+            key = key_values[0] if len(key_values) == 1 else key_values
+        return key, failures or [("", "unknown")]
+
     def _row_plan(self, relation: Relation) -> _RowPlan | None:
         table = self.tables.get(relation.name) if relation.namespace == SOURCE_SCHEMA else None
         if table is None:
@@ -616,4 +671,7 @@ def _table(name: str, raw: object, where: str) -> TableManifest:
             raise ManifestError(f"{where}.key: key column {column!r} is not listed under columns")
         if columns[column].action == "drop":
             raise ManifestError(f"{where}.key: key column {column!r} cannot be dropped (sinks need the key)")
-    return TableManifest(name, key, sinks, history, columns)
+    on_error = raw.get("on_error", "dead_letter")
+    if on_error not in ON_ERROR_POLICIES:
+        raise ManifestError(f"{where}.on_error: expected one of {list(ON_ERROR_POLICIES)}, got {on_error!r}")
+    return TableManifest(name, key, sinks, history, columns, on_error)

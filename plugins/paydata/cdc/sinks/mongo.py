@@ -586,6 +586,24 @@ class MongoSink:
         with self.database.client.start_session() as session:
             return session.with_transaction(lambda s: self._apply(source, changes, s))
 
+    def replay(self, source: str, change: CapturedChange) -> bool:
+        """Apply one change below the stored offset (a dead letter re-read from the source).
+
+        The offset stays; each document's and element's position guard keeps a newer version that
+        is already stored (then nothing is written). Returns True; raises as :meth:`apply` does.
+        """
+        _model_of(change)
+        if change.source != source or change.kind not in {"insert", "update", "delete", "snapshot"}:
+            raise UnsupportedChange(f"cannot replay a {change.kind!r} change of {change.source}.{change.table}")
+        if not self.uses_transactions:
+            self._apply_segment([change], self._truncate_watermarks(source, None), None)
+            return True
+        with self.database.client.start_session() as session:
+            session.with_transaction(
+                lambda s: self._apply_segment([change], self._truncate_watermarks(source, s), s)
+            )
+        return True
+
     def _apply(self, source: str, changes: list[CapturedChange], session: ClientSession | None) -> Position:
         db = self.database
         applied = self._stored_position(source, session)

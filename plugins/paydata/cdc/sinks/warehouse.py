@@ -892,6 +892,39 @@ class WarehouseSink:
         with collector_paused():
             return self._apply_rows(source, rows)
 
+    def replay(self, source: str, change: CapturedChange) -> bool:
+        """Apply one change that lies below the stored offset (a dead letter re-read from the source).
+
+        Under the source's offset lock, which stays where it is. Returns False, applying nothing, when
+        the mirror already holds a version of the key at a later position: the history must not get
+        an old position with newer values. Raises :class:`WarehouseSinkError` for bad input.
+        """
+        (change,) = self._ordered_and_validated(source, [change])
+        plan = self._plans[(source, change.table)]
+        conn = self._connection()
+        try:
+            with collector_paused(), conn.cursor() as cursor:
+                cursor.execute(_statement("ensure_offset", schema=self._schema), {"source": source})
+                cursor.execute(_statement("lock_offset", schema=self._schema), {"source": source})
+                key_match = sql.SQL(" AND ").join(
+                    _statement("key_column_equals", column=sql.Identifier(column)) for column in plan.key
+                )
+                cursor.execute(
+                    _statement("select_row_position", schema=self._schema, table=sql.Identifier(plan.mirror),
+                               key_match=key_match),
+                    [change.key[column] for column in plan.key],
+                )
+                stored = cursor.fetchone()
+                if stored is not None and Position(*stored) > change.position:
+                    conn.commit()
+                    return False
+                self._apply_pending(cursor, source, [change])
+            conn.commit()
+        except BaseException:
+            self._abandon()
+            raise
+        return True
+
     def _validated_rows(self, source: str, rows: list[CapturedRow]) -> list[CapturedRow]:
         """Raise :class:`WarehouseSinkError` unless every row fits a prepared spec, in position order.
 

@@ -1,0 +1,1 @@
+{column} = CAST(%s AS {type})
