@@ -20,12 +20,15 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-STAGING_REFERENCE = Asset("paydata://warehouse/staging/reference")
-STAGING_OLTP = Asset("paydata://warehouse/staging/oltp")
-FACT_ASSET = Asset("paydata://warehouse/marts/fct_balance_transaction")
-CHARGE_ASSET = Asset("paydata://warehouse/marts/fct_charge")
-LABEL_ASSET = Asset("paydata://warehouse/marts/fct_charge_label")
-AGGREGATES_ASSET = Asset("paydata://warehouse/marts/aggregates")
+from paydata import assets
+
+# The marts are built from these two sources' staging tables (paydata.warehouse.build.SOURCES).
+STAGING_REFERENCE = Asset(assets.cdc_staging("reference"))
+STAGING_OLTP = Asset(assets.cdc_staging("oltp"))
+FACT_ASSET = Asset(assets.marts("fct_balance_transaction"))
+CHARGE_ASSET = Asset(assets.marts("fct_charge"))
+LABEL_ASSET = Asset(assets.marts("fct_charge_label"))
+AGGREGATES_ASSET = Asset(assets.marts("aggregates"))
 
 
 @dag(

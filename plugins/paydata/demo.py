@@ -93,7 +93,7 @@ def recover_lost_slots() -> None:
     from paydata.cdc.engine import engine_for_source
     from paydata.cdc.health import SlotLostError, source_health
 
-    for source in ("reference", "oltp"):
+    for source in settings.cdc_sources():
         try:
             source_health(source)
         except SlotLostError as exc:
@@ -107,7 +107,7 @@ def slot_lag() -> list[dict]:
     from paydata.cdc.manifest import load_manifest
 
     rows = []
-    for source in ("reference", "oltp"):
+    for source in settings.cdc_sources():
         try:
             rows.append(source_health(source).as_dict())
         except SlotLostError:

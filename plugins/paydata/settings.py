@@ -51,6 +51,31 @@ DATABASE_OWNERS = {name: f"{name}_owner" for name in POSTGRES_DATABASES}
 
 MONGO_DATABASE = "paydata"
 
+# Change capture: one manifest per source database (include/cdc/<source>.yaml); a source is captured
+# through two connections, its capture role's and its tables' owner's (publications need ownership).
+CDC_MANIFEST_DIR_VARIABLE = "PAYDATA_CDC_MANIFEST_DIR"
+
+
+def cdc_manifest_dir() -> Path:
+    """Folder of the capture manifests (``PAYDATA_CDC_MANIFEST_DIR`` overrides ``include/cdc``)."""
+    return Path(os.environ.get(CDC_MANIFEST_DIR_VARIABLE) or REPO_ROOT / "include" / "cdc")
+
+
+def cdc_sources() -> list[str]:
+    """The captured sources: one per manifest file (reads file names only; cheap at DAG parse time)."""
+    return sorted(path.stem for path in cdc_manifest_dir().glob("*.yaml"))
+
+
+def capture_conn_id(source: str) -> str:
+    """Connection of ``source``'s capture role (REPLICATION + SELECT on the captured tables)."""
+    return f"paydata_cdc_{source}"
+
+
+def owner_conn_id(source: str) -> str:
+    """Connection of the owner of ``source``'s tables (creates and alters its publication)."""
+    return f"paydata_{source}"
+
+
 DEFAULT_POSTGRES_PORT = 55432
 DEFAULT_MONGO_PORT = 57017
 

@@ -63,3 +63,42 @@ def test_capture_runs_are_serialised(dags):
         dag = dags[f"{source}_cdc"]
         assert dag.max_active_runs == 1
         assert dag.catchup is False
+
+
+def test_a_third_source_is_a_manifest_away(tmp_path):
+    """A manifest dropped into the manifest folder becomes a CDC DAG publishing its own Assets."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    for source in ("reference", "oltp"):
+        shutil.copy(repo / "include" / "cdc" / f"{source}.yaml", tmp_path)
+    (tmp_path / "payouts.yaml").write_text(textwrap.dedent("""
+        source: payouts
+        slot: paydata_payouts
+        publication: paydata_payouts
+        tables:
+          bank_transfer:
+            key: [transfer_id]
+            sinks: [warehouse]
+            columns: {transfer_id: keep, iban: tokenise:iban, amount: keep}
+    """))
+    script = textwrap.dedent(f"""
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(repo / "dags")!r})
+        assert not bag.import_errors, bag.import_errors
+        cdc = sorted(dag_id for dag_id in bag.dags if dag_id.endswith("_cdc"))
+        outlets = sorted(outlet.uri for outlet in bag.dags["payouts_cdc"].get_task("capture").outlets)
+        print(cdc, outlets)
+    """)
+    env = {**os.environ, "PAYDATA_CDC_MANIFEST_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == (
+        "['oltp_cdc', 'payouts_cdc', 'reference_cdc'] ['paydata://mongo/payouts', 'paydata://warehouse/staging/payouts']"
+    )

@@ -22,7 +22,9 @@ from paydata.cdc.health import SlotLostError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m paydata.cdc", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["run", "status", "resnapshot", "replay", "adopt-slot"])
-    parser.add_argument("--source", required=True, choices=["reference", "oltp"])
+    from paydata.settings import cdc_sources
+
+    parser.add_argument("--source", required=True, choices=cdc_sources(), help="a manifest in include/cdc")
     parser.add_argument("--max-batches", type=int, default=None, help="run only: batches before stopping")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -752,8 +752,8 @@ def source_connectors(source: str) -> dict[str, Callable[[], Any]]:
 
     from paydata import settings
 
-    capture_conn_id = f"paydata_cdc_{source}"
-    owner_conn_id = settings.POSTGRES_DATABASES[source]
+    capture_conn_id = settings.capture_conn_id(source)
+    owner_conn_id = settings.owner_conn_id(source)
     return {
         "connect": lambda: settings.pg_connect(capture_conn_id),
         "replication_connect": lambda: settings.pg_connect(
@@ -778,10 +778,12 @@ def default_sinks() -> list[Sink]:
 
 
 def engine_for_source(source: str, sinks: Sequence[Sink] | None = None, limits: EngineLimits | None = None) -> CdcEngine:
-    """The engine for ``reference`` or ``oltp`` with its manifest, configured connections and sinks."""
-    if source not in ("reference", "oltp"):
-        raise ValueError(f"unknown CDC source {source!r}: expected 'reference' or 'oltp'")
+    """The engine for a source with a manifest (``settings.cdc_sources()``), its connections and sinks."""
     from paydata import settings
+
+    if source not in settings.cdc_sources():
+        raise ValueError(f"unknown CDC source {source!r}: expected one of {settings.cdc_sources()} "
+                         f"(a manifest in {settings.cdc_manifest_dir()})")
     from paydata.cdc.deadletters import PostgresDeadLetterStore
 
     return CdcEngine(

@@ -196,7 +196,7 @@ def source_health(source: str) -> SlotHealth:
     from paydata import settings
     from paydata.cdc.manifest import load_manifest
 
-    conn = settings.pg_connect(f"paydata_cdc_{source}")
+    conn = settings.pg_connect(settings.capture_conn_id(source))
     ledger = warehouse_ledger()
     try:
         return check_slot(conn, load_manifest(source), ledger)
@@ -212,7 +212,7 @@ def slot_health(source: str) -> dict[str, Any]:
     from paydata.cdc.manifest import load_manifest
 
     health = source_health(source)
-    conn = settings.pg_connect(f"paydata_cdc_{source}")
+    conn = settings.pg_connect(settings.capture_conn_id(source))
     try:
         heartbeat_lsn = heartbeat(conn, load_manifest(source))
     finally:

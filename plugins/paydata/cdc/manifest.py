@@ -38,7 +38,7 @@ from paydata.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
-MANIFEST_DIR = REPO_ROOT / "include" / "cdc"
+MANIFEST_DIR = REPO_ROOT / "include" / "cdc"  # the shipped manifests; settings.cdc_manifest_dir() may point elsewhere
 KNOWN_SINKS = frozenset({"warehouse", "mongo"})
 SOURCE_SCHEMA = "public"
 
@@ -584,7 +584,7 @@ class _RowPlan:
 def load_manifest(source: str | Path | Mapping[str, Any]) -> Manifest:
     """Load and validate a manifest.
 
-    ``source`` is a logical source name (``"oltp"`` -> ``include/cdc/oltp.yaml``), a path to a YAML
+    ``source`` is a logical source name (``"oltp"`` -> ``<settings.cdc_manifest_dir()>/oltp.yaml``), a path to a YAML
     file, or an already parsed mapping. Raises :class:`ManifestError` naming the file and the
     offending entry for any malformed content, FileNotFoundError for a missing file.
     """
@@ -592,7 +592,9 @@ def load_manifest(source: str | Path | Mapping[str, Any]) -> Manifest:
         return _build(source, "<mapping>")
     path = Path(source)
     if not path.suffix and _IDENTIFIER.match(str(source)):
-        path = MANIFEST_DIR / f"{source}.yaml"
+        from paydata.settings import cdc_manifest_dir
+
+        path = cdc_manifest_dir() / f"{source}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"CDC manifest not found: {path}")
     try:
