@@ -35,18 +35,22 @@ def cdc_dag(source: str):
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
+        dagrun_timeout=pendulum.duration(hours=2),
         tags=["paydata", "cdc", source],
         doc_md=__doc__.replace("<source>", source),
         default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
     )
     def capture_dag():
-        @task(multiple_outputs=False)
+        @task(multiple_outputs=False, execution_timeout=pendulum.duration(minutes=5))
         def slot_health() -> dict:
             from paydata.cdc.health import slot_health as check
 
             return check(source)
 
-        @task(multiple_outputs=False, outlets=[Asset(assets.cdc_staging(source)), Asset(assets.cdc_mongo(source))])
+        # A run is bounded by max_batches (and each Mongo call by its socket deadline); a run that
+        # is still going after this long is wedged somewhere and is failed, to be retried.
+        @task(multiple_outputs=False, execution_timeout=pendulum.duration(hours=1),
+              outlets=[Asset(assets.cdc_staging(source)), Asset(assets.cdc_mongo(source))])
         def capture() -> dict:
             from paydata.cdc.engine import engine_for_source
 

@@ -259,6 +259,12 @@ def pg_connect(conn_id: str, **overrides: Any):
     return psycopg2.connect(**connection(conn_id).psycopg2_kwargs(**overrides))
 
 
+# Every Mongo call is bounded: a server that accepts connections and then stops answering (seen with
+# a wedged wire server) fails the caller with a timeout instead of hanging it. A socket read may
+# wait this long; the Mongo sink's largest batch write measured about 15 s.
+MONGO_DEADLINES = {"connectTimeoutMS": 10_000, "serverSelectionTimeoutMS": 15_000, "socketTimeoutMS": 120_000}
+
+
 def mongo_client(conn_id: str = MONGO_CONN_ID, **kwargs: Any):
     """A pymongo client logged in as the user of ``conn_id`` (TLS and auth options from its extra).
 
@@ -267,7 +273,7 @@ def mongo_client(conn_id: str = MONGO_CONN_ID, **kwargs: Any):
     """
     from pymongo import MongoClient
 
-    return MongoClient(connection(conn_id).mongo_uri(), **kwargs)
+    return MongoClient(connection(conn_id).mongo_uri(), **{**MONGO_DEADLINES, **kwargs})
 
 
 def mongo_database(conn_id: str = MONGO_CONN_ID):

@@ -39,6 +39,7 @@ import psycopg2.errors
 PROTOCOL_VERSION = 3 << 16
 SSL_REQUEST_CODE = 80877103
 READ_CHUNK = 1 << 18  # bytes per recv: a quarter MiB holds ~1,700 typical change messages
+SEND_TIMEOUT_SECONDS = 60.0
 _PG_EPOCH_UNIX_SECONDS = 946_684_800
 
 _HEADER = struct.Struct(">ci")
@@ -501,7 +502,9 @@ def start_logical_stream(
                 break
             if kind == b"E":
                 raise _error_from_fields(body)
-        sock.sock.settimeout(None)
+        # Reads wait in select() with the engine's timeout; a send that a wedged server never drains
+        # fails after this long instead of blocking the run forever.
+        sock.sock.settimeout(SEND_TIMEOUT_SECONDS)
         stream = ReplicationStream(sock, backend_pid)
         stream._buffer = bytes(pending)
         return stream
