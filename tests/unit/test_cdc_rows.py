@@ -36,14 +36,9 @@ from paydata.cdc.pgoutput import (
     Relation,
     RelationColumn,
 )
-from paydata.cdc.sinks.warehouse import (
-    FILL_BY_OLD_KEY,
-    WarehouseSink,
-    WarehouseSinkError,
-    _encode_row_versions,
-    _row_versions,
-    _TablePlan,
-)
+from paydata.cdc.sinks.warehouse import WarehouseSink, WarehouseSinkError
+from paydata.cdc.sinks.warehouse.plan import _TablePlan
+from paydata.cdc.sinks.warehouse.versions import FILL_BY_OLD_KEY, _encode_row_versions, _row_versions
 from paydata.crypto.tokens import _TOKEN_MAC_BYTES, _base32_lower
 
 # --------------------------------------------------------------------------------------------

@@ -64,13 +64,13 @@ def outcome(decode, buf: bytes, pos: int):
 
 
 def test_the_engine_uses_the_c_loops_when_they_are_built():
-    from paydata.cdc.sinks import warehouse
+    from paydata.cdc.sinks.warehouse import versions
     from paydata.crypto import tokens
 
     expected = not os.environ.get("PAYDATA_PURE_PYTHON")
     assert pgoutput.ACCELERATED is expected
     assert (pgoutput._tuple is speedups.tuple_data) is expected
-    assert (warehouse._copy_fields is speedups.copy_fields) is expected
+    assert (versions._copy_fields is speedups.copy_fields) is expected
     assert (tokens._base32_lower is speedups.base32_lower) is expected
 
 
@@ -138,7 +138,7 @@ def copied(copy_fields, values):
 
 
 def test_copy_rows_are_identical():
-    from paydata.cdc.sinks.warehouse import _python_copy_fields
+    from paydata.cdc.sinks.warehouse.versions import _python_copy_fields
 
     c_copy_fields = speedups.copy_fields
     speedups.configure(UNCHANGED_TOAST, DecodeError)

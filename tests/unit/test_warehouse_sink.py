@@ -12,10 +12,8 @@ import pytest
 
 from paydata.cdc.model import CapturedChange, Position, TableSpec
 from paydata.cdc.pgoutput import UNCHANGED_TOAST
-from paydata.cdc.sinks.warehouse import (
-    WarehouseSink,
-    WarehouseSinkError,
-    _TablePlan,
+from paydata.cdc.sinks.warehouse import WarehouseSink, WarehouseSinkError
+from paydata.cdc.sinks.warehouse.copytext import (
     copy_array,
     copy_json,
     copy_text,
@@ -23,6 +21,7 @@ from paydata.cdc.sinks.warehouse import (
     validate_type,
     values_encoder_for_type,
 )
+from paydata.cdc.sinks.warehouse.plan import _TablePlan
 
 
 @pytest.mark.parametrize(
