@@ -20,15 +20,12 @@ keep any newer version of the key that has already arrived.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from psycopg2 import sql
-
-from paydata.cdc.model import STAGING_SCHEMA
-from paydata.sql import load_sql
+from paydata.cdc.bookkeeping import WarehouseBookkeeping
 
 
 @dataclass(frozen=True)
@@ -77,48 +74,12 @@ class DeadLetterStore(Protocol):
     def close(self) -> None: ...
 
 
-class PostgresDeadLetterStore:
+class PostgresDeadLetterStore(WarehouseBookkeeping):
     """:class:`DeadLetterStore` in ``staging.cdc_dead_letters`` of the warehouse (autocommit writes)."""
 
-    def __init__(self, connect: Callable[[], Any], schema: str = STAGING_SCHEMA) -> None:
-        self._connect = connect
-        self._schema = schema
-        self._conn: Any = None
-        self._prepared = False
-
-    def _statement(self, name: str) -> sql.Composed:
-        return sql.SQL(load_sql(f"cdc_dead_letters/{name}.sql").strip()).format(schema=sql.Identifier(self._schema))
-
-    def _connection(self):
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect()
-            self._conn.autocommit = True
-            self._prepared = False
-        return self._conn
-
-    def _exists(self) -> bool:
-        with self._connection().cursor() as cursor:
-            cursor.execute(sql.SQL(load_sql("cdc_dead_letters/dead_letters_exist.sql")), {"schema": self._schema})
-            return bool(cursor.fetchone()[0])
-
-    def _prepare(self) -> None:
-        if self._prepared:
-            return
-        conn = self._connection()
-        conn.autocommit = False
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(load_sql("warehouse_staging/prepare_lock.sql"))
-                cursor.execute(sql.SQL(load_sql("warehouse_staging/create_schema.sql").strip()).format(
-                    schema=sql.Identifier(self._schema)))
-                cursor.execute(self._statement("create_dead_letters"))
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
-        finally:
-            conn.autocommit = True
-        self._prepared = True
+    sql_folder = "cdc_dead_letters"
+    create_statement = "create_dead_letters"
+    exists_statement = "dead_letters_exist"
 
     def record(self, letters: Iterable[DeadLetter]) -> None:
         letters = list(letters)
@@ -164,8 +125,3 @@ class PostgresDeadLetterStore:
             cursor.execute(self._statement("dead_letter_counts"), {"source": source})
             unresolved, total = cursor.fetchone()
         return int(unresolved), int(total)
-
-    def close(self) -> None:
-        if self._conn is not None and not self._conn.closed:
-            self._conn.close()
-        self._conn = None

@@ -18,15 +18,11 @@ offsets and outside the source: the capture role needs no write access to the so
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-from psycopg2 import sql
-
-from paydata.cdc.model import STAGING_SCHEMA
-from paydata.sql import load_sql
+from paydata.cdc.bookkeeping import WarehouseBookkeeping
 
 
 @dataclass(frozen=True)
@@ -57,55 +53,21 @@ class LedgerError(RuntimeError):
     """The ledger could not record a position: nothing may be reported to the slot."""
 
 
-class PostgresConfirmLedger:
+class PostgresConfirmLedger(WarehouseBookkeeping):
     """:class:`ConfirmLedger` in a PostgreSQL table (``staging.cdc_slot_ledger`` of the warehouse).
 
     Each write commits on its own (autocommit, with the server's ``synchronous_commit``), so it is
     as durable as the sinks' data before the engine reports the position.
     """
 
-    def __init__(self, connect: Callable[[], Any], schema: str = STAGING_SCHEMA) -> None:
-        self._connect = connect
-        self._schema = schema
-        self._conn: Any = None
-        self._prepared = False
-
-    def _statement(self, name: str) -> sql.Composed:
-        return sql.SQL(load_sql(f"cdc_ledger/{name}.sql").strip()).format(schema=sql.Identifier(self._schema))
-
-    def _connection(self):
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect()
-            self._conn.autocommit = True
-            self._prepared = False
-        return self._conn
-
-    def _prepare(self) -> None:
-        if self._prepared:
-            return
-        conn = self._connection()
-        conn.autocommit = False
-        try:
-            with conn.cursor() as cursor:
-                # The same lock the warehouse sink's prepare() takes: CREATE ... IF NOT EXISTS races.
-                cursor.execute(load_sql("warehouse_staging/prepare_lock.sql"))
-                cursor.execute(sql.SQL(load_sql("warehouse_staging/create_schema.sql").strip()).format(
-                    schema=sql.Identifier(self._schema)))
-                cursor.execute(self._statement("create_ledger"))
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
-        finally:
-            conn.autocommit = True
-        self._prepared = True
+    sql_folder = "cdc_ledger"
+    create_statement = "create_ledger"
+    exists_statement = "ledger_exists"
 
     def entry(self, source: str) -> LedgerEntry | None:
-        conn = self._connection()
-        with conn.cursor() as cursor:
-            cursor.execute(sql.SQL(load_sql("cdc_ledger/ledger_exists.sql")), {"schema": self._schema})
-            if not cursor.fetchone()[0]:
-                return None
+        if not self._exists():
+            return None
+        with self._connection().cursor() as cursor:
             cursor.execute(self._statement("select_ledger"), {"source": source})
             row = cursor.fetchone()
         return None if row is None else LedgerEntry(row[0], int(row[1]), row[2])
@@ -126,8 +88,3 @@ class PostgresConfirmLedger:
                     f"the confirm ledger of source {source!r} is not started for slot {slot!r}: refusing to "
                     "report a position the ledger cannot vouch for"
                 )
-
-    def close(self) -> None:
-        if self._conn is not None and not self._conn.closed:
-            self._conn.close()
-        self._conn = None

@@ -248,6 +248,15 @@ class WarehouseSink:
 
     # -- apply --------------------------------------------------------------------------------------
 
+    def _plan_for(self, source: str, table: str) -> _TablePlan:
+        plan = self._plans.get((source, table))
+        if plan is None:
+            raise WarehouseSinkError(
+                f"no warehouse spec for {source}.{table}: the table is not captured for the "
+                "warehouse, or prepare() was not called with its spec"
+            )
+        return plan
+
     def _ordered_and_validated(self, source: str, changes: list[CapturedChange]) -> list[CapturedChange]:
         plans_by_table: dict[str, _TablePlan] = {}
         for change in changes:
@@ -263,13 +272,7 @@ class WarehouseSink:
                 raise WarehouseSinkError(f"change position must be a Position, got {change.position!r}")
             plan = plans_by_table.get(change.table)
             if plan is None:
-                plan = self._plans.get((source, change.table))
-                if plan is None:
-                    raise WarehouseSinkError(
-                        f"no warehouse spec for {source}.{change.table}: the table is not captured for the "
-                        "warehouse, or prepare() was not called with its spec"
-                    )
-                plans_by_table[change.table] = plan
+                plan = plans_by_table[change.table] = self._plan_for(source, change.table)
             plan.validate(change)
         positions = [(position.commit_lsn, position.index_in_txn) for position in map(_position_of, changes)]
         if not all(map(operator.lt, positions, islice(positions, 1, None))):
@@ -371,12 +374,7 @@ class WarehouseSink:
             layout = row.layout
             checked = plans_by_layout.get(id(layout))
             if checked is None:
-                plan = self._plans.get((source, row.table))
-                if plan is None:
-                    raise WarehouseSinkError(
-                        f"no warehouse spec for {source}.{row.table}: the table is not captured for the "
-                        "warehouse, or prepare() was not called with its spec"
-                    )
+                plan = self._plan_for(source, row.table)
                 if layout.columns != plan.columns or layout.key != plan.key or layout.table != row.table:
                     raise WarehouseSinkError(
                         f"{plan.label}: rows carry columns {list(layout.columns)} keyed by {list(layout.key)}, "
