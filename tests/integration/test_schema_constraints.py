@@ -446,7 +446,7 @@ def test_fx_rate_is_unique_per_pair_and_day(reference):
 
 
 @pytest.mark.parametrize("column", ["device_id", "session_id"])
-@pytest.mark.parametrize("blank", ["", "   ", "\t"])
+@pytest.mark.parametrize("blank", ["", "   ", "\t", " \n\r "])
 def test_blank_identifiers_that_capture_tokenises_are_rejected(oltp, column, blank):
     charge_id = new_charge(oltp, new_intent(oltp))
     rejected(oltp, psycopg2.errors.CheckViolation, f"charge_{column}_not_blank",
