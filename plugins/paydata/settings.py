@@ -24,6 +24,9 @@ REFERENCE_CONN_ID = "paydata_reference"
 OLTP_CONN_ID = "paydata_oltp"
 WAREHOUSE_CONN_ID = "paydata_warehouse"
 MONGO_CONN_ID = "paydata_mongo"
+# The landing ingest's writer: may write only sessions, telemetry, feedback, app_logs, quarantine
+# and ingest_files.
+MONGO_INGEST_CONN_ID = "paydata_mongo_ingest"
 
 # Logical database name -> connection id; the database name equals the logical name.
 POSTGRES_DATABASES = {

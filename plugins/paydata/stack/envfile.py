@@ -67,11 +67,13 @@ def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow
         values[_conn_env(CDC_CONN_PREFIX + database)] = json.dumps(
             postgres_connection(config, False, PG_CDC_ROLE, passwords[PG_CDC_ROLE], database), separators=(",", ":")
         )
-    values[_conn_env(settings.MONGO_CONN_ID)] = json.dumps(
-        {"conn_type": "mongo", "host": "127.0.0.1", "port": config.mongo_port, "schema": settings.MONGO_DATABASE,
-         "extra": {}},
-        separators=(",", ":"),
-    )
+    # The landing ingest has its own connection id; locally it reaches the same server.
+    for conn_id in (settings.MONGO_CONN_ID, settings.MONGO_INGEST_CONN_ID):
+        values[_conn_env(conn_id)] = json.dumps(
+            {"conn_type": "mongo", "host": "127.0.0.1", "port": config.mongo_port, "schema": settings.MONGO_DATABASE,
+             "extra": {}},
+            separators=(",", ":"),
+        )
     values["MLFLOW_TRACKING_URI"] = f"sqlite:///{config.mlflow_db}"
     values["PAYDATA_MLFLOW_ARTIFACTS"] = str(config.mlflow_artifacts)
     values["PAYDATA_KEK_FILE"] = str(config.kek_file)
@@ -81,7 +83,7 @@ def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow
 
 def required_keys() -> list[str]:
     conn_ids = [*settings.POSTGRES_DATABASES.values(), *(CDC_CONN_PREFIX + db for db in CDC_DATABASES),
-                settings.MONGO_CONN_ID]
+                settings.MONGO_CONN_ID, settings.MONGO_INGEST_CONN_ID]
     return ["PAYDATA_STACK_DIR", "AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
             "MLFLOW_TRACKING_URI", "PAYDATA_KEK_FILE", "PAYDATA_TOKEN_KEY_FILE",
             *(_conn_env(conn_id) for conn_id in conn_ids)]

@@ -10,7 +10,11 @@
   marks where a bound value goes. :func:`run_query` substitutes values structurally (never by
   text) and checks their types, so a parameter cannot inject query operators.
 
-Command line: ``python -m paydata.nosql apply`` / ``python -m paydata.nosql run <name> key=value ...``.
+Collections filled by the landing ingest take their validators from the record schemas
+(``include/nosql/records.json``, see :mod:`paydata.nosql.records`): ``"validator": "derived"``.
+
+Command line: ``python -m paydata.nosql apply`` / ``python -m paydata.nosql run <name> key=value ...``
+/ ``python -m paydata.nosql ingest [--landing-dir DIR]``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ COLLECTIONS_FILE = NOSQL_DIR / "collections.json"
 QUERIES_DIR = NOSQL_DIR / "queries"
 
 PARAM_TYPES = ("string", "int", "number", "date")
-_INDEX_OPTIONS = ("unique", "sparse", "partialFilterExpression")
+_INDEX_OPTIONS = ("unique", "sparse", "partialFilterExpression", "expireAfterSeconds")
 
 
 class NoSqlDefinitionError(ValueError):
@@ -51,8 +55,10 @@ def load_definitions(path: Path = COLLECTIONS_FILE) -> dict[str, dict[str, Any]]
         if not isinstance(definition, dict):
             raise NoSqlDefinitionError(f"{path}: collection {name!r} must be an object")
         validator = definition.get("validator")
-        if validator is not None and not (isinstance(validator, dict) and validator):
-            raise NoSqlDefinitionError(f"{path}: collection {name!r} validator must be a non-empty object")
+        if validator is not None and validator != "derived" and not (isinstance(validator, dict) and validator):
+            raise NoSqlDefinitionError(
+                f"{path}: collection {name!r} validator must be a non-empty object or \"derived\""
+            )
         for index in definition.get("indexes", []):
             _check_index(path, name, index)
     return collections
@@ -77,7 +83,9 @@ def apply_definitions(database: Database, definitions: dict[str, dict[str, Any]]
     indexes and drops/recreates an index of the same name whose keys or options differ.
     Indexes not in the file are left alone. Raises pymongo errors from the server unchanged.
     """
-    definitions = load_definitions() if definitions is None else definitions
+    from paydata.nosql.records import with_derived_validators
+
+    definitions = with_derived_validators(load_definitions() if definitions is None else definitions)
     actions: list[str] = []
     existing = {info["name"]: info.get("options", {}) for info in database.list_collections()}
     for name, definition in definitions.items():
