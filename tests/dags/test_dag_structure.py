@@ -13,6 +13,12 @@ EXPECTED_DOWNSTREAM = {
         "generate_traffic": {"write_landing"},
         "write_landing": set(),
     },
+    "nosql_ingest": {
+        "prepare": {"ingest"},
+        "ingest": {"reconcile"},
+        "reconcile": {"clean_landing"},
+        "clean_landing": set(),
+    },
     "reference_sync": {"sync": set()},
     "key_rotation": {"rewrap": set()},
     "reference_cdc": {"slot_health": {"capture"}, "capture": set()},
@@ -62,3 +68,13 @@ def test_capture_runs_are_serialised(dags):
         dag = dags[f"{source}_cdc"]
         assert dag.max_active_runs == 1
         assert dag.catchup is False
+
+
+def test_landing_asset_schedules_the_ingest(dags):
+    write_landing = dags["workload_generate"].get_task("write_landing")
+    assert {outlet.uri for outlet in write_landing.outlets} == {"paydata://landing/nosql"}
+    condition = dags["nosql_ingest"].timetable.asset_condition
+    assert type(condition).__name__ == "Asset" and condition.uri == "paydata://landing/nosql"
+    ingest = dags["nosql_ingest"]
+    assert ingest.max_active_runs == 1 and ingest.catchup is False
+    assert set(ingest.params) == {"batch_key", "retention_hours"}

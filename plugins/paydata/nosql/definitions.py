@@ -206,9 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     from paydata import settings
 
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in {"apply", "run", "list"}:
-        print("usage: python -m paydata.nosql apply | list | run <query> key=value ...", file=sys.stderr)
+    if not args or args[0] not in {"apply", "run", "list", "ingest"}:
+        print("usage: python -m paydata.nosql apply | list | run <query> key=value ... | ingest [landing dir]",
+              file=sys.stderr)
         return 2
+    if args[0] == "ingest":
+        from paydata.generator.landing import default_landing_dir
+        from paydata.nosql import job
+
+        landing_dir = Path(args[1]) if len(args) > 1 else default_landing_dir()
+        job.prepare()
+        report = job.run(landing_dir)
+        print(json.dumps({**report, "reconciled": job.reconcile(report["file_names"])}, indent=2))
+        return 0
     database = settings.mongo_database()
     if args[0] == "apply":
         for action in apply_definitions(database) or ["nothing to change"]:
