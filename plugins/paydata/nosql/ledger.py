@@ -87,7 +87,7 @@ def claim(database, name: str, kind: str, sha256: str, size: int, now: dt.dateti
     """
     doc = database[LEDGER].find_one({"_id": name})
     if doc is None:
-        entry = Entry(name, kind, sha256, size)
+        Entry(name, kind, sha256, size)
         database[LEDGER].update_one(
             {"_id": name},
             {"$setOnInsert": {"kind": kind, "sha256": sha256, "size": size, "status": "loading", "offset": 0,

@@ -32,7 +32,7 @@ from pymongo import UpdateOne
 
 from paydata.nosql import ledger
 from paydata.nosql.documents import execute, plan_collection
-from paydata.nosql.records import Reject, RecordTypes, check_line, record_types
+from paydata.nosql.records import RecordTypes, Reject, check_line, record_types
 from paydata.nosql.scrub import Safeguard
 
 log = logging.getLogger(__name__)

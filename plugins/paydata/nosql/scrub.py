@@ -37,7 +37,7 @@ from paydata.nosql.records import RecordType, Reject
 NAME_DOMAIN = "person_name"
 NAME_LABEL = "[name]"
 PHONE_LABEL = "[phone]"
-_WORD = re.compile(r"[^\W\d_]+(?:['’.-][^\W\d_]+)*\.?")
+_WORD = re.compile(r"[^\W\d_]+(?:['’.-][^\W\d_]+)*")
 _WORD_GAP = re.compile(r"\s+")
 _DIGIT_RUN = re.compile(r"\+?\(?\d[\d .()-]{4,22}\d")
 _MIN_WORDS, _MAX_WORDS = 2, 4
@@ -104,8 +104,8 @@ class KnownValues:
         words = normalise_name(name).split()
         if len(words) >= _MIN_WORDS:
             self.names.add(self._name_index(" ".join(words)))
-            if len(words) > _MIN_WORDS:  # "Dr. Ana de Souza" is also written "Ana Souza"
-                self.names.add(self._name_index(f"{words[-2]} {words[-1]}"))
+            if len(words) > _MIN_WORDS:  # "Ana de Souza" is also written "Ana Souza"
+                self.names.add(self._name_index(f"{words[0]} {words[-1]}"))
 
     def add_phone(self, phone: str) -> None:
         # "767.512.1904x102" is also written without its extension.
@@ -143,9 +143,9 @@ class KnownValues:
             hit = 0
             for size in range(min(_MAX_WORDS, len(words) - i), _MIN_WORDS - 1, -1):
                 window = words[i : i + size]
-                if any(_WORD_GAP.fullmatch(text[a.end() : b.start()]) is None for a, b in zip(window, window[1:])):
+                if any(_WORD_GAP.fullmatch(text[a.end() : b.start()]) is None for a, b in zip(window, window[1:], strict=False)):
                     continue
-                candidate = normalise_name(" ".join(w.group().rstrip(".") for w in window))
+                candidate = normalise_name(" ".join(w.group() for w in window))
                 if self._name_index(candidate) in self.names:
                     hit = size
                     break
