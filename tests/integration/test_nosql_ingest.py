@@ -14,12 +14,12 @@ import pytest
 from pymongo.errors import WriteError
 
 from paydata.crypto import default_tokeniser
-from paydata.crypto.pii import find_pii
 from paydata.generator import TrafficConfig
 from paydata.generator.landing import write_landing
 from paydata.generator.reference import MerchantProfile, chargeable_currencies
 from paydata.generator.traffic import TrafficGenerator
 from paydata.nosql import apply_definitions, hygiene, ledger
+from paydata.nosql.audit import pii_findings
 from paydata.nosql.loader import FileIngest, ingest_files, landing_files
 from paydata.nosql.scrub import KnownValues, Safeguard
 
@@ -215,35 +215,6 @@ def test_server_validators_reject_raw_identifiers_and_unbounded_arrays(db):
         db["quarantine"].insert_one({"_id": "x:1", "file": "f", "file_sha256": "0" * 64, "line": 1, "reason": "bad_json",
                                      "raw_sha256": "0" * 64, "raw_bytes": 3, "quarantined_at": NOW, "raw": "{x"})
     assert apply_definitions(db) == []
-
-
-def _strings(value):
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, str):
-        yield value
-
-
-def pii_findings(database, names: list[str], emails: list[str], phones: list[str], raw_ids: list[str]) -> list:
-    """Every string of every collection checked for PII patterns and the given known values."""
-    known_lower = [value.casefold() for value in (*names, *emails, *raw_ids) if value]
-    phone_digits = {"".join(ch for ch in phone.split("x")[0] if ch.isdigit()) for phone in phones}
-    findings = []
-    for collection in database.list_collection_names():
-        for doc in database[collection].find():
-            for text in _strings(doc):
-                if find_pii(text):
-                    findings.append((collection, doc["_id"], find_pii(text)))
-                folded = text.casefold()
-                findings += [(collection, doc["_id"], "known value") for value in known_lower if value in folded]
-                digits = "".join(ch for ch in text if ch.isdigit())
-                findings += [(collection, doc["_id"], "phone") for phone in phone_digits if len(phone) >= 7 and phone in digits
-                             and not text.startswith("tok_")]
-    return findings
 
 
 def test_no_personal_data_reaches_any_collection(db, landing, generated, safeguard):
