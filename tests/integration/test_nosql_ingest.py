@@ -183,11 +183,11 @@ def test_an_interrupted_file_resumes_at_its_committed_batch_with_exact_counts(db
     original = FileIngest._commit
     calls = {"n": 0}
 
-    def failing(self, entry, batch, now):
+    def failing(self, entry, batch, classified, now):
         calls["n"] += 1
         if calls["n"] == 3:
             raise ConnectionError("worker lost")
-        return original(self, entry, batch, now)
+        return original(self, entry, batch, classified, now)
 
     monkeypatch.setattr(FileIngest, "_commit", failing)
     with pytest.raises(ConnectionError):

@@ -24,6 +24,7 @@ import hashlib
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,24 +147,26 @@ class FileIngest:
         entry = ledger.claim(self.database, name, kind, sha256, size, now)
         if entry.status == "loaded":
             return entry
-        with open(path, "rb") as handle:
-            batch: list = []
-            for item in _lines(handle, entry.offset, self.types.max_line_bytes):
-                batch.append(item)
-                if len(batch) >= self.batch_lines:
-                    self._commit(entry, batch, now)
-                    batch = []
-            if batch:
-                self._commit(entry, batch, now)
+        # Classifying a batch is Python work, writing it is mostly waiting for the server: the next
+        # batch is read and classified in a second thread while the current one is written.
+        with open(path, "rb") as handle, ThreadPoolExecutor(max_workers=1) as worker:
+            pending = None
+            first_line = entry.lines + 1
+            for batch in _batches(_lines(handle, entry.offset, self.types.max_line_bytes), self.batch_lines):
+                classified = worker.submit(self._classify, entry, first_line, batch, now)
+                first_line += len(batch)
+                if pending is not None:
+                    self._commit(entry, pending[0], pending[1].result(), now)
+                pending = (batch, classified)
+            if pending is not None:
+                self._commit(entry, pending[0], pending[1].result(), now)
         ledger.finish(self.database, entry, now)
         return entry
 
-    def _classify(self, entry: ledger.Entry, batch: list, now: dt.datetime):
+    def _classify(self, entry: ledger.Entry, first_line: int, batch: list, now: dt.datetime):
         by_collection: dict[str, list] = defaultdict(list)
         quarantine, reasons = [], Counter()
-        line_no = entry.lines
-        for body, terminated, raw_sha, length, _end in batch:
-            line_no += 1
+        for line_no, (body, terminated, raw_sha, length, _end) in enumerate(batch, start=first_line):
             if body is None:
                 result: Any = Reject("oversize_record", f"{length} bytes > {self.types.max_line_bytes}")
             else:
@@ -180,8 +183,8 @@ class FileIngest:
             reasons[result.reason] += 1
         return by_collection, quarantine, reasons
 
-    def _commit(self, entry: ledger.Entry, batch: list, now: dt.datetime) -> None:
-        by_collection, quarantine, reasons = self._classify(entry, batch, now)
+    def _commit(self, entry: ledger.Entry, batch: list, classified: tuple, now: dt.datetime) -> None:
+        by_collection, quarantine, reasons = classified
         previous_offset = entry.offset
 
         def write(session) -> tuple[int, int]:
@@ -205,6 +208,17 @@ class FileIngest:
         advanced = _advanced(entry, batch, loaded, duplicates, reasons)
         entry.offset, entry.lines, entry.loaded = advanced.offset, advanced.lines, advanced.loaded
         entry.quarantined, entry.duplicates, entry.reasons = advanced.quarantined, advanced.duplicates, advanced.reasons
+
+
+def _batches(items: Iterator, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _advanced(entry: ledger.Entry, batch: list, loaded: int, duplicates: int, reasons: Counter) -> ledger.Entry:
