@@ -147,18 +147,42 @@ def test_a_second_file_repeating_event_ids_counts_them_as_duplicates(db, landing
     assert all(e["seq"] >= 100 for doc in overflow for e in doc["events"])
 
 
-def test_sessions_before_or_after_their_events_give_the_same_documents(db, mongo_db, landing, safeguard):
+@pytest.mark.parametrize("interrupt", [False, True])
+def test_sessions_read_with_their_events_give_the_same_documents_as_one_file_at_a_time(
+        db, mongo_db, landing, safeguard, monkeypatch, interrupt):
     sessions, events = next((landing / "sessions").glob("*.jsonl")), next((landing / "events").glob("*.jsonl"))
-    ingest_files(db, landing, [events, sessions], safeguard, now=NOW)
+    with open(events, "ab") as handle:  # an event of an unknown session, and a bad line, in the paired file
+        handle.write(b'{"session_id": "sess_orphan", "event": "page_view", "seq": 0, "ts": "2026-01-01T00:00:00Z"}\n')
+        handle.write(b"{oops\n")
+    if interrupt:
+        original, calls = FileIngest._commit, {"n": 0}
+
+        def failing(self, parts, now):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise ConnectionError("worker lost")
+            return original(self, parts, now)
+
+        monkeypatch.setattr(FileIngest, "_commit", failing)
+        with pytest.raises(ConnectionError):
+            ingest_files(db, landing, [events, sessions], safeguard, now=NOW, batch_lines=100)
+        monkeypatch.setattr(FileIngest, "_commit", original)
+    paired = ingest_files(db, landing, [events, sessions], safeguard, now=NOW, batch_lines=100)
     first = {doc["_id"]: doc for doc in db["sessions"].find({}, {"ingested_at": 0})}
     other = mongo_db.client[mongo_db.name + "_b"]
     try:
         apply_definitions(other)
-        ingest_files(other, landing, [sessions, events], safeguard, now=NOW)
+        ingest_files(other, landing, [events], safeguard, now=NOW)
+        ingest_files(other, landing, [sessions], safeguard, now=NOW)
         second = {doc["_id"]: doc for doc in other["sessions"].find({}, {"ingested_at": 0})}
+        separate = {e["_id"]: e for e in other["ingest_files"].find({}, {"lines": 1, "loaded": 1, "quarantined": 1,
+                                                                          "duplicates": 1})}
     finally:
         mongo_db.client.drop_database(other.name)
-    assert first == second and all("started_at" in doc for doc in first.values())
+    assert first == second and sum("started_at" in doc for doc in first.values()) == len(first) - 1
+    assert {e.name: (e.lines, e.loaded, e.quarantined, e.duplicates) for e in paired.files} == {
+        name: (e["lines"], e["loaded"], e["quarantined"], e["duplicates"]) for name, e in separate.items()}
+    assert all(e.reconciles and e.quarantined == (1 if e.kind == "events" else 0) for e in paired.files)
 
 
 def test_a_known_name_with_another_checksum_is_refused_not_merged(db, landing, safeguard):
@@ -183,11 +207,11 @@ def test_an_interrupted_file_resumes_at_its_committed_batch_with_exact_counts(db
     original = FileIngest._commit
     calls = {"n": 0}
 
-    def failing(self, entry, batch, classified, now):
+    def failing(self, parts, now):
         calls["n"] += 1
         if calls["n"] == 3:
             raise ConnectionError("worker lost")
-        return original(self, entry, batch, classified, now)
+        return original(self, parts, now)
 
     monkeypatch.setattr(FileIngest, "_commit", failing)
     with pytest.raises(ConnectionError):

@@ -20,7 +20,7 @@ already stored is counted as a duplicate and never written twice, and writes wit
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,13 +40,17 @@ class ConcurrentIngest(RuntimeError):
 
 @dataclass
 class Plan:
-    """Writes of one batch into one collection, with the per-line outcome."""
+    """Writes of one batch into one collection, with the outcome counted per tag (the file of each line).
+
+    Items are ``(record type, stored record, tag)``; ``loaded[tag]`` and ``duplicates[tag]`` count
+    the lines of each tag, so one batch can carry lines of several files.
+    """
 
     collection: str
     operations: list = field(default_factory=list)
     expected_matches: int = 0
-    loaded: int = 0
-    duplicates: int = 0
+    loaded: Counter = field(default_factory=Counter)
+    duplicates: Counter = field(default_factory=Counter)
 
 
 def chunked(values: list, size: int = IN_CHUNK):
@@ -68,42 +72,50 @@ def _event_bucket(session_token: str, seq: int) -> tuple[str, int]:
     return (session_token if bucket == 0 else f"{session_token}:{bucket}"), bucket
 
 
-def plan_sessions(database, items: list[tuple[str, dict]], now: dt.datetime, session=None) -> Plan:
-    """``items`` are ``(type, stored record)`` of types ``sessions`` and ``events``."""
+def plan_sessions(database, items: list[tuple[str, dict, Any]], now: dt.datetime, session=None) -> Plan:
+    """``items`` are ``(type, stored record, tag)`` of types ``sessions`` and ``events``.
+
+    A session whose header and events are in the same batch becomes one inserted document; events
+    of a stored session are pushed into it, a header into a stored events-only document is set.
+    """
     plan = Plan("sessions")
-    headers: dict[str, dict] = {}
-    events: dict[str, dict[int, dict]] = defaultdict(dict)
+    headers: dict[str, tuple[dict, Any]] = {}
+    events: dict[str, dict[int, tuple[dict, Any]]] = defaultdict(dict)
     buckets: dict[str, tuple[str, int]] = {}
-    batch_duplicates = 0
-    for kind, record in items:
+    for kind, record, tag in items:
         token = record["session_id"]
         if kind == "sessions":
             if token in headers:
-                batch_duplicates += 1
+                plan.duplicates[tag] += 1
             else:
-                headers[token] = record
+                headers[token] = (record, tag)
             continue
         doc_id, bucket = _event_bucket(token, record["seq"])
         buckets[doc_id] = (token, bucket)
         if record["seq"] in events[doc_id]:
-            batch_duplicates += 1
+            plan.duplicates[tag] += 1
         else:
             element = {key: value for key, value in record.items() if key != "session_id"}
-            events[doc_id][record["seq"]] = element
+            events[doc_id][record["seq"]] = (element, tag)
     ids = list({*headers, *events})
     stored = {doc["_id"]: doc for doc in find_in(
         database["sessions"], "_id", ids, {"started_at": 1, "events.seq": 1}, session)}
-    plan.duplicates = batch_duplicates
     for doc_id in ids:
         existing = stored.get(doc_id)
-        header = headers.get(doc_id)
+        header, header_tag = headers.get(doc_id, (None, None))
         if header is not None and existing is not None and "started_at" in existing:
-            plan.duplicates += 1
+            plan.duplicates[header_tag] += 1
             header = None
+        elif header is not None:
+            plan.loaded[header_tag] += 1
         stored_seqs = {event["seq"] for event in (existing or {}).get("events", [])}
-        new_events = [element for seq, element in sorted(events.get(doc_id, {}).items()) if seq not in stored_seqs]
-        plan.duplicates += len(events.get(doc_id, {})) - len(new_events)
-        plan.loaded += len(new_events) + (header is not None)
+        new_events = []
+        for seq, (element, tag) in sorted(events.get(doc_id, {}).items()):
+            if seq in stored_seqs:
+                plan.duplicates[tag] += 1
+            else:
+                plan.loaded[tag] += 1
+                new_events.append(element)
         if header is None and not new_events:
             continue
         token, bucket = buckets.get(doc_id, (doc_id, 0))
@@ -132,20 +144,20 @@ def _slot(device_token: str, ts: dt.datetime) -> tuple[str, dt.datetime]:
     return f"{device_token}:{hour:%Y%m%d%H}", hour
 
 
-def plan_telemetry(database, items: list[tuple[str, dict]], now: dt.datetime, session=None) -> Plan:
+def plan_telemetry(database, items: list[tuple[str, dict, Any]], now: dt.datetime, session=None) -> Plan:
     plan = Plan("telemetry")
-    by_slot: dict[str, list[dict]] = defaultdict(list)
+    by_slot: dict[str, list[tuple[dict, Any]]] = defaultdict(list)
     slot_info: dict[str, tuple[str, dt.datetime]] = {}
     seen: set[tuple[str, int]] = set()
-    for _kind, record in items:
+    for _kind, record, tag in items:
         key = (record["session_id"], record["seq"])
         if key in seen:
-            plan.duplicates += 1
+            plan.duplicates[tag] += 1
             continue
         seen.add(key)
         slot, hour = _slot(record["device_id"], record["ts"])
         slot_info[slot] = (record["device_id"], hour)
-        by_slot[slot].append({k: v for k, v in record.items() if k != "device_id"})
+        by_slot[slot].append(({k: v for k, v in record.items() if k != "device_id"}, tag))
     stored: dict[str, list[dict]] = defaultdict(list)
     for doc in find_in(database["telemetry"], "slot", list(by_slot),
                        {"slot": 1, "bucket": 1, "count": 1, "samples.session_id": 1, "samples.seq": 1}, session):
@@ -153,9 +165,13 @@ def plan_telemetry(database, items: list[tuple[str, dict]], now: dt.datetime, se
     for slot, samples in by_slot.items():
         docs = sorted(stored.get(slot, []), key=lambda doc: doc["bucket"])
         present = {(sample["session_id"], sample["seq"]) for doc in docs for sample in doc.get("samples", [])}
-        new = [sample for sample in samples if (sample["session_id"], sample["seq"]) not in present]
-        plan.duplicates += len(samples) - len(new)
-        plan.loaded += len(new)
+        new = []
+        for sample, tag in samples:
+            if (sample["session_id"], sample["seq"]) in present:
+                plan.duplicates[tag] += 1
+            else:
+                plan.loaded[tag] += 1
+                new.append(sample)
         device, hour = slot_info[slot]
         if docs and docs[-1]["count"] < SAMPLES_PER_BUCKET and new:
             last = docs[-1]
@@ -175,25 +191,25 @@ def plan_telemetry(database, items: list[tuple[str, dict]], now: dt.datetime, se
 
 # --- one document per record: feedback, app_logs ------------------------------------------------
 
-def plan_single(collection: str, key: str, database, items: list[tuple[str, dict]], now: dt.datetime,
+def plan_single(collection: str, key: str, database, items: list[tuple[str, dict, Any]], now: dt.datetime,
                 session=None) -> Plan:
     plan = Plan(collection)
-    new: dict[Any, dict] = {}
-    for _kind, record in items:
+    new: dict[Any, tuple[dict, Any]] = {}
+    for _kind, record, tag in items:
         if record[key] in new:
-            plan.duplicates += 1
+            plan.duplicates[tag] += 1
         else:
-            new[record[key]] = record
+            new[record[key]] = (record, tag)
     for doc in find_in(database[collection], "_id", list(new), {"_id": 1}, session):
-        del new[doc["_id"]]
-        plan.duplicates += 1
-    plan.loaded = len(new)
-    plan.operations = [InsertOne({"_id": doc_id, **{k: v for k, v in record.items() if k != key}, "ingested_at": now})
-                       for doc_id, record in new.items()]
+        plan.duplicates[new.pop(doc["_id"])[1]] += 1
+    for doc_id, (record, tag) in new.items():
+        plan.loaded[tag] += 1
+        plan.operations.append(InsertOne({"_id": doc_id, **{k: v for k, v in record.items() if k != key},
+                                          "ingested_at": now}))
     return plan
 
 
-def plan_collection(collection: str, database, items: list[tuple[str, dict]], now: dt.datetime, session=None) -> Plan:
+def plan_collection(collection: str, database, items: list[tuple[str, dict, Any]], now: dt.datetime, session=None) -> Plan:
     """The writes of ``items`` (all bound for ``collection``), after reading what is already stored."""
     if collection == "sessions":
         return plan_sessions(database, items, now, session)

@@ -22,17 +22,18 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from pymongo import UpdateOne
 
 from paydata.nosql import ledger
-from paydata.nosql.documents import execute, plan_collection
+from paydata.nosql.documents import execute, find_in, plan_collection
 from paydata.nosql.records import RecordTypes, Reject, check_line, record_types
 from paydata.nosql.scrub import Safeguard
 
@@ -147,21 +148,73 @@ class FileIngest:
         entry = ledger.claim(self.database, name, kind, sha256, size, now)
         if entry.status == "loaded":
             return entry
+        with open(path, "rb") as handle:
+            self._run_batches(entry, _lines(handle, entry.offset, self.types.max_line_bytes), entry.lines + 1, now)
+        ledger.finish(self.database, entry, now)
+        return entry
+
+    def _run_batches(self, entry: ledger.Entry, lines: Iterator, first_line: int, now: dt.datetime) -> None:
         # Classifying a batch is Python work, writing it is mostly waiting for the server: the next
         # batch is read and classified in a second thread while the current one is written.
-        with open(path, "rb") as handle, ThreadPoolExecutor(max_workers=1) as worker:
+        with ThreadPoolExecutor(max_workers=1) as worker:
             pending = None
-            first_line = entry.lines + 1
-            for batch in _batches(_lines(handle, entry.offset, self.types.max_line_bytes), self.batch_lines):
+            for batch in _batches(lines, self.batch_lines):
                 classified = worker.submit(self._classify, entry, first_line, batch, now)
                 first_line += len(batch)
                 if pending is not None:
-                    self._commit(entry, pending[0], pending[1].result(), now)
+                    self._commit([(entry, pending[0], pending[1].result())], now)
                 pending = (batch, classified)
             if pending is not None:
-                self._commit(entry, pending[0], pending[1].result(), now)
-        ledger.finish(self.database, entry, now)
-        return entry
+                self._commit([(entry, pending[0], pending[1].result())], now)
+
+    def run_pair(self, sessions: tuple[Path, str], events: tuple[Path, str], now: dt.datetime) -> list[ledger.Entry]:
+        """A new sessions file and its new events file (same batch and chunk) read side by side.
+
+        Both list sessions in the order of their first payment, so a batch of session lines and the
+        event lines of those sessions become one inserted document per session instead of an insert
+        and an update. An event of a session not among the last few batches of session lines waits
+        (nothing is buffered beyond it); events left when the sessions end load as usual. Each file
+        keeps its own ledger entry, offsets and counts, committed in the same transaction.
+        """
+        entries = []
+        for (path, name), kind in ((sessions, "sessions"), (events, "events")):
+            sha256, size = ledger.file_digest(path)
+            entries.append(ledger.claim(self.database, name, kind, sha256, size, now))
+        s_entry, e_entry = entries
+        limit = self.types.max_line_bytes
+        recent: deque[set] = deque(maxlen=4)
+        with open(sessions[0], "rb") as s_handle, open(events[0], "rb") as e_handle:
+            e_lines = _lines(e_handle, 0, limit)
+            e_line, head = 1, None
+            s_line = 1
+            for s_batch in _batches(_lines(s_handle, 0, limit), self.batch_lines):
+                s_classified = self._classify(s_entry, s_line, s_batch, now)
+                s_line += len(s_batch)
+                recent.append({record["session_id"] for kind, record, _tag in s_classified[0].get("sessions", ())
+                               if kind == "sessions"})
+                e_batch, e_parts = [], []
+                while len(e_batch) < 8 * self.batch_lines:
+                    if head is None:
+                        item = next(e_lines, None)
+                        if item is None:
+                            break
+                        head = (item, self._classify(e_entry, e_line, [item], now))
+                    token = next((record["session_id"] for records in head[1][0].values()
+                                  for _kind, record, _tag in records), None)
+                    if token is not None and not any(token in tokens for tokens in recent):
+                        break
+                    e_batch.append(head[0])
+                    e_parts.append(head[1])
+                    head, e_line = None, e_line + 1
+                parts = [(s_entry, s_batch, s_classified)]
+                if e_batch:
+                    parts.append((e_entry, e_batch, _merge(e_parts)))
+                self._commit(parts, now)
+            rest = chain([head[0]] if head is not None else [], e_lines)
+            self._run_batches(e_entry, rest, e_line, now)
+        for entry in entries:
+            ledger.finish(self.database, entry, now)
+        return entries
 
     def _classify(self, entry: ledger.Entry, first_line: int, batch: list, now: dt.datetime):
         by_collection: dict[str, list] = defaultdict(list)
@@ -176,38 +229,58 @@ class FileIngest:
                 record_type = self.types[result[0]]
                 safe = self.safeguard.make_safe(record_type, result[1])
                 if not isinstance(safe, Reject):
-                    by_collection[record_type.collection].append((result[0], safe))
+                    by_collection[record_type.collection].append((result[0], safe, entry.name))
                     continue
                 result = safe
             quarantine.append(_quarantine_op(entry, line_no, result, raw_sha, length, now))
             reasons[result.reason] += 1
         return by_collection, quarantine, reasons
 
-    def _commit(self, entry: ledger.Entry, batch: list, classified: tuple, now: dt.datetime) -> None:
-        by_collection, quarantine, reasons = classified
-        previous_offset = entry.offset
+    def _commit(self, parts: list[tuple[ledger.Entry, list, tuple]], now: dt.datetime) -> None:
+        """Write the lines of ``parts`` (entry, raw lines, classified) and advance each entry, atomically."""
+        by_collection: dict[str, list] = defaultdict(list)
+        quarantine = []
+        for _entry, _batch, (classified, ops, _reasons) in parts:
+            for collection, items in classified.items():
+                by_collection[collection] += items
+            quarantine += ops
+        previous = [entry.offset for entry, _batch, _classified in parts]
 
-        def write(session) -> tuple[int, int]:
-            loaded = duplicates = 0
+        def write(session) -> list[ledger.Entry]:
+            loaded, duplicates = Counter(), Counter()
             for collection, items in by_collection.items():
                 plan = plan_collection(collection, self.database, items, now, session)
                 execute(self.database, plan, session)
-                loaded += plan.loaded
-                duplicates += plan.duplicates
+                loaded.update(plan.loaded)
+                duplicates.update(plan.duplicates)
             if quarantine:
                 self.database[QUARANTINE].bulk_write(quarantine, ordered=False, session=session)
-            after = _advanced(entry, batch, loaded, duplicates, reasons)
-            ledger.checkpoint(self.database, after, previous_offset, now, session)
-            return loaded, duplicates
+            advanced = []
+            for (entry, batch, (_classified, _ops, reasons)), offset in zip(parts, previous, strict=True):
+                after = _advanced(entry, batch, loaded[entry.name], duplicates[entry.name], reasons)
+                ledger.checkpoint(self.database, after, offset, now, session)
+                advanced.append(after)
+            return advanced
 
         if self.transactions:
             with self.database.client.start_session() as session:
-                loaded, duplicates = session.with_transaction(write)
+                advanced = session.with_transaction(write)
         else:
-            loaded, duplicates = write(None)
-        advanced = _advanced(entry, batch, loaded, duplicates, reasons)
-        entry.offset, entry.lines, entry.loaded = advanced.offset, advanced.lines, advanced.loaded
-        entry.quarantined, entry.duplicates, entry.reasons = advanced.quarantined, advanced.duplicates, advanced.reasons
+            advanced = write(None)
+        for (entry, _batch, _classified), after in zip(parts, advanced, strict=True):
+            entry.offset, entry.lines, entry.loaded = after.offset, after.lines, after.loaded
+            entry.quarantined, entry.duplicates, entry.reasons = after.quarantined, after.duplicates, after.reasons
+
+
+def _merge(classified: list[tuple]) -> tuple:
+    by_collection: dict[str, list] = defaultdict(list)
+    quarantine, reasons = [], Counter()
+    for part, ops, counts in classified:
+        for collection, items in part.items():
+            by_collection[collection] += items
+        quarantine += ops
+        reasons.update(counts)
+    return by_collection, quarantine, reasons
 
 
 def _batches(items: Iterator, size: int) -> Iterator[list]:
@@ -243,8 +316,21 @@ def ingest_files(database, landing_dir: Path, paths: list[Path], safeguard: Safe
     landing_dir = Path(landing_dir)
     runner = FileIngest(database, safeguard, types, batch_lines=batch_lines)
     report = IngestReport()
+    names = {path: path.relative_to(landing_dir).as_posix() for path in paths}
+    known = {doc["_id"] for doc in find_in(database[ledger.LEDGER], "_id", list(names.values()), {"_id": 1})}
+    pairs = _fresh_pairs(paths, names, known, landing_dir)
+    partners = set(pairs.values())  # read together with their sessions file
     for path in paths:
-        name = path.relative_to(landing_dir).as_posix()
+        if path in partners:
+            continue
+        if path in pairs:
+            events = pairs[path]
+            entries = runner.run_pair((path, names[path]), (events, names[events]), now)
+            report.files += entries
+            for entry in entries:
+                log.info("%s: %s", entry.name, entry.as_dict())
+            continue
+        name = names[path]
         try:
             before = database[ledger.LEDGER].find_one({"_id": name}, {"status": 1})
             entry = runner.run(path, name, landing_kind(path, landing_dir), now)
@@ -258,3 +344,16 @@ def ingest_files(database, landing_dir: Path, paths: list[Path], safeguard: Safe
             report.files.append(entry)
         log.info("%s: %s", name, entry.as_dict())
     return report
+
+
+def _fresh_pairs(paths: list[Path], names: dict[Path, str], known: set[str], landing_dir: Path) -> dict[Path, Path]:
+    """Sessions file -> its events file, for pairs of the same batch and chunk that no ledger entry names."""
+    present = set(paths)
+    pairs = {}
+    for path in paths:
+        if landing_kind(path, landing_dir) != "sessions" or not path.name.startswith("sessions-"):
+            continue
+        events = landing_dir / "events" / ("events-" + path.name.removeprefix("sessions-"))
+        if events in present and names[path] not in known and names[events] not in known:
+            pairs[path] = events
+    return pairs
