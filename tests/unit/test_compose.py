@@ -118,7 +118,8 @@ def load_make_certs():
 def test_airflow_common_defines_exactly_the_project_connections(common_env):
     expected = {
         conn_env_name(conn_id)
-        for conn_id in [*settings.POSTGRES_DATABASES.values(), settings.MONGO_CONN_ID, *CDC_CONN_IDS.values()]
+        for conn_id in [*settings.POSTGRES_DATABASES.values(), settings.MONGO_CONN_ID, settings.MONGO_INGEST_CONN_ID,
+                        *CDC_CONN_IDS.values()]
     }
     defined = {key for key in common_env if key.startswith("AIRFLOW_CONN_")}
     assert defined == expected

@@ -218,3 +218,32 @@ def test_lines_reports_offsets_truncation_and_skips_oversize_lines_in_blocks():
     assert [end for *_rest, end in items] == [9, 1010, 1011, len(data)]
     resumed = list(_lines(io.BytesIO(data), 1010, limit))
     assert [body for body, *_rest in resumed] == [b"", b'{"b": 2']
+
+
+def test_generated_landing_files_are_private_and_every_line_passes_its_schema(tmp_path):
+    import os
+
+    from paydata.generator import TrafficConfig
+    from paydata.generator.landing import write_landing
+    from paydata.generator.reference import MerchantProfile, chargeable_currencies
+    from paydata.generator.traffic import TrafficGenerator
+
+    generator = TrafficGenerator(TrafficConfig(payments=300, start=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), days=1,
+                                               seed=4), [MerchantProfile(1, "5411", "US", "USD")], chargeable_currencies())
+    paths = write_landing(tmp_path / "landing", generator)
+    assert all(os.stat(path).st_mode & 0o777 == 0o600 for path in paths)
+    assert all(os.stat(path.parent).st_mode & 0o777 == 0o700 for path in paths)
+    kinds = {path.parent.name for path in paths}
+    assert kinds == {*TYPES.types, *TYPES.ignored_kinds}
+    sessions = set()
+    for path in sorted(paths):
+        kind = path.parent.name
+        if kind in TYPES.ignored_kinds:
+            continue
+        for raw in path.read_bytes().splitlines():
+            result = check_line(raw, kind, TYPES)
+            assert not isinstance(result, Reject), (kind, result)
+            if kind == "sessions":
+                sessions.add(result[1]["session_id"])
+            elif kind == "telemetry":
+                assert result[1]["session_id"] in sessions
