@@ -220,14 +220,19 @@ def test_lines_reports_offsets_truncation_and_skips_oversize_lines_in_blocks():
     assert [body for body, *_rest in resumed] == [b"", b'{"b": 2']
 
 
-def test_generated_landing_files_are_private_and_every_line_passes_its_schema(tmp_path):
+def test_generated_landing_files_are_private_and_every_line_passes_its_schema(tmp_path, monkeypatch):
     import os
 
+    from paydata.crypto import TOKEN_KEY_FILE_ENV, TOKEN_KEY_INLINE_ENV, new_keyfile, reload_keys
     from paydata.generator import TrafficConfig
     from paydata.generator.landing import write_landing
     from paydata.generator.reference import MerchantProfile, chargeable_currencies
     from paydata.generator.traffic import TrafficGenerator
 
+    new_keyfile(tmp_path / "token", "t9")  # the generator derives card tokens with it
+    monkeypatch.setenv(TOKEN_KEY_FILE_ENV, str(tmp_path / "token"))
+    monkeypatch.delenv(TOKEN_KEY_INLINE_ENV, raising=False)
+    reload_keys()
     generator = TrafficGenerator(TrafficConfig(payments=300, start=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), days=1,
                                                seed=4), [MerchantProfile(1, "5411", "US", "USD")], chargeable_currencies())
     paths = write_landing(tmp_path / "landing", generator)
@@ -247,3 +252,5 @@ def test_generated_landing_files_are_private_and_every_line_passes_its_schema(tm
                 sessions.add(result[1]["session_id"])
             elif kind == "telemetry":
                 assert result[1]["session_id"] in sessions
+    monkeypatch.undo()
+    reload_keys()
