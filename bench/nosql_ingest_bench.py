@@ -86,6 +86,15 @@ def make_landing(root: Path, records: int, bad_rate: float, seed: int = 7) -> tu
     return total, bad, [i.name for i in identities], [i.phone for i in identities]
 
 
+def _peak_rss_kb() -> int:
+    """Peak resident memory of this address space (VmHWM). Unlike ru_maxrss, it starts anew at exec,
+    so a spawned child does not inherit the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _ingest_child(landing: str, database_name: str, names: list, phones: list, queue) -> None:
     from paydata import settings
     from paydata.crypto import default_tokeniser
@@ -98,11 +107,11 @@ def _ingest_child(landing: str, database_name: str, names: list, phones: list, q
     tokeniser = default_tokeniser()
     safeguard = Safeguard(tokeniser, KnownValues.from_plaintext(tokeniser, names, phones))
     paths = landing_files(Path(landing))
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = _peak_rss_kb()
     started = time.perf_counter()
     report = ingest_files(database, Path(landing), paths, safeguard)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _peak_rss_kb()
     client.close()
     queue.put({"seconds": seconds, "totals": report.totals(), "rss_before_kb": baseline, "rss_peak_kb": peak})
 
@@ -136,6 +145,7 @@ def one_run(landing: Path, names: list, phones: list) -> dict:
                 plain_db[name].insert_many(documents[offset : offset + 1000], ordered=False)
         result["insert_many_seconds"] = time.perf_counter() - started
         result["documents"] = {name: len(documents) for name, documents in produced.items()}
+        del produced
         return result
     finally:
         client.drop_database(ingest_db.name)
