@@ -9,8 +9,9 @@ Generates deterministic synthetic load for the platform, one batch per data inte
 3. **generate_traffic**: payments for the interval, COPYed into OLTP in one transaction. The seed
    is derived from the interval, and a loaded batch is recognised by its marker card token, so a
    rerun of the same interval adds nothing.
-4. **write_landing**: the interval's JSON-lines landing files (sessions, events, feedback, app
-   logs, fraud labels), byte-identical on rerun.
+4. **write_landing**: the interval's JSON-lines landing files (sessions, events, telemetry,
+   feedback, app logs, fraud labels; mode 0600), byte-identical on rerun. Publishes the landing
+   Asset `paydata://landing/nosql` with the batch key, which schedules `nosql_ingest`.
 
 Params: `payments` per interval (default 5000) and `merchants` (default 200). XCom carries counts
 and paths only. Format and guarantees: `docs/generator.md`.
@@ -19,7 +20,9 @@ and paths only. Format and guarantees: `docs/generator.md`.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import Asset, dag, get_current_context, task
+
+LANDING = Asset("paydata://landing/nosql")
 
 
 @dag(
@@ -95,7 +98,7 @@ def workload_generate():
             ref.close()
             oltp.close()
 
-    @task(multiple_outputs=False)
+    @task(multiple_outputs=False, outlets=[LANDING])
     def write_landing(_loaded: dict) -> dict:
         from paydata import settings
         from paydata.generator.landing import default_landing_dir
@@ -109,6 +112,9 @@ def workload_generate():
         finally:
             ref.close()
         paths = write(default_landing_dir(), generator)
+        # The Asset event names the batch (a reference), never its content.
+        get_current_context()["outlet_events"][LANDING].extra = {"batch_key": generator.config.batch_key,
+                                                                 "files": len(paths)}
         return {"landing_dir": str(default_landing_dir()), "files": [str(p) for p in paths]}
 
     write_landing(generate_traffic(sync_replicas(seed_reference())))

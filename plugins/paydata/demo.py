@@ -21,6 +21,7 @@ PIPELINE_DAGS: list[str] = [
     "platform_healthcheck",
     "schema_migrate",
     "workload_generate",
+    "nosql_ingest",
     "reference_cdc",
     "oltp_cdc",
     "warehouse_build",
@@ -130,6 +131,35 @@ def warehouse_headlines() -> tuple[dict, list[dict]]:
         return headline, freshness(conn)
 
 
+def ingest_summary() -> dict:
+    """Ledger totals of the landing ingest and quarantined records per reason."""
+    database = settings.mongo_database()
+    try:
+        totals = next(database["ingest_files"].aggregate([{"$group": {
+            "_id": None, "files": {"$sum": 1}, "lines": {"$sum": "$lines"}, "loaded": {"$sum": "$loaded"},
+            "quarantined": {"$sum": "$quarantined"}, "duplicates": {"$sum": "$duplicates"}}}]), None)
+        reasons = list(database["quarantine"].aggregate([{"$group": {"_id": "$reason", "n": {"$sum": 1}}},
+                                                          {"$sort": {"_id": 1}}]))
+    finally:
+        database.client.close()
+    return {"totals": totals, "reasons": [(row["_id"], row["n"]) for row in reasons]}
+
+
+def print_ingest_summary() -> None:
+    summary = ingest_summary()
+    totals = summary["totals"]
+    if totals is None:
+        print("Landing ingest: no files ingested yet")
+        return
+    print("Landing ingest quarantined records by reason:")
+    for reason, count in summary["reasons"] or [("(none)", 0)]:
+        print(f"  {reason:<48} {count:>10}")
+    balance = "reconciled" if totals["lines"] == totals["loaded"] + totals["quarantined"] + totals["duplicates"] \
+        else "MISMATCH"
+    print(f"Landing ingest reconciliation ({totals['files']} files): {totals['lines']} lines = {totals['loaded']} loaded"
+          f" + {totals['quarantined']} quarantined + {totals['duplicates']} duplicates  [{balance}]")
+
+
 def print_summary(timings: dict[str, float]) -> None:
     print("\n== paydata demo summary ==")
     print("DAG runs:")
@@ -142,6 +172,7 @@ def print_summary(timings: dict[str, float]) -> None:
     print(f"MongoDB {settings.MONGO_DATABASE} documents per collection:")
     for collection, count in mongo_collection_counts():
         print(f"  {collection:<48} {count:>10}")
+    print_ingest_summary()
     print("CDC slots:")
     for slot in slot_lag():
         print(f"  {slot['slot']:<24} lag {slot['lag_bytes'] or 0:>10} bytes  wal_status {slot['wal_status']}"

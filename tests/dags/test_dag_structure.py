@@ -13,6 +13,12 @@ EXPECTED_DOWNSTREAM = {
         "generate_traffic": {"write_landing"},
         "write_landing": set(),
     },
+    "nosql_ingest": {
+        "prepare": {"ingest"},
+        "ingest": {"reconcile"},
+        "reconcile": {"clean_landing"},
+        "clean_landing": set(),
+    },
     "reference_sync": {"sync": set()},
     "key_rotation": {"rewrap": set()},
     "reference_cdc": {"slot_health": {"capture"}, "capture": set()},
@@ -102,3 +108,11 @@ def test_a_third_source_is_a_manifest_away(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == (
         "['oltp_cdc', 'payouts_cdc', 'reference_cdc'] ['paydata://mongo/payouts', 'paydata://warehouse/staging/payouts']"
     )
+def test_landing_asset_schedules_the_ingest(dags):
+    write_landing = dags["workload_generate"].get_task("write_landing")
+    assert {outlet.uri for outlet in write_landing.outlets} == {"paydata://landing/nosql"}
+    condition = dags["nosql_ingest"].timetable.asset_condition
+    assert type(condition).__name__ == "Asset" and condition.uri == "paydata://landing/nosql"
+    ingest = dags["nosql_ingest"]
+    assert ingest.max_active_runs == 1 and ingest.catchup is False
+    assert set(ingest.params) == {"batch_key", "retention_hours"}

@@ -1,14 +1,16 @@
 """NoSQL raw material: JSON-lines landing files per kind and chunk, deterministic under the seed.
 
 Layout: ``<landing dir>/<kind>/<kind>-<batch key>-<chunk:05d>.jsonl`` for the kinds
-``sessions``, ``events``, ``feedback``, ``app_logs`` and ``fraud_labels`` (format in
-``docs/generator.md``). Keys are sorted and timestamps are ISO 8601 UTC, so equal configs give
+``sessions``, ``events``, ``telemetry``, ``feedback``, ``app_logs`` and ``fraud_labels`` (format
+in ``docs/generator.md``). Keys are sorted and timestamps are ISO 8601 UTC, so equal configs give
 byte-identical files. Files are written to a temporary name and renamed, so a reader never sees a
-half-written file and a rerun simply replaces them.
+half-written file and a rerun simply replaces them. They hold raw personal data, so files are
+created with mode 0600 and folders with 0700.
 
 Sessions are the ones named by the charges' ``session_id``. Feedback text is free text as
-customers write it: sometimes it contains an email address or a card number (never a card of the
-generated traffic: a fresh Luhn-valid decoy), which is what the downstream scrubbing must catch.
+customers write it: sometimes it contains the customer's email address, name or phone number, an
+IP address or a card number (never a card of the generated traffic: a fresh Luhn-valid decoy),
+which is what the downstream scrubbing must catch.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from stdnum import luhn
 from paydata.generator.identities import derive_seed
 from paydata.generator.traffic import TrafficChunk, TrafficGenerator
 
-LANDING_KINDS = ("sessions", "events", "feedback", "app_logs", "fraud_labels")
+LANDING_KINDS = ("sessions", "events", "telemetry", "feedback", "app_logs", "fraud_labels")
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+NETWORKS = ("wifi", "cellular", "ethernet")
 FEEDBACK_RATE = 0.03
 
 _FEEDBACK_TEMPLATES = {
@@ -54,9 +59,11 @@ def _decoy_card_number(rng: random.Random) -> str:
 def landing_records(generator: TrafficGenerator, chunk: TrafficChunk) -> dict[str, list[dict]]:
     """The landing documents of one chunk, per kind (pure and deterministic)."""
     rng = random.Random(derive_seed("landing", chunk.batch_key, chunk.index))
+    # Telemetry has its own stream, so adding it left every other kind's content unchanged.
+    telemetry_rng = random.Random(derive_seed("landing-telemetry", chunk.batch_key, chunk.index))
     customers = chunk.customers
     sessions: dict[str, dict] = {}
-    events, feedback, logs, labels = [], [], [], []
+    events, telemetry, feedback, logs, labels = [], [], [], [], []
     for charge in chunk.charges:
         device = chunk.devices[charge.device_id]
         session = sessions.get(charge.session_id)
@@ -74,6 +81,12 @@ def landing_records(generator: TrafficGenerator, chunk: TrafficChunk) -> dict[st
                 "charge_count": 0,
             }
             sessions[charge.session_id] = session
+            network = telemetry_rng.choice(NETWORKS if device.device_type != "mobile" else NETWORKS[:2])
+            for seq in range(telemetry_rng.randint(1, 3)):
+                telemetry.append({"device_id": device.device_id, "session_id": charge.session_id, "seq": seq,
+                                  "ts": _iso(started + dt.timedelta(seconds=30 * seq)), "network": network,
+                                  "rtt_ms": round(telemetry_rng.lognormvariate(4.0, 0.6), 1),
+                                  "ip": charge.ip_address})
             for offset, name in enumerate(("page_view", "product_view", "add_to_cart", "checkout_start")):
                 if name != "page_view" and rng.random() < 0.15:
                     break
@@ -103,16 +116,24 @@ def landing_records(generator: TrafficGenerator, chunk: TrafficChunk) -> dict[st
             rating = 1 if charge.status == "failed" else rng.choice((1, 2, 3, 4, 4, 5, 5, 5))
             text = rng.choice(_FEEDBACK_TEMPLATES[rating])
             roll = rng.random()
+            identity = customers[charge.customer_local].identity
             if roll < 0.12:
-                text += f" Contact me at {customers[charge.customer_local].identity.email}"
+                text += f" Contact me at {identity.email}"
             elif roll < 0.17:
                 text += f" My card {_decoy_card_number(rng)} keeps getting declined."
+            elif roll < 0.22:
+                text += f" Regards, {identity.name}"
+            elif roll < 0.25:
+                text += f" Call me back on {identity.phone}"
+            elif roll < 0.27:
+                text += f" It failed from my connection {charge.ip_address}"
             feedback.append({"feedback_id": f"fb_{rng.getrandbits(64):016x}", "session_id": charge.session_id,
                              "merchant_id": charge.merchant_id, "rating": rating,
+                             "charge_created_at": _iso(charge.created_at),
                              "channel": rng.choice(("web", "email", "app")),
                              "created_at": _iso(charge.created_at + dt.timedelta(hours=rng.uniform(1, 72))),
                              "text": text})
-    return {"sessions": list(sessions.values()), "events": events, "feedback": feedback,
+    return {"sessions": list(sessions.values()), "events": events, "telemetry": telemetry, "feedback": feedback,
             "app_logs": logs, "fraud_labels": labels}
 
 
@@ -125,9 +146,13 @@ def write_chunk_landing(landing_dir: Path, generator: TrafficGenerator, chunk: T
     written = []
     for kind, records in landing_records(generator, chunk).items():
         path = landing_path(landing_dir, kind, chunk.batch_key, chunk.index)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        for folder in (path.parent.parent, path.parent):
+            folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            os.chmod(folder, DIR_MODE)
         temporary = path.with_suffix(".jsonl.tmp")
-        with temporary.open("w", encoding="utf-8") as handle:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        os.fchmod(descriptor, FILE_MODE)  # an older temporary file keeps its mode through O_CREAT
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, sort_keys=True, ensure_ascii=False))
                 handle.write("\n")

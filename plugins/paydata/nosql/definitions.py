@@ -10,9 +10,12 @@
   marks where a bound value goes. :func:`run_query` substitutes values structurally (never by
   text) and checks their types, so a parameter cannot inject query operators.
 
+Collections filled by the landing ingest take their validators from the record schemas
+(``include/nosql/records.json``, see :mod:`paydata.nosql.records`): ``"validator": "derived"``.
+
 Command line: ``python -m paydata.nosql apply`` (as the administrator, connection ``paydata_mongo``) /
 ``python -m paydata.nosql run <name> key=value ...`` (as the read-only analyst,
-``paydata_mongo_analyst``).
+``paydata_mongo_analyst``) / ``python -m paydata.nosql ingest [landing dir]`` (as the ingest writer).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ COLLECTIONS_FILE = NOSQL_DIR / "collections.json"
 QUERIES_DIR = NOSQL_DIR / "queries"
 
 PARAM_TYPES = ("string", "int", "number", "date")
-_INDEX_OPTIONS = ("unique", "sparse", "partialFilterExpression")
+_INDEX_OPTIONS = ("unique", "sparse", "partialFilterExpression", "expireAfterSeconds")
 
 
 class NoSqlDefinitionError(ValueError):
@@ -53,8 +56,10 @@ def load_definitions(path: Path = COLLECTIONS_FILE) -> dict[str, dict[str, Any]]
         if not isinstance(definition, dict):
             raise NoSqlDefinitionError(f"{path}: collection {name!r} must be an object")
         validator = definition.get("validator")
-        if validator is not None and not (isinstance(validator, dict) and validator):
-            raise NoSqlDefinitionError(f"{path}: collection {name!r} validator must be a non-empty object")
+        if validator is not None and validator != "derived" and not (isinstance(validator, dict) and validator):
+            raise NoSqlDefinitionError(
+                f"{path}: collection {name!r} validator must be a non-empty object or \"derived\""
+            )
         for index in definition.get("indexes", []):
             _check_index(path, name, index)
     return collections
@@ -79,7 +84,9 @@ def apply_definitions(database: Database, definitions: dict[str, dict[str, Any]]
     indexes and drops/recreates an index of the same name whose keys or options differ.
     Indexes not in the file are left alone. Raises pymongo errors from the server unchanged.
     """
-    definitions = load_definitions() if definitions is None else definitions
+    from paydata.nosql.records import with_derived_validators
+
+    definitions = with_derived_validators(load_definitions() if definitions is None else definitions)
     actions: list[str] = []
     existing = {info["name"]: info.get("options", {}) for info in database.list_collections()}
     for name, definition in definitions.items():
@@ -200,9 +207,19 @@ def main(argv: list[str] | None = None) -> int:
     from paydata import settings
 
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in {"apply", "run", "list"}:
-        print("usage: python -m paydata.nosql apply | list | run <query> key=value ...", file=sys.stderr)
+    if not args or args[0] not in {"apply", "run", "list", "ingest"}:
+        print("usage: python -m paydata.nosql apply | list | run <query> key=value ... | ingest [landing dir]",
+              file=sys.stderr)
         return 2
+    if args[0] == "ingest":
+        from paydata.generator.landing import default_landing_dir
+        from paydata.nosql import job
+
+        landing_dir = Path(args[1]) if len(args) > 1 else default_landing_dir()
+        job.prepare()
+        report = job.run(landing_dir)
+        print(json.dumps({**report, "reconciled": job.reconcile(report["file_names"])}, indent=2))
+        return 0
     # Definitions are the administrator's job; the example queries run as the read-only analyst.
     database = settings.mongo_database(settings.MONGO_CONN_ID if args[0] == "apply" else settings.MONGO_ANALYST_CONN_ID)
     if args[0] == "apply":
