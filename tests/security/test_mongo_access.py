@@ -294,7 +294,7 @@ def test_cdc_sink_explains_missing_definitions_it_may_not_apply(clients, root, m
 
     database = db(clients, settings.MONGO_CDC_CONN_ID)
     definitions = {unique_id("missing"): {"indexes": []}}
-    monkeypatch.setattr(nosql, "load_definitions", lambda path=None: definitions)
+    monkeypatch.setattr(nosql.definitions, "load_definitions", lambda path=None: definitions)
     try:
         with pytest.raises(DefinitionsNotApplied, match="python -m paydata.nosql apply"):
             MongoSink(lambda: database).prepare([])
@@ -304,13 +304,15 @@ def test_cdc_sink_explains_missing_definitions_it_may_not_apply(clients, root, m
 
 
 def test_ingest_user_writes_its_collections(clients):
-    sessions = db(clients, settings.MONGO_INGEST_CONN_ID).sessions
+    quarantine = db(clients, settings.MONGO_INGEST_CONN_ID).quarantine
     doc_id = unique_id("ingest")
+    record = {"file": "security.jsonl", "file_sha256": "0" * 64, "line": 1, "reason": "bad_json",
+              "raw_sha256": "1" * 64, "raw_bytes": 3, "quarantined_at": datetime.now(UTC)}
     try:
-        sessions.update_one({"_id": doc_id}, {"$set": {"events": 1}}, upsert=True)
-        assert sessions.find_one({"_id": doc_id})["events"] == 1
+        quarantine.update_one({"_id": doc_id}, {"$set": record}, upsert=True)
+        assert quarantine.find_one({"_id": doc_id})["reason"] == "bad_json"
     finally:
-        sessions.delete_one({"_id": doc_id})
+        quarantine.delete_one({"_id": doc_id})
 
 
 def test_features_user_reads_sources_and_writes_features(clients, root):
