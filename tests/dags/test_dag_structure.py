@@ -108,6 +108,8 @@ def test_a_third_source_is_a_manifest_away(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == (
         "['oltp_cdc', 'payouts_cdc', 'reference_cdc'] ['paydata://mongo/payouts', 'paydata://warehouse/staging/payouts']"
     )
+
+
 def test_landing_asset_schedules_the_ingest(dags):
     write_landing = dags["workload_generate"].get_task("write_landing")
     assert {outlet.uri for outlet in write_landing.outlets} == {"paydata://landing/nosql"}
