@@ -6,8 +6,12 @@ managed database, in version order, each migration in its own transaction and un
 lock. Applying twice is a no-op; an applied file that was edited afterwards fails the task and
 names the file (history is never rewritten: add a new migration instead).
 
+Order: the key store first; then any data keys still held by a source database (from before the
+key store existed) move into it; then the reference and OLTP databases, whose migrations drop
+the emptied key tables.
+
 Triggered manually and by `make demo`; the local stack also applies migrations on `up`.
-XCom carries the list of versions applied per database.
+XCom carries the list of versions applied per database and the number of keys moved.
 """
 
 from __future__ import annotations
@@ -15,7 +19,18 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-MANAGED_DATABASES = ["reference", "oltp"]
+SOURCE_DATABASES = ["reference", "oltp"]
+
+
+def _apply(database: str) -> list[str]:
+    from paydata.migrations import apply_migrations
+    from paydata.settings import POSTGRES_DATABASES, pg_connect
+
+    conn = pg_connect(POSTGRES_DATABASES[database])
+    try:
+        return apply_migrations(conn, database)
+    finally:
+        conn.close()
 
 
 @dag(
@@ -30,17 +45,34 @@ MANAGED_DATABASES = ["reference", "oltp"]
 )
 def schema_migrate():
     @task
-    def apply(database: str) -> list[str]:
-        from paydata.migrations import apply_migrations
+    def apply_keystore() -> list[str]:
+        return _apply("keystore")
+
+    @task
+    def move_legacy_keys(_applied: list[str]) -> list[dict]:
+        from paydata.keystore.legacy import move_legacy_keys as move
+        from paydata.keystore.store import KeyStore
         from paydata.settings import POSTGRES_DATABASES, pg_connect
 
-        conn = pg_connect(POSTGRES_DATABASES[database])
+        store = KeyStore()
         try:
-            return apply_migrations(conn, database)
+            moved = []
+            for database in SOURCE_DATABASES:
+                conn = pg_connect(POSTGRES_DATABASES[database])
+                try:
+                    moved.append(move(conn, database, store).as_dict())
+                finally:
+                    conn.close()
+            return moved
         finally:
-            conn.close()
+            store.close()
 
-    apply.expand(database=MANAGED_DATABASES)
+    @task
+    def apply(database: str) -> list[str]:
+        return _apply(database)
+
+    moved = move_legacy_keys(apply_keystore())
+    moved >> apply.expand(database=SOURCE_DATABASES)
 
 
 schema_migrate()
