@@ -60,8 +60,9 @@ SQL
 }
 
 # grant_wal_maintenance ROLE: the erasure window switches WAL segments, checkpoints and lists pg_wal.
+# Function privileges live in each database's catalog: granted in the key store database.
 grant_wal_maintenance() {
-    run_sql postgres -v role="$1" <<'SQL'
+    run_sql keystore -v role="$1" <<'SQL'
 GRANT pg_checkpoint TO :"role";
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_switch_wal() TO :"role";
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_waldir() TO :"role";

@@ -106,11 +106,15 @@ def erase_customer(conn, customer_id: int, reason: str, *, keys: KeyStore | None
         charges_wiped = cursor.rowcount
         cursor.execute(oltp_sql("payment_method_detach_customer_cards"), params)
         cards_detached = cursor.rowcount
+        # Every WAL record holding the values wiped here lies before this position: the erasure
+        # window waits until no WAL segment from before it is left.
+        cursor.execute(oltp_sql("current_wal_lsn"))
+        wal_lsn = cursor.fetchone()[0]
         audit.record(
             cursor, "customer_erased", "customer", customer_id, reason=reason,
             detail={"data_key_id": destroyed[0] if destroyed else None, "data_key_ids": destroyed,
                     "cards_detached": cards_detached, "charges_wiped": charges_wiped,
-                    "hooks": hook_counts},
+                    "hooks": hook_counts, "wal_lsn": wal_lsn},
         )
     return ErasureResult(customer_id, True, erased_at, destroyed[0] if destroyed else None, cards_detached,
                          charges_wiped, tuple(destroyed), hook_counts)

@@ -394,8 +394,15 @@ def bootstrap(config: StackConfig, passwords: dict[str, str]) -> None:
                 cursor.execute(sql_statement("lock_down_database", database=database, owner=owner))
             for database in CDC_DATABASES:
                 cursor.execute(sql_statement("grant_connect", database=database, role=PG_CDC_ROLE))
-            # The erasure window (paydata.keystore.window) switches WAL segments, checkpoints and
-            # lists pg_wal to prove that no segment older than an erasure is left.
+    finally:
+        conn.close()
+    # The erasure window (paydata.keystore.window) switches WAL segments, checkpoints and lists
+    # pg_wal to prove that no segment older than an erasure is left. Function privileges live in
+    # each database's own catalog, so the grant is made in the key store database.
+    conn = connect(config, passwords[PG_SUPERUSER], dbname="keystore")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
             cursor.execute(sql_statement("grant_wal_maintenance", role=settings.KEYSTORE_ROLE))
     finally:
         conn.close()
