@@ -6,7 +6,9 @@ import pytest
 
 EXPECTED_DOWNSTREAM = {
     "platform_healthcheck": {"check_postgres": set(), "check_mongo": set()},
-    "schema_migrate": {"apply": set()},
+    "schema_migrate": {"apply_keystore": {"move_legacy_keys"}, "move_legacy_keys": {"apply"}, "apply": set()},
+    "backup": {"take": {"restore_drill"}, "restore_drill": {"expire"}, "expire": set()},
+    "erasure_window": {"close_window": {"erasure_complete"}, "erasure_complete": set()},
     "workload_generate": {
         "seed_reference": {"sync_replicas"},
         "sync_replicas": {"generate_traffic"},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,7 +59,8 @@ def _stderr_tail(process: subprocess.Popen) -> str:
 
 
 @contextmanager
-def pg_dump_stream(conn_id: str, snapshot: str | None = None, extra: tuple[str, ...] = ()) -> Iterator[Iterator[bytes]]:
+def pg_dump_stream(conn_id: str, snapshot: str | None = None, extra: tuple[str, ...] = ()
+                   ) -> Generator[Iterator[bytes], None, None]:
     """Yield an iterator over ``pg_dump -Fc`` output of ``conn_id``'s database.
 
     With ``snapshot`` the dump sees exactly that exported snapshot (so counts taken in the same
