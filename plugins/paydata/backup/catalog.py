@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from paydata.backup.stream import BackupIntegrityError, BackupKey
-from paydata.crypto import KeyRing
+from paydata.crypto import IntegrityError, KeyRing
 
 MANIFEST = "manifest.json"
 DRILL = "drill.json"
@@ -83,7 +83,7 @@ def verify(manifest: dict, ring: KeyRing) -> BackupKey:
         key = BackupKey.unwrap(bytes.fromhex(manifest["wrapped_key"]), ring)
         raw = bytes.fromhex(manifest["mac"])
         AESGCM(key.plaintext).decrypt(raw[:12], raw[12:], b"paydata/backup-manifest/v1" + _canonical(manifest))
-    except (KeyError, ValueError, InvalidTag) as exc:
+    except (KeyError, ValueError, InvalidTag, IntegrityError) as exc:
         raise BackupIntegrityError(f"manifest of backup {manifest.get('backup_id')!r} failed "
                                    f"authentication: altered, or another backup KEK ({type(exc).__name__})") from None
     return key

@@ -98,6 +98,7 @@ def pg_restore_stream(conn_id: str, dbname: str, pieces: Iterable[bytes]) -> Non
     Raises :class:`BackupSourceError` naming pg_restore's error; the first error stops it.
     """
     command = [pg_binary("pg_restore"), "--no-password", "--no-owner", "--no-privileges", "--exit-on-error",
+               "--no-publications", "--no-subscriptions",
                f"--dbname={dbname}"]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env=libpq_env(conn_id, dbname))
