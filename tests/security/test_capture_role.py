@@ -65,6 +65,8 @@ def test_a_capture_role_slot_with_test_decoding_sees_no_key_material(stack, cdc_
     erase_customer(stack_oltp, customer_id, "data_subject_request")
 
     seen = decode_everything(oltp_attacker, oltp_slot) + decode_everything(reference_attacker, reference_slot)
+    for conn in (oltp_attacker, reference_attacker):
+        conn.close()  # its temporary slot goes with it and pins no WAL
 
     assert f"table public.customer: INSERT: customer_id[bigint]:{customer_id}" in seen, "the attack itself works"
     for wrapped in (first_wrapped, second_wrapped, merchant_key.wrapped):
