@@ -14,7 +14,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-POSTGRES_CONN_IDS = ["paydata_reference", "paydata_oltp", "paydata_warehouse"]
+POSTGRES_CONN_IDS = ["paydata_reference", "paydata_oltp", "paydata_warehouse", "paydata_keystore"]
 
 
 @dag(
