@@ -54,26 +54,26 @@ def files_containing(folders: list[Path], needle: bytes) -> list[Path]:
     return found
 
 
-def advance_cdc_slots(threshold: str) -> None:
-    """The platform's own CDC runs confirm their slots past the erasure, as the scheduled DAGs do.
-
-    A slot's restart position moves after a confirmed run once the server has logged a snapshot of
-    running transactions (every checkpoint does), so: run, checkpoint, run again.
-    """
+def advance_cdc_slots(threshold: str, oltp_conn) -> None:
+    """Traffic goes on and the platform's CDC runs confirm their slots past the erasure, as in
+    production. A slot's restart position moves once the consumer confirmed a change past a
+    snapshot of running transactions the server logged (every checkpoint logs one): so a payment,
+    a checkpoint, a run, again."""
     from paydata.cdc.engine import engine_for_source
     from paydata.keystore.window import parse_lsn, push_wal, wal_state
 
-    for _ in range(4):
+    for round_ in range(4):
         state = wal_state(default_keystore().connection())
         blocking = [name for name, restart, _ in state.slots if restart <= parse_lsn(threshold)]
         if not blocking:
             return
+        app.create_customer(oltp_conn, MERCHANT, f"traffic.{round_}.{uuid.uuid4().hex[:8]}@example.com")
+        push_wal(default_keystore())
         for name in blocking:
             source = name.removeprefix("paydata_")
             if source not in ("oltp", "reference"):
                 pytest.skip(f"replication slot {name} (not the platform's) holds WAL from before the erasure")
             engine_for_source(source).run()
-        push_wal(default_keystore())
 
 
 def test_nothing_is_recoverable_after_the_erasure_window(stack, admin_connect, stack_oltp, tmp_path):
@@ -115,7 +115,7 @@ def test_nothing_is_recoverable_after_the_erasure_window(stack, admin_connect, s
     assert not status.complete
 
     # The window closes: the CDC slots move past the erasure, the backup expires, WAL is recycled.
-    advance_cdc_slots(status.threshold_lsn)
+    advance_cdc_slots(status.threshold_lsn, stack_oltp)
     close_window(stack_oltp, keys)
     assert catalog.expire(backups, dt.datetime.fromisoformat(old_backup["expires_at"])) == [old_backup["backup_id"]]
     status = erasure_status(stack_oltp, customer_id, erased_at, detail, keys=keys, backup_dir=backups)
