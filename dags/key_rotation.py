@@ -2,16 +2,17 @@
 ### Key rotation: rewrap data keys under the active KEK
 
 Run after appending a new key-encryption key (`python -m paydata.crypto rotate-kek`, which makes
-it the active KEK) and deploying the updated key file to the workers. Re-wraps every stored data
-key that is not yet under the active KEK:
+it the active KEK) and deploying the updated key file to the workers, or after rotating the KMS
+key (`PAYDATA_KMS=vault`). Re-wraps every data key in the key store that is not yet under the
+active KEK:
 
-* `merchant_data_key` in the reference database (merchant KYC fields),
-* `customer_data_key` in the OLTP database (customer personal data).
+* `merchant_data_key` (merchant KYC fields; audit row in the reference database),
+* `customer_data_key` (customer personal data; audit row in the OLTP database).
 
 Field ciphertexts are not touched: they are encrypted with the data keys, which do not change.
 Works in small batches (short transactions, no long locks), skips keys replaced or shredded
 meanwhile, and is idempotent: a rerun rewraps 0. Each run that rewrapped something leaves an
-`audit_log` row in that database. When both tasks report 0 left to do, the old KEK line can be
+`audit_log` row in the owner's source database. When both tasks report 0 left to do, the old KEK line can be
 retired from the key file.
 
 Manual only. XCom per task: table, active KEK id, rewrapped, skipped, batches.

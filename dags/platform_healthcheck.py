@@ -17,7 +17,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-POSTGRES_CONN_IDS = ["paydata_reference", "paydata_oltp", "paydata_warehouse"]
+POSTGRES_CONN_IDS = ["paydata_reference", "paydata_oltp", "paydata_warehouse", "paydata_keystore"]
 MONGO_CONN_IDS = ["paydata_mongo", "paydata_mongo_cdc", "paydata_mongo_ingest", "paydata_mongo_features",
                   "paydata_mongo_analyst"]
 

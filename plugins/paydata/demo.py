@@ -25,6 +25,7 @@ PIPELINE_DAGS: list[str] = [
     "reference_cdc",
     "oltp_cdc",
     "warehouse_build",
+    "backup",
 ]
 
 
@@ -160,6 +161,30 @@ def print_ingest_summary() -> None:
           f" + {totals['quarantined']} quarantined + {totals['duplicates']} duplicates  [{balance}]")
 
 
+def print_backup_summary() -> None:
+    """The latest encrypted backup: id, size per file, and its restore drill."""
+    from paydata.backup import catalog
+
+    root = catalog.backup_root()
+    backups = catalog.list_backups(root)
+    print(f"Encrypted backups ({root}, {len(backups)} kept):")
+    if not backups:
+        print("  none")
+        return
+    manifest = backups[-1]
+    print(f"  latest {manifest['backup_id']}: {manifest['bytes']:,} bytes AES-256-GCM under backup KEK "
+          f"{manifest['kek_id']}, taken in {manifest['seconds']:.1f}s, expires {manifest['expires_at'][:10]}")
+    for artifact in manifest["artifacts"]:
+        print(f"    {artifact['artifact']:<12} {artifact['bytes']:>14,} bytes  "
+              f"{len(artifact['tables']):>3} tables/collections")
+    drill = catalog.read_drill(root, manifest["backup_id"])
+    if drill is None:
+        print("  restore drill: not run")
+    else:
+        verdict = "ok, rows and checksums match the manifest" if drill["ok"] else f"FAILED {drill['problems']}"
+        print(f"  restore drill: {verdict} ({drill['seconds']:.1f}s)")
+
+
 def print_summary(timings: dict[str, float]) -> None:
     print("\n== paydata demo summary ==")
     print("DAG runs:")
@@ -190,6 +215,7 @@ def print_summary(timings: dict[str, float]) -> None:
     for row in fresh:
         print(f"  {row['table_name']:<28} lsn {format_lsn(row['source_lsn'])}  source commit {row['source_commit_at']}"
               f"  loaded {row['loaded_at']}")
+    print_backup_summary()
     print(f"MLflow tracking store: {settings.mlflow_tracking_uri()}")
     print(f"Logs of each DAG run: {settings.stack_dir() / 'demo-logs'}")
 

@@ -39,15 +39,21 @@ MONGO_USERS = {
     MONGO_ANALYST_CONN_ID: "paydata_analyst",
 }
 MONGO_AUTH_SOURCE = "admin"
+# The key store: wrapped data keys, in a database no capture or analyst role may connect to.
+KEYSTORE_CONN_ID = "paydata_keystore"
 
 # Logical database name -> connection id; the database name equals the logical name.
 POSTGRES_DATABASES = {
     "reference": REFERENCE_CONN_ID,
     "oltp": OLTP_CONN_ID,
     "warehouse": WAREHOUSE_CONN_ID,
+    "keystore": KEYSTORE_CONN_ID,
 }
 # Each database is owned by its own role; applications log in as that owner in the local stack.
-DATABASE_OWNERS = {name: f"{name}_owner" for name in POSTGRES_DATABASES}
+# The key store's owner is the only role besides the superuser that may connect to it.
+KEYSTORE_ROLE = "paydata_keystore"
+DATABASE_OWNERS = {name: f"{name}_owner" for name in POSTGRES_DATABASES if name != "keystore"}
+DATABASE_OWNERS["keystore"] = KEYSTORE_ROLE
 
 MONGO_DATABASE = "paydata"
 
@@ -74,6 +80,11 @@ def capture_conn_id(source: str) -> str:
 def owner_conn_id(source: str) -> str:
     """Connection of the owner of ``source``'s tables (creates and alters its publication)."""
     return f"paydata_{source}"
+
+
+def restore_drill_database(database: str) -> str:
+    """The scratch database the restore drill restores ``database``'s latest backup into."""
+    return f"restore_drill_{database}"
 
 
 DEFAULT_POSTGRES_PORT = 55432

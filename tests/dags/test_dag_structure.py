@@ -6,7 +6,10 @@ import pytest
 
 EXPECTED_DOWNSTREAM = {
     "platform_healthcheck": {"check_postgres": set(), "check_mongo": set()},
-    "schema_migrate": {"apply": set(), "apply_mongo_definitions": set()},
+    "schema_migrate": {"apply_keystore": {"move_legacy_keys"}, "move_legacy_keys": {"apply"}, "apply": set(),
+                       "apply_mongo_definitions": set()},
+    "backup": {"take": {"restore_drill"}, "restore_drill": {"expire"}, "expire": set()},
+    "erasure_window": {"close_window": {"erasure_complete"}, "erasure_complete": set()},
     "workload_generate": {
         "seed_reference": {"sync_replicas"},
         "sync_replicas": {"generate_traffic"},
@@ -108,6 +111,8 @@ def test_a_third_source_is_a_manifest_away(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == (
         "['oltp_cdc', 'payouts_cdc', 'reference_cdc'] ['paydata://mongo/payouts', 'paydata://warehouse/staging/payouts']"
     )
+
+
 def test_landing_asset_schedules_the_ingest(dags):
     write_landing = dags["workload_generate"].get_task("write_landing")
     assert {outlet.uri for outlet in write_landing.outlets} == {"paydata://landing/nosql"}

@@ -20,20 +20,15 @@ def format_table(rows: list[dict]) -> str:
 
 
 def apply_schema_migrations() -> dict[str, list[str]]:
-    """Bring every managed database to the latest schema (a no-op when already current)."""
-    from paydata import settings
-    from paydata.migrations import MANAGED_DATABASES, MigrationError, apply_migrations
+    """Bring every managed database to the latest schema (a no-op when already current); data keys
+    still in a source database move to the key store on the way (``paydata.migrations.apply_all``)."""
+    from paydata.keystore.store import KeyStoreError
+    from paydata.migrations import MigrationError, apply_all
 
-    applied = {}
-    for database in MANAGED_DATABASES:
-        conn = settings.pg_connect(settings.POSTGRES_DATABASES[database])
-        try:
-            applied[database] = apply_migrations(conn, database)
-        except MigrationError as exc:
-            raise StackError(f"schema migration failed for {database}: {exc}") from exc
-        finally:
-            conn.close()
-    return applied
+    try:
+        return apply_all()
+    except (MigrationError, KeyStoreError) as exc:
+        raise StackError(f"schema migration failed: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,8 @@ SERVICES = ("postgres", "mongo", "airflow", "mlflow")
 PG_SUPERUSER = "paydata_admin"
 PG_CDC_ROLE = "paydata_cdc"
 CDC_DATABASES = ("reference", "oltp")
+# Databases holding key material: only their owner and the superuser may connect (pg_hba.conf).
+KEYSTORE_DATABASES = ("keystore", settings.restore_drill_database("keystore"))
 
 
 class StackError(RuntimeError):
@@ -157,6 +159,14 @@ class StackConfig:
     @property
     def token_key_file(self) -> Path:
         return self.secrets_dir / "token_key"
+
+    @property
+    def backup_kek_file(self) -> Path:
+        return self.secrets_dir / "backup_kek"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.state_dir / "backups"
 
     def password_file(self, role: str) -> Path:
         return self.secrets_dir / f"{role}.password"

@@ -79,7 +79,9 @@ def ensure_up(config: StackConfig | None = None, services: Iterable[str] | str |
     mongo_passwords = _mongo_passwords(config)
     ensure_key_file(config.kek_file)
     ensure_key_file(config.token_key_file)
-    values = envfile.build_env(config, binaries.tls, passwords, _airflow_secrets(config), mongo_passwords)
+    ensure_key_file(config.backup_kek_file, key_id="bk1")
+    values = envfile.build_env(config, binaries.tls, passwords, _airflow_secrets(config), mongo_passwords,
+                               binaries.bin_dir)
     envfile.write(config.env_file, values)
 
     if "postgres" in wanted:
@@ -180,7 +182,7 @@ def _env_status(config: StackConfig) -> dict:
     row = {"service": "env", "endpoint": str(config.env_file), "pid": None, "health": "ready", "notes": ""}
     try:
         envfile.check(config.env_file)
-        for key_file in (config.kek_file, config.token_key_file):
+        for key_file in (config.kek_file, config.token_key_file, config.backup_kek_file):
             parse_key_file(key_file)
     except (StackError, OSError) as exc:
         row.update(health="corrupted" if config.env_file.exists() else "missing", notes=str(exc))

@@ -39,8 +39,11 @@ def mongo_connection(config: StackConfig, login: str, password: str) -> dict:
 
 
 def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow_secrets: dict[str, str],
-              mongo_passwords: dict[str, str]) -> dict[str, str]:
+              mongo_passwords: dict[str, str], pg_bin_dir: Path | None = None) -> dict[str, str]:
     """All variables of the env file, in a stable order.
+
+    ``pg_bin_dir`` is the Postgres ``bin`` folder the stack runs; backups use its ``pg_dump`` and
+    ``pg_restore``, whose major version must match the server's.
 
     ``passwords`` maps role names (owners, paydata_cdc) to passwords; ``airflow_secrets`` holds
     ``fernet_key``, ``jwt_secret`` and ``api_secret_key``; ``mongo_passwords`` maps MongoDB user
@@ -86,6 +89,11 @@ def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow
     values["PAYDATA_MLFLOW_ARTIFACTS"] = str(config.mlflow_artifacts)
     values["PAYDATA_KEK_FILE"] = str(config.kek_file)
     values["PAYDATA_TOKEN_KEY_FILE"] = str(config.token_key_file)
+    # Backups: their own key ring, kept apart from the data KEK, and where the encrypted files go.
+    values["PAYDATA_BACKUP_KEK_FILE"] = str(config.backup_kek_file)
+    values["PAYDATA_BACKUP_DIR"] = str(config.backup_dir)
+    if pg_bin_dir is not None:
+        values["PAYDATA_PG_BIN_DIR"] = str(pg_bin_dir)
     return values
 
 

@@ -109,8 +109,8 @@ def parse_key_file(path: Path) -> list[tuple[str, bytes]]:
     return keys
 
 
-def ensure_key_file(path: Path) -> list[tuple[str, bytes]]:
-    """Create ``path`` with one fresh key ``k1`` if missing; validate it either way (never overwrites)."""
+def ensure_key_file(path: Path, key_id: str = "k1") -> list[tuple[str, bytes]]:
+    """Create ``path`` with one fresh key ``key_id`` if missing; validate it either way (never overwrites)."""
     if not path.exists():
-        write_private(path, (render_key_line("k1", os.urandom(32)) + "\n").encode())
+        write_private(path, (render_key_line(key_id, os.urandom(32)) + "\n").encode())
     return parse_key_file(path)
