@@ -102,3 +102,123 @@ def test_features_of_each_charge_use_only_what_came_strictly_before_it(warehouse
     assert got[6]["device_cards_24h"] == 2 and got[6]["merchant_risk_tier"] == 0
     first = got[1]
     assert first["customer_charges_7d"] == 0 and math.isnan(first["customer_seconds_since_last_charge"] or math.nan)
+
+
+def naive_features(conn) -> dict[int, dict[str, float]]:
+    """The windowed aggregates recomputed in plain Python from the event ledgers, one charge at a
+    time, straight from the rule (event time < T, loaded no later than the charge)."""
+    charges = query(conn, "SELECT charge_id, created_at, known_lsn, customer_id, card_fingerprint, device_id, "
+                          "ip_address_token, amount_usd, outcome FROM features.charge_event")
+    disputes = query(conn, "SELECT opened_at, known_lsn, customer_id, card_fingerprint, is_fraud_reason "
+                           "FROM features.dispute_event")
+    keys = {"customer": (3,), "card": (4,), "device": (5,), "ip": (6,), "customer_device": (3, 5)}
+    dispute_keys = {"customer": (2,), "card": (3,)}
+    result = {}
+    for charge in charges:
+        charge_id, at_, lsn = charge[0], charge[1], charge[2]
+        values = {}
+        for aggregate in DEFINITIONS.aggregates:
+            window = DEFINITIONS.windows[aggregate.window]
+            if aggregate.source == "charge_event":
+                index = keys[aggregate.entity]
+                rows = [c for c in charges if all(c[i] == charge[i] and c[i] is not None for i in index)
+                        and at_ - window <= c[1] < at_ and c[2] <= lsn]
+                if aggregate.filter:
+                    rows = [c for c in rows if c[8] == aggregate.filter]
+                column = {"amount_usd": 7, "device_id": 5, "card_fingerprint": 4}.get(aggregate.column)
+                times = [c[1] for c in rows]
+            else:
+                index = dispute_keys[aggregate.entity]
+                rows = [d for d in disputes if all(d[i] == charge[j] for i, j in zip(index, keys[aggregate.entity],
+                                                                                     strict=True))
+                        and at_ - window <= d[0] < at_ and d[1] <= lsn and d[4]]
+                column, times = None, [d[0] for d in rows]
+            if aggregate.aggregation == "count":
+                value = len(rows)
+            elif aggregate.aggregation == "sum":
+                value = sum(r[column] for r in rows)
+            elif aggregate.aggregation == "avg":
+                value = sum(r[column] for r in rows) / len(rows) if rows else None
+            elif aggregate.aggregation == "count_distinct":
+                value = len({r[column] for r in rows})
+            else:
+                value = (at_ - max(times)).total_seconds() if times else None
+            values[aggregate.name] = value
+        result[charge_id] = values
+    return result
+
+
+def assert_same(left: dict, right: dict, names) -> None:
+    assert left.keys() == right.keys()
+    for key in left:
+        for name in names:
+            a, b = left[key][name], right[key][name]
+            if a is None or b is None:
+                assert a is None and b is None, (key, name, a, b)
+            else:
+                assert a == pytest.approx(b), (key, name, a, b)
+
+
+def test_later_payments_disputes_and_late_loaded_rows_leave_earlier_features_unchanged(warehouse, staging):
+    seed(staging)
+    build(warehouse)
+    build_features(warehouse, DEFINITIONS)
+    before = features(warehouse)
+    minutes = dt.timedelta(minutes=1)
+    attempt(staging, 7, "tok_a", 10, T0 + 30 * minutes, 4000)                  # a later payment
+    dispute(staging, 901, 3, T0 + 40 * minutes)                                 # a later dispute
+    attempt(staging, 8, "tok_a", 10, T0 - 5 * minutes, 3000, device="tok_dev_shared")   # late, describes the past
+    attempt(staging, 9, "tok_b", 20, T0 - 20 * minutes, 600, status="failed")   # late, describes the past
+    build(warehouse)
+    report = build_features(warehouse, DEFINITIONS)
+    assert report["charge_events"] == 3 and report["dispute_events"] == 1 and report["feature_rows"] == 3
+    after = features(warehouse)
+    assert {key: after[key] for key in before} == before
+    # the late row's own features see what was loaded before it (charges 1-6, all earlier in time)
+    assert after[8]["customer_charges_1h"] == 2 and after[8]["card_declines_1h"] == 1
+    # charge 7 was loaded before 8 (same build, lower position): it sees 3 and 4 in its hour, not 8
+    assert after[7]["customer_charges_1h"] == 2
+    # a rebuild from the ledgers reproduces every row (first-seen positions are kept)
+    build_features(warehouse, DEFINITIONS, rebuild=True)
+    assert features(warehouse) == after
+    # and so does the plain-Python reference, row for row
+    names = [a.name for a in DEFINITIONS.aggregates]
+    assert_same(naive_features(warehouse), after, names)
+
+
+def test_lateral_and_window_formulations_agree_row_for_row(warehouse, staging):
+    seed(staging)
+    build(warehouse)
+    build_features(warehouse, DEFINITIONS)
+    rows = query(warehouse, load_sql("features/testing/window_reference.sql"))
+    names = ["customer_charges_1h", "customer_charges_24h", "customer_charges_7d", "customer_amount_usd_24h",
+             "customer_declines_24h", "card_charges_1h", "card_amount_usd_7d", "card_declines_1h"]
+    window = {row[0]: dict(zip(names, map(float, row[1:]), strict=True)) for row in rows}
+    assert_same(window, {key: {n: v[n] for n in names} for key, v in features(warehouse).items()}, names)
+
+
+def test_training_sets_are_versioned_by_positions_and_labels(warehouse, staging):
+    seed(staging)
+    build(warehouse)
+    build_features(warehouse, DEFINITIONS)
+    as_of = T0 + dt.timedelta(days=61)
+    first = build_training_set(warehouse, DEFINITIONS, label_as_of=as_of)
+    # authorised charges 1, 3, 4, 5, 6 are labelled; 1 has a fraud dispute
+    assert (first["row_count"], first["fraud_count"]) == (5, 1)
+    assert first["oltp_lsn"] == staging.lsn["oltp"] and first["label_maturity_days"] == 60
+    assert build_training_set(warehouse, DEFINITIONS, label_as_of=as_of)["training_set_id"] == \
+        first["training_set_id"]
+    windowed = build_training_set(warehouse, DEFINITIONS, label_as_of=as_of, window_start=T0)
+    assert windowed["row_count"] == 3 and windowed["training_set_id"] != first["training_set_id"]
+    frame = load_training_frame(warehouse, DEFINITIONS, first["training_set_id"])
+    assert list(frame["charge_id"]) == [1, 3, 4, 5, 6] and frame["is_fraud"].tolist() == [
+        True, False, False, False, False]
+    assert frame.loc[frame.charge_id == 4, "customer_charges_1h"].item() == 2
+    # more data: a new version; the old set's rows and features are unchanged
+    attempt(staging, 7, "tok_a", 10, T0 + dt.timedelta(minutes=30), 4000)
+    build(warehouse)
+    build_features(warehouse, DEFINITIONS)
+    second = build_training_set(warehouse, DEFINITIONS, label_as_of=as_of)
+    assert second["row_count"] == 6 and second["oltp_lsn"] > first["oltp_lsn"]
+    again = load_training_frame(warehouse, DEFINITIONS, first["training_set_id"])
+    assert again.equals(frame)
