@@ -53,17 +53,28 @@ def best_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(candidates[int(np.argmin(costs))])
 
 
+def ranking_metrics(labels, scores) -> dict[str, float]:
+    """The metrics that depend only on the order of the scores (any monotone score will do)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=float)
+    return {
+        "pr_auc": float(average_precision_score(labels, scores)),
+        "roc_auc": float(roc_auc_score(labels, scores)),
+        "recall_at_1pct_fpr": recall_at_fpr(labels, scores),
+        "precision_top_0_5pct": precision_at_top(labels, scores),
+    }
+
+
 def score_metrics(labels, probabilities, threshold: float) -> dict[str, float]:
-    """Every metric of one score on one labelled set."""
-    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+    """Every metric of one probability score on one labelled set."""
+    from sklearn.metrics import brier_score_loss
 
     labels = np.asarray(labels, dtype=bool)
     probabilities = np.asarray(probabilities, dtype=float)
     return {
-        "pr_auc": float(average_precision_score(labels, probabilities)),
-        "roc_auc": float(roc_auc_score(labels, probabilities)),
-        "recall_at_1pct_fpr": recall_at_fpr(labels, probabilities),
-        "precision_top_0_5pct": precision_at_top(labels, probabilities),
+        **ranking_metrics(labels, probabilities),
         "brier": float(brier_score_loss(labels, probabilities)),
         "expected_cost_per_1000": expected_cost(labels, probabilities, threshold),
         "threshold": float(threshold),

@@ -40,7 +40,10 @@ def fit_model(train_x, train_y, validation_x, validation_y, params: dict[str, An
     from sklearn.frozen import FrozenEstimator
 
     booster = HistGradientBoostingClassifier(**{**DEFAULT_PARAMS, **(params or {})})
-    booster.fit(train_x, np.asarray(train_y, dtype=int))
+    # a feature with no value at all in training (e.g. session signals before sessions are ingested)
+    # cannot be binned; fitted as a constant it is never split on, so NaN at scoring time is harmless
+    empty = [column for column in train_x.columns if train_x[column].isna().all()]
+    booster.fit(train_x.fillna(dict.fromkeys(empty, 0.0)) if empty else train_x, np.asarray(train_y, dtype=int))
     calibrated = CalibratedClassifierCV(FrozenEstimator(booster), method="isotonic")
     calibrated.fit(validation_x, np.asarray(validation_y, dtype=int))
     return calibrated

@@ -28,7 +28,6 @@ from ml.training.data import SPLIT_FRACTIONS, model_matrix, split_summary, time_
 from ml.training.model import DEFAULT_PARAMS, SKOPS_TRUSTED_TYPES, booster_of, fit_model
 
 EXPERIMENT = "fraud_scoring"
-RANKING_METRICS = ("pr_auc", "roc_auc", "recall_at_1pct_fpr", "precision_top_0_5pct")
 
 
 def evaluate(definitions: Definitions, parts: dict, params: dict | None = None) -> dict[str, Any]:
@@ -48,8 +47,7 @@ def evaluate(definitions: Definitions, parts: dict, params: dict | None = None) 
     model_metrics = m.score_metrics(labels["test"], test_probabilities, model_threshold)
     baseline_metrics = m.score_metrics(labels["test"], baseline_probabilities, baseline_threshold)
     # ranking metrics of the baseline on its raw points (the isotonic map can merge levels)
-    raw = m.score_metrics(labels["test"], baseline_scores, baseline_threshold)
-    baseline_metrics.update({key: raw[key] for key in RANKING_METRICS})
+    baseline_metrics.update(m.ranking_metrics(labels["test"], baseline_scores))
     return {"model": model, "baseline": baseline, "inputs": inputs, "labels": labels,
             "test_probabilities": test_probabilities, "baseline_probabilities": baseline_probabilities,
             "baseline_scores": baseline_scores, "model_metrics": model_metrics,
