@@ -1,5 +1,5 @@
-"""Point-in-time features in the warehouse: leakage, agreement with a naive reference and with a
-window-function formulation, training set versions (real Postgres)."""
+"""Point-in-time features: leakage, agreement with a naive reference and a window-function
+formulation, training set versions, online documents equal to offline rows (real Postgres, Mongo)."""
 
 from __future__ import annotations
 
@@ -222,3 +222,48 @@ def test_training_sets_are_versioned_by_positions_and_labels(warehouse, staging)
     assert second["row_count"] == 6 and second["oltp_lsn"] > first["oltp_lsn"]
     again = load_training_frame(warehouse, DEFINITIONS, first["training_set_id"])
     assert again.equals(frame)
+
+
+def test_online_documents_equal_the_offline_rows_for_the_same_entity_time_and_position(
+        warehouse, staging, mongo_db):
+    from ml.features.online import refresh_online
+
+    seed(staging)
+    build(warehouse)
+    build_features(warehouse, DEFINITIONS)
+    offline = features(warehouse)
+    (known_4,) = query(warehouse, "SELECT known_lsn FROM features.charge_event WHERE charge_id = 4")[0]
+    report = refresh_online(warehouse, DEFINITIONS, mongo_db, as_of=T0, known_lsn=known_4, full=True)
+    assert report["per_entity"]["customer"] == 2 and report["per_entity"]["merchant_lookup"] == 1
+    documents = {doc["_id"]: doc for doc in mongo_db["features"].find()}
+    for entity, key in (("customer", "tok_a"), ("card", "pm:10"), ("device", "tok_dev_tok_a"),
+                        ("ip", "tok_ip_tok_a"), ("customer_device", "tok_a|tok_dev_tok_a")):
+        values = documents[f"{entity}:{key}"]["values"]
+        assert values, entity
+        for name, value in values.items():
+            expected = offline[4][name]
+            assert (value is None and expected is None) or value == pytest.approx(expected), (entity, name)
+    lookup = documents["merchant_lookup:1"]["values"]
+    assert lookup == {"merchant_risk_tier": offline[4]["merchant_risk_tier"],
+                      "merchant_mcc_high_risk": offline[4]["merchant_mcc_high_risk"]}
+
+
+def test_online_refresh_after_a_load_rewrites_only_the_changed_entities(warehouse, staging, mongo_db):
+    from ml.features.online import refresh_online
+
+    seed(staging)
+    build(warehouse)
+    build_features(warehouse, DEFINITIONS)
+    first = refresh_online(warehouse, DEFINITIONS, mongo_db)
+    assert first["per_entity"]["customer"] == 2 and first["from_lsn"] == -1
+    attempt(staging, 7, "tok_b", 20, T0 + dt.timedelta(minutes=30), 4000)
+    build(warehouse)
+    build_features(warehouse, DEFINITIONS)
+    second = refresh_online(warehouse, DEFINITIONS, mongo_db)
+    # one charge of tok_b on card 20 from its usual device and IP: one document per entity
+    assert second["from_lsn"] == first["to_lsn"] and second["to_lsn"] > first["to_lsn"]
+    assert {k: v for k, v in second["per_entity"].items() if k != "merchant_lookup"} == {
+        "customer": 1, "card": 1, "device": 1, "ip": 1, "customer_device": 1}
+    document = mongo_db["features"].find_one({"_id": "customer:tok_b"})
+    assert document["known_lsn"] == second["to_lsn"] and document["values"]["customer_charges_7d"] == 3
+    assert document["expires_at"]["customer_charges_1h"] > document["as_of"]
