@@ -24,6 +24,8 @@ REFERENCE_CONN_ID = "paydata_reference"
 OLTP_CONN_ID = "paydata_oltp"
 WAREHOUSE_CONN_ID = "paydata_warehouse"
 MONGO_CONN_ID = "paydata_mongo"
+# The fraud features' own Mongo consumer (the online store, session reads).
+MONGO_FEATURES_CONN_ID = "paydata_mongo_features"
 
 # Logical database name -> connection id; the database name equals the logical name.
 POSTGRES_DATABASES = {

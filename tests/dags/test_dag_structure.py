@@ -24,6 +24,8 @@ EXPECTED_DOWNSTREAM = {
         "label_charges": set(),
         "reconcile": set(),
     },
+    "fraud_features": {"build_offline": {"refresh_online"}, "refresh_online": set()},
+    "fraud_train": {"training_set": {"train"}, "train": set()},
 }
 
 
@@ -63,3 +65,13 @@ def test_capture_runs_are_serialised(dags):
         dag = dags[f"{source}_cdc"]
         assert dag.max_active_runs == 1
         assert dag.catchup is False
+
+
+def test_features_follow_the_charge_fact_and_training_follows_the_features(dags):
+    build = dags["warehouse_build"].get_task("build")
+    assert "paydata://warehouse/marts/fct_charge" in {outlet.uri for outlet in build.outlets}
+    assert dags["fraud_features"].timetable.asset_condition.uri == "paydata://warehouse/marts/fct_charge"
+    assert dags["fraud_train"].timetable.asset_condition.uri == "paydata://warehouse/features/charge_features"
+    features = dags["fraud_features"].get_task("build_offline")
+    assert {outlet.uri for outlet in features.outlets} == {"paydata://warehouse/features/charge_features"}
+    assert set(dags["fraud_train"].params) == {"window_start", "window_end", "label_as_of", "maturity_days"}

@@ -72,6 +72,8 @@ def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow
          "extra": {}},
         separators=(",", ":"),
     )
+    # the feature store's consumer: the same server for now
+    values[_conn_env(settings.MONGO_FEATURES_CONN_ID)] = values[_conn_env(settings.MONGO_CONN_ID)]
     values["MLFLOW_TRACKING_URI"] = f"sqlite:///{config.mlflow_db}"
     values["PAYDATA_MLFLOW_ARTIFACTS"] = str(config.mlflow_artifacts)
     values["PAYDATA_KEK_FILE"] = str(config.kek_file)
