@@ -195,3 +195,25 @@ def write_sessions(database, records: dict[str, list[dict]]) -> int:
     if documents:
         database["sessions"].insert_many(documents, ordered=False)
     return len(documents)
+
+
+class InMemorySessions:
+    """The ``sessions`` collection of a database, in memory (benchmarks of model quality: the
+    session documents of a long history would take the local wire server minutes to insert).
+    Supports exactly the query :func:`ml.features.sessions.fetch_sessions` issues."""
+
+    def __init__(self):
+        self.by_session: dict[str, list[dict]] = {}
+
+    def __getitem__(self, name: str):
+        if name != "sessions":
+            raise KeyError(name)
+        return self
+
+    def insert_many(self, documents, ordered: bool = False) -> None:
+        for document in documents:
+            self.by_session.setdefault(document["session_id"], []).append(document)
+
+    def find(self, query: dict, projection=None):
+        for key in query["session_id"]["$in"]:
+            yield from self.by_session.get(key, [])
