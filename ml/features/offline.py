@@ -209,6 +209,7 @@ def load_training_frame(conn, definitions: Definitions, training_set_id: int):
     conn.rollback()
     buffer.seek(0)
     dtypes = {name: ("string" if kind == "text" else "float64") for name, kind in columns}
-    frame = pd.read_csv(buffer, dtype=dtypes, parse_dates=["created_at"])
+    frame = pd.read_csv(buffer, dtype=dtypes)
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")
     frame["is_fraud"] = frame["is_fraud"].map({"t": True, "f": False, True: True, False: False}).astype(bool)
     return frame
