@@ -71,14 +71,19 @@ def load_history(env: dict[str, str], today: datetime) -> float:
     started = time.monotonic()
     first_of_month = today.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     start = (first_of_month - timedelta(days=70 + HISTORY_DAYS)).date().isoformat()
-    command = [sys.executable, "-m", "paydata.generator", "traffic", "--payments", str(HISTORY_PAYMENTS),
-               "--days", str(HISTORY_DAYS), "--start", start, "--seed", "11"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    generator = [sys.executable, "-m", "paydata.generator"]
     log_dir = settings.stack_dir() / "demo-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    (log_dir / "history.log").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
-    if result.returncode != 0:
-        raise DemoError(f"loading the history failed; log: {log_dir / 'history.log'}")
+    output = []
+    # FX rates for the history's days (idempotent), then the traffic (a loaded batch is skipped)
+    for command in (generator + ["seed-reference", "--fx-start", start, "--fx-days", str(HISTORY_DAYS + 2)],
+                    generator + ["traffic", "--payments", str(HISTORY_PAYMENTS), "--days", str(HISTORY_DAYS),
+                                 "--start", start, "--seed", "11"]):
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        output.append(result.stdout + "\n--- stderr ---\n" + result.stderr)
+        (log_dir / "history.log").write_text("\n".join(output))
+        if result.returncode != 0:
+            raise DemoError(f"loading the history failed; log: {log_dir / 'history.log'}")
     return time.monotonic() - started
 
 
