@@ -76,7 +76,7 @@ def load_history(env: dict[str, str], today: datetime) -> float:
     log_dir.mkdir(parents=True, exist_ok=True)
     output = []
     # FX rates for the history's days (idempotent), then the traffic (a loaded batch is skipped)
-    for command in (generator + ["seed-reference", "--fx-start", start, "--fx-days", str(HISTORY_DAYS + 2)],
+    for command in (generator + ["seed-reference", "--merchants", "0", "--fx-start", start, "--fx-days", str(HISTORY_DAYS + 2)],
                     generator + ["traffic", "--payments", str(HISTORY_PAYMENTS), "--days", str(HISTORY_DAYS),
                                  "--start", start, "--seed", "11"]):
         result = subprocess.run(command, env=env, capture_output=True, text=True)
