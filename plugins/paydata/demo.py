@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from paydata import settings
 
@@ -25,8 +25,16 @@ PIPELINE_DAGS: list[str] = [
     "reference_cdc",
     "oltp_cdc",
     "warehouse_build",
+    "fraud_features",
+    "fraud_train",
     "backup",
 ]
+# Labels mature 60 days after a charge, so a model needs older history than the demo's own day of
+# traffic: before the first capture the demo loads HISTORY_PAYMENTS generated payments spread over
+# the 60 days that ended 70 days ago (skipped when that batch is already loaded).
+HISTORY_PAYMENTS = 20000
+HISTORY_DAYS = 60
+HISTORY_BEFORE_DAG = "reference_cdc"
 
 
 class DemoError(RuntimeError):
@@ -58,6 +66,49 @@ def run_dag(dag_id: str, logical_date: str, env: dict[str, str]) -> float:
     if failed:
         raise DemoError(f"DAG {dag_id} failed (exit {result.returncode}); full log: {log_path}")
     return elapsed
+
+
+def load_history(env: dict[str, str], today: datetime) -> float:
+    """Generated payments for the 60 days that ended 70 days before the start of this month."""
+    started = time.monotonic()
+    first_of_month = today.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start = (first_of_month - timedelta(days=70 + HISTORY_DAYS)).date().isoformat()
+    generator = [sys.executable, "-m", "paydata.generator"]
+    log_dir = settings.stack_dir() / "demo-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    output = []
+    # FX rates for the history's days (idempotent), then the traffic (a loaded batch is skipped)
+    for command in (generator + ["seed-reference", "--merchants", "0", "--fx-start", start, "--fx-days", str(HISTORY_DAYS + 2)],
+                    generator + ["traffic", "--payments", str(HISTORY_PAYMENTS), "--days", str(HISTORY_DAYS),
+                                 "--start", start, "--seed", "11"]):
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        output.append(result.stdout + "\n--- stderr ---\n" + result.stderr)
+        (log_dir / "history.log").write_text("\n".join(output))
+        if result.returncode != 0:
+            raise DemoError(f"loading the history failed; log: {log_dir / 'history.log'}")
+    return time.monotonic() - started
+
+
+def model_summary() -> dict | None:
+    """The registered fraud model: aliases, and the latest version's metrics beside the baseline's."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from ml.registry.gate import MODEL_NAME
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri())
+    client = MlflowClient()
+    try:
+        model = client.get_registered_model(MODEL_NAME)
+    except MlflowException:
+        return None
+    versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    latest = max(versions, key=lambda v: int(v.version))
+    run = client.get_run(latest.run_id)
+    return {"name": MODEL_NAME, "aliases": dict(model.aliases), "latest_version": str(latest.version),
+            "metrics": run.data.metrics, "params": run.data.params,
+            "decision": run.data.tags.get("gate.reason", "")}
 
 
 def postgres_table_counts(conn_id: str) -> list[tuple[str, int]]:
@@ -215,6 +266,22 @@ def print_summary(timings: dict[str, float]) -> None:
     for row in fresh:
         print(f"  {row['table_name']:<28} lsn {format_lsn(row['source_lsn'])}  source commit {row['source_commit_at']}"
               f"  loaded {row['loaded_at']}")
+    model = model_summary()
+    if model is None:
+        print("Fraud model: none registered (see the fraud_train log)")
+    else:
+        aliases = ", ".join(f"{alias} -> v{version}" for alias, version in sorted(model["aliases"].items()))
+        print(f"Fraud model {model['name']}: latest v{model['latest_version']}; aliases {aliases or 'none'}")
+        params = model["params"]
+        print(f"  trained on training set {params.get('data.training_set_id')}: {params.get('data.rows')} labelled "
+              f"charges ({params.get('data.fraud_rows')} fraud), positions oltp {params.get('data.oltp_lsn')}")
+        print(f"  gate: {model['decision']}")
+        print(f"  {'held-out metric':<24} {'model':>10} {'rules baseline':>15}")
+        for metric in ("pr_auc", "roc_auc", "recall_at_1pct_fpr", "precision_top_0_5pct", "brier",
+                       "expected_cost_per_1000", "fraud_rate"):
+            ours, theirs = model["metrics"].get(f"model.{metric}"), model["metrics"].get(f"baseline.{metric}")
+            if ours is not None:
+                print(f"  {metric:<24} {ours:>10.4f} {theirs:>15.4f}")
     print_backup_summary()
     print(f"MLflow tracking store: {settings.mlflow_tracking_uri()}")
     print(f"Logs of each DAG run: {settings.stack_dir() / 'demo-logs'}")
@@ -233,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     try:
         for dag_id in args.dags:
+            if dag_id == HISTORY_BEFORE_DAG:
+                print("loading fraud history (labels need 60 days to mature) ...", flush=True)
+                timings["history (generator)"] = load_history(env, datetime.now(UTC))
             if dag_id.endswith("_cdc"):
                 recover_lost_slots()
             print(f"running {dag_id} ...", flush=True)

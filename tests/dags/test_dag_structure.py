@@ -33,6 +33,8 @@ EXPECTED_DOWNSTREAM = {
         "label_charges": set(),
         "reconcile": set(),
     },
+    "fraud_features": {"build_offline": {"refresh_online"}, "refresh_online": set()},
+    "fraud_train": {"training_set": {"train"}, "train": set()},
 }
 
 
@@ -121,3 +123,13 @@ def test_landing_asset_schedules_the_ingest(dags):
     ingest = dags["nosql_ingest"]
     assert ingest.max_active_runs == 1 and ingest.catchup is False
     assert set(ingest.params) == {"batch_key", "retention_hours"}
+
+
+def test_features_follow_the_charge_fact_and_training_follows_the_features(dags):
+    build = dags["warehouse_build"].get_task("build")
+    assert "paydata://warehouse/marts/fct_charge" in {outlet.uri for outlet in build.outlets}
+    assert dags["fraud_features"].timetable.asset_condition.uri == "paydata://warehouse/marts/fct_charge"
+    assert dags["fraud_train"].timetable.asset_condition.uri == "paydata://warehouse/features/charge_features"
+    features = dags["fraud_features"].get_task("build_offline")
+    assert {outlet.uri for outlet in features.outlets} == {"paydata://warehouse/features/charge_features"}
+    assert set(dags["fraud_train"].params) == {"window_start", "window_end", "label_as_of", "maturity_days"}
