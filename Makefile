@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.paydata-installed
 
-.PHONY: demo test lint unit integration security stack-up stack-down stack-status bench clean-stack
+.PHONY: demo test lint unit integration security stack-up stack-down stack-status bench clean-stack airflow airflow-down airflow-status
 
 # Reinstall only when the dependency pins or the build change: a second run costs nothing here.
 # (The editable install also compiles the optional C decoder, plugins/paydata/_speedups.c.)
@@ -45,3 +45,14 @@ stack-status: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# Scheduled mode: api-server (127.0.0.1:$(AIRFLOW_PORT)), scheduler, dag-processor and triggerer, with a login.
+AIRFLOW_PORT ?= $(or $(PAYDATA_AIRFLOW_PORT),8080)
+airflow: $(STAMP)
+	$(PY) -m paydata.stack airflow up --port $(AIRFLOW_PORT)
+
+airflow-down: $(STAMP)
+	$(PY) -m paydata.stack airflow down
+
+airflow-status: $(STAMP)
+	$(PY) -m paydata.stack airflow status
