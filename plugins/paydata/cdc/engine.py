@@ -118,6 +118,7 @@ class EngineLimits:
     batch_bytes: int = 32 << 20  # likewise for payload bytes
     max_batches: int = 200  # per run; the next run continues
     snapshot_chunk_rows: int = 5000
+    snapshot_progress_rows: int = 100_000  # a snapshot logs its progress every this many rows of a table
     slot_busy_wait_seconds: float = 30.0
     heartbeat: bool = True
     # The run ends once the server has sent nothing and read no further WAL for this long (normally
@@ -135,6 +136,8 @@ class _Batch:
     source_time: datetime | None = None  # commit time of the transaction (or heartbeat) at the boundary
     dead_letters: list[DeadLetter] = field(default_factory=list)
     rows: int = 0
+    first_lsn: int | None = None  # commit LSN of the batch's first transaction (for the log line)
+    started: float = field(default_factory=time.monotonic)
     payload_bytes: int = 0
     transactions: int = 0
     captured: int = 0
@@ -272,6 +275,7 @@ class CdcEngine:
     # -- run ---------------------------------------------------------------------------------------------
 
     def _run(self, conn, max_batches: int) -> dict[str, Any]:
+        started = time.monotonic()
         manifest = self.manifest
         self._snapshot_dead_letters = 0
         catalog = capture.read_catalog(conn, list(manifest.tables))
@@ -294,6 +298,7 @@ class CdcEngine:
             "transactions": 0,
             "changes_read": 0,
             "applied": {sink.name: 0 for sink in self.sinks},
+            "tables": {sink.name: {} for sink in self.sinks},
             "dead_lettered": 0,
             "caught_up": False,
         }
@@ -326,7 +331,8 @@ class CdcEngine:
         report["lag_seconds"] = None
         if entry is not None and entry.source_time is not None:
             report["lag_seconds"] = round(max(0.0, (datetime.now(UTC) - entry.source_time).total_seconds()), 3)
-        log.info("cdc run %s: %s", self.source, report)
+        report["seconds"] = round(time.monotonic() - started, 3)
+        log.info("%s", run_summary(report))
         return report
 
     def _prepare_sinks(self, specs: list[TableSpec]) -> None:
@@ -414,9 +420,19 @@ class CdcEngine:
             for table in tables:
                 columns = capture.catalog_for(catalog, table, manifest.tables[table].captured_columns)
 
-                def on_rows(rows: list[dict[str, Any]], table: str = table) -> None:
+                progress = {"rows": 0, "logged": 0, "started": time.monotonic()}
+
+                def on_rows(rows: list[dict[str, Any]], table: str = table, progress=progress) -> None:
                     with manifest.pinned_tokeniser():
                         deliver(lambda position: self._snapshot_changes(table, rows, position, commit_time))
+                    progress["rows"] += len(rows)
+                    if progress["rows"] - progress["logged"] >= self.limits.snapshot_progress_rows:
+                        progress["logged"] = progress["rows"]
+                        elapsed = time.monotonic() - progress["started"]
+                        log.info("snapshot of %s.%s: %d rows so far (%.0f rows/s)", self.source, table,
+                                 progress["rows"], progress["rows"] / max(elapsed, 1e-6))
+
+                log.info("snapshot of %s.%s started", self.source, table)
 
                 counts[table] = capture.copy_snapshot_table(
                     reader, exported.snapshot_name, table, columns, on_rows, chunk_rows=self.limits.snapshot_chunk_rows
@@ -557,12 +573,21 @@ class CdcEngine:
             for name, position in positions.items():
                 applied[name] = position
                 report["applied"][name] += len(batch.pending[name])
+                counts = report.setdefault("tables", {}).setdefault(name, {})
+                for row in batch.pending[name]:
+                    counts[row.table] = counts.get(row.table, 0) + 1
             report["transactions"] += batch.transactions
             report["changes_read"] += batch.captured
             report["dead_lettered"] += len(batch.dead_letters)
             # Every sink has returned: each applied all changes of every transaction up to the boundary.
             if batch.boundary > confirmed:
                 report_position(batch.boundary, batch.source_time)
+            if batch.captured or batch.dead_letters:
+                log.info("%s batch %d: %d changes, %d transactions, tables %s, %s..%s, %.2f s",
+                         self.source, report["batches"], batch.captured, batch.transactions,
+                         ",".join(sorted({row.table for rows in batch.pending.values() for row in rows})) or "-",
+                         format_lsn(batch.first_lsn or batch.boundary), format_lsn(batch.boundary),
+                         time.monotonic() - batch.started)
 
         def confirm_sent_position() -> None:
             """At the end of a caught-up or idle stream: confirm the server's sent WAL position.
@@ -738,12 +763,38 @@ class CdcEngine:
                 if item.end_lsn > (batch.boundary or 0):
                     batch.boundary = item.end_lsn
                     batch.source_time = item.commit_time
+                if batch.first_lsn is None:
+                    batch.first_lsn = commit_lsn
                 batch.transactions += 1
                 if item.commit_lsn >= target:
                     batch.caught_up = True
                     return
                 if batch.payload_bytes >= limits.batch_bytes or batch.rows >= limits.batch_changes:
                     return
+
+
+def run_summary(report: Mapping[str, Any]) -> str:
+    """The run report as one readable line (the full report is the task's XCom)."""
+    applied = ", ".join(f"{name} {count}" for name, count in report.get("applied", {}).items()) or "-"
+    tables = sorted({table for counts in report.get("tables", {}).values() for table in counts})
+    snapshot = report.get("snapshot")
+    parts = [
+        f"cdc run {report.get('source')}: {'caught up' if report.get('caught_up') else 'NOT caught up'}",
+        f"{report.get('changes_read', 0)} changes read in {report.get('transactions', 0)} transactions, "
+        f"{report.get('batches', 0)} batches",
+        f"applied {applied}",
+        f"tables {','.join(tables) or '-'}",
+        f"{report.get('start_lsn')}..{report.get('end_lsn')}",
+        f"lag {report.get('lag_bytes')} bytes / {report.get('lag_seconds')} s",
+        f"{report.get('seconds')} s",
+    ]
+    if snapshot:
+        parts.append(f"snapshot {sum(snapshot.get('rows', {}).values())} rows of {len(snapshot.get('tables', []))} tables")
+    if report.get("dead_lettered"):
+        parts.append(f"dead-lettered {report['dead_lettered']} ({report.get('dead_letters_unresolved')} unresolved)")
+    if report.get("warnings"):
+        parts.append(f"{len(report['warnings'])} manifest warning(s)")
+    return "; ".join(parts)
 
 
 def source_connectors(source: str) -> dict[str, Callable[[], Any]]:
