@@ -88,7 +88,7 @@ def cdc_dag(source: str):
 
             return publish
 
-        @task(multiple_outputs=False, retries=0)
+        @task(multiple_outputs=False)
         def lag_check(report: dict, **context) -> dict:
             from airflow.sdk.exceptions import AirflowFailException
 
