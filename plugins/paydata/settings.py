@@ -97,10 +97,11 @@ def _world_traversable(path: Path) -> bool:
     return True
 
 
-def fallback_stack_dir(repo_root: Path = REPO_ROOT) -> Path:
+def fallback_stack_dir(repo_root: Path | None = None) -> Path:
     """``/tmp/paydata-stack-<first 12 hex of sha1(repo path)>``: stable per clone, reachable by everyone."""
     import hashlib
 
+    repo_root = REPO_ROOT if repo_root is None else repo_root
     return Path("/tmp") / f"paydata-stack-{hashlib.sha1(str(repo_root).encode()).hexdigest()[:12]}"
 
 
