@@ -222,7 +222,7 @@ def browser(tmp_path):
 
 
 ERROR_TEXTS = ("Something went wrong", "Internal Server Error", "Unexpected error", "Error fetching",
-               "Not Found", "403 Forbidden", "Unauthorized")
+               "Not Found", "does not exist", "was not found", "403 Forbidden", "Unauthorized")
 
 
 def _page_text(chrome, must_contain: str, timeout: float = 90) -> str:
@@ -252,8 +252,8 @@ def test_ui_login_dag_list_graph_asset_and_task_log_in_chromium(scheduled, brows
     browser.find_element(By.NAME, "username").send_keys("admin")
     browser.find_element(By.NAME, "password").send_keys(ensure_airflow_users(StackConfig.default())["admin"])
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WAIT = time.monotonic() + 90
-    while "/auth/login" in browser.current_url and time.monotonic() < WAIT:
+    deadline = time.monotonic() + 90
+    while "/auth/login" in browser.current_url and time.monotonic() < deadline:
         time.sleep(1)
     assert "/auth/login" not in browser.current_url, "the login did not succeed"
 
@@ -262,8 +262,18 @@ def test_ui_login_dag_list_graph_asset_and_task_log_in_chromium(scheduled, brows
     for dag_id in ("oltp_cdc", "reference_cdc", "workload_generate", "platform_healthcheck"):
         assert dag_id in text
 
-    browser.get(base + "/dags/oltp_cdc?tab=graph")
+    browser.get(base + "/dags/oltp_cdc")
     _page_text(browser, "publish_staging")
+    browser.find_element(By.CSS_SELECTOR, "button[aria-label^='Show Graph']").click()
+    deadline = time.monotonic() + 60
+    nodes = []
+    while time.monotonic() < deadline and len(nodes) < 5:
+        nodes = [n.text for n in browser.find_elements(By.CSS_SELECTOR, ".react-flow__node") if n.text]
+        time.sleep(1)
+    graph = " ".join(nodes)
+    for task_id in ("slot_health", "capture", "publish_staging", "publish_mongo", "lag_check"):
+        assert task_id in graph, f"graph lacks {task_id}: {nodes}"
+    _page_text(browser, "lag_check")
 
     assets = api.request("GET", "/api/v2/assets", query={"uri_pattern": "staging/oltp"})["assets"]
     assert assets, "the staging Asset of oltp is unknown to Airflow"
