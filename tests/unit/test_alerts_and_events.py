@@ -158,3 +158,19 @@ def test_manual_runs_without_a_logical_date_get_the_day_before_run_after():
     assert run_interval({"data_interval_start": start, "data_interval_end": logical}) == (start, logical)
     with pytest.raises(GeneratorError):
         run_interval({})
+
+
+def test_demo_prints_each_task_as_it_finishes_and_the_run_summaries():
+    from paydata.demo import progress_lines
+
+    state: dict = {}
+    lines = [
+        "2026-12-07T07:08:41Z [info ] [DAG TEST] starting task_id=capture map_index=-1 [airflow.sdk] loc=dag.py:1",
+        "2026-12-07T07:08:43Z [info ] cdc run oltp: caught up; 12 changes read [paydata.cdc.engine] loc=engine.py:1",
+        "2026-12-07T07:08:43Z [info ] Task instance state updated [x] new_state=success",
+        "2026-12-07T07:08:43Z [info ] [DAG TEST] end task task_id=capture map_index=-1 [airflow.sdk] loc=dag.py:2",
+    ]
+    shown = [out for line in lines for out in progress_lines(line, state)]
+    assert shown[0].strip() == "cdc run oltp: caught up; 12 changes read"
+    assert shown[1].split()[:2] == ["capture", "success"]
+    assert len(shown) == 2
