@@ -15,13 +15,16 @@ meanwhile, and is idempotent: a rerun rewraps 0. Each run that rewrapped somethi
 `audit_log` row in the owner's source database. When both tasks report 0 left to do, the old KEK line can be
 retired from the key file.
 
-Manual only. XCom per task: table, active KEK id, rewrapped, skipped, batches.
+Manual only. XCom per task: table, active KEK id, rewrapped, skipped, batches; `summary` says
+whether every data key is under the active KEK.
 """
 
 from __future__ import annotations
 
 import pendulum
 from airflow.sdk import dag, task
+
+from paydata.dagconfig import DAG_FAILURE, default_args
 
 DATA_KEY_TABLES = [
     {"database": "reference", "table": "merchant_data_key"},
@@ -35,9 +38,12 @@ DATA_KEY_TABLES = [
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    description="Re-wrap every stored data key under the active key-encryption key (manual)",
+    dagrun_timeout=pendulum.duration(hours=2),
     tags=["paydata", "security", "keys"],
     doc_md=__doc__,
-    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(minutes=1)},
+    on_failure_callback=DAG_FAILURE,
+    default_args=default_args(retry_delay=pendulum.duration(minutes=1), execution_timeout=pendulum.duration(hours=1)),
 )
 def key_rotation():
     @task(multiple_outputs=False)
@@ -56,7 +62,12 @@ def key_rotation():
         finally:
             conn.close()
 
-    rewrap.expand(target=DATA_KEY_TABLES)
+    @task(multiple_outputs=False)
+    def summary(results: list[dict]) -> dict:
+        """Both tables rewrapped in full: the retired KEK line may now be removed from the key file."""
+        return {"tables": len(results), "rewrapped": sum(int(r.get("rewrapped", 0)) for r in results)}
+
+    summary(rewrap.expand(target=DATA_KEY_TABLES))
 
 
 key_rotation()

@@ -24,6 +24,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from paydata.dagconfig import DAG_FAILURE, default_args
+
 SOURCE_DATABASES = ["reference", "oltp"]
 
 
@@ -44,9 +46,12 @@ def _apply(database: str) -> list[str]:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    description="Apply versioned SQL migrations and the MongoDB collection definitions (manual)",
+    dagrun_timeout=pendulum.duration(hours=1),
     tags=["paydata", "platform", "schema"],
     doc_md=__doc__,
-    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    on_failure_callback=DAG_FAILURE,
+    default_args=default_args(execution_timeout=pendulum.duration(minutes=30)),
 )
 def schema_migrate():
     @task

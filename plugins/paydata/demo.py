@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -47,24 +49,66 @@ def airflow_env() -> dict[str, str]:
     return env
 
 
-def run_dag(dag_id: str, logical_date: str, env: dict[str, str]) -> float:
-    """Run one DAG with ``airflow dags test``; return seconds taken, raise DemoError on failure."""
+# What `airflow dags test` prints that a person watching the demo wants to see, as it happens.
+TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
+TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
+TASK_STATE = re.compile(r"new_state=(\w+)")
+SUMMARY_LINES = re.compile(r"(cdc run \w+: .*?|warehouse build: .*?|snapshot of \S+: \d+ rows so far.*?)\s+\[")
+HEARTBEAT_SECONDS = 30
+
+
+def progress_lines(line: str, state: dict) -> list[str]:
+    """What to print for one line of ``airflow dags test`` output (``state`` carries the task being run)."""
+    shown = []
+    if match := TASK_START.search(line):
+        task = match.group(1) + (f"[{match.group(2)}]" if match.group(2) != "-1" else "")
+        state.update(task=task, started=time.monotonic(), state=None)
+    elif match := TASK_STATE.search(line):
+        state["state"] = match.group(1)
+    elif match := TASK_END.search(line):
+        seconds = time.monotonic() - state.get("started", time.monotonic())
+        shown.append(f"    {state.get('task', match.group(1)):<28} {state.get('state') or 'done':<8} {seconds:6.1f}s")
+        state["task"] = None
+    elif match := SUMMARY_LINES.search(line):
+        shown.append(f"      {match.group(1)[:200]}")
+    return shown
+
+
+def run_dag(dag_id: str, logical_date: str, env: dict[str, str], echo=print) -> float:
+    """Run one DAG with ``airflow dags test``, printing each task as it finishes (and a line every
+    30 s while one runs); return seconds taken, raise DemoError on failure."""
     started = time.monotonic()
     airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
-    result = subprocess.run(
-        [airflow, "dags", "test", dag_id, logical_date],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    elapsed = time.monotonic() - started
     log_dir = settings.stack_dir() / "demo-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{dag_id}.log"
-    log_path.write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
-    failed = result.returncode != 0 or "state=failed" in result.stdout + result.stderr
-    if failed:
-        raise DemoError(f"DAG {dag_id} failed (exit {result.returncode}); full log: {log_path}")
+    state: dict = {}
+    failed_text = False
+    with open(log_path, "w") as log, subprocess.Popen(
+        [airflow, "dags", "test", dag_id, logical_date], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, bufsize=1,
+    ) as process:
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                if state.get("task"):
+                    echo(f"    {state['task']:<28} running  {time.monotonic() - state['started']:6.0f}s ...")
+
+        beat = threading.Thread(target=heartbeat, daemon=True)
+        beat.start()
+        try:
+            for line in process.stdout:
+                log.write(line)
+                failed_text = failed_text or "state=failed" in line
+                for shown in progress_lines(line, state):
+                    echo(shown)
+        finally:
+            stop.set()
+        returncode = process.wait()
+    elapsed = time.monotonic() - started
+    if returncode != 0 or failed_text:
+        raise DemoError(f"DAG {dag_id} failed (exit {returncode}); full log: {log_path}")
     return elapsed
 
 
@@ -294,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from paydata import stack
 
+    print("starting the local stack (Postgres, MongoDB wire server, Airflow metadata DB; "
+          "the first start takes a minute) ...", flush=True)
     stack.ensure_up()
     env = airflow_env()
     logical_date = datetime.now(UTC).replace(microsecond=0).isoformat()
@@ -306,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             if dag_id.endswith("_cdc"):
                 recover_lost_slots()
             print(f"running {dag_id} ...", flush=True)
-            timings[dag_id] = run_dag(dag_id, logical_date, env)
+            timings[dag_id] = run_dag(dag_id, logical_date, env, echo=lambda line: print(line, flush=True))
     except DemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

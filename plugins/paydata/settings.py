@@ -91,9 +91,46 @@ DEFAULT_POSTGRES_PORT = 55432
 DEFAULT_MONGO_PORT = 57017
 
 
+DEFAULT_AIRFLOW_PORT = 8080
+
+
+def _world_traversable(path: Path) -> bool:
+    """True when every existing folder from ``/`` down to ``path`` can be entered by any user."""
+    import stat
+
+    for folder in [*reversed(path.parents), path]:
+        try:
+            mode = folder.stat().st_mode
+        except OSError:
+            return True  # not created yet: the folders above it decide
+        if not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def fallback_stack_dir(repo_root: Path | None = None) -> Path:
+    """``/tmp/paydata-stack-<first 12 hex of sha1(repo path)>``: stable per clone, reachable by everyone."""
+    import hashlib
+
+    repo_root = REPO_ROOT if repo_root is None else repo_root
+    return Path("/tmp") / f"paydata-stack-{hashlib.sha1(str(repo_root).encode()).hexdigest()[:12]}"
+
+
 def stack_dir() -> Path:
-    """Folder holding all local-stack state (clusters, certificates, Airflow home, MLflow store)."""
-    return Path(os.environ.get("PAYDATA_STACK_DIR", REPO_ROOT / ".stack")).resolve()
+    """Folder holding all local-stack state (clusters, certificates, Airflow home, MLflow store).
+
+    ``PAYDATA_STACK_DIR`` when set; otherwise ``<repo>/.stack``, except when running as root from a
+    clone the unprivileged database user cannot enter (e.g. under root's mode-0700 home): then
+    :func:`fallback_stack_dir`, so ``make demo`` works from any clone. Every process of one clone
+    resolves the same folder.
+    """
+    explicit = os.environ.get("PAYDATA_STACK_DIR")
+    if explicit:
+        return Path(explicit).resolve()
+    default = (REPO_ROOT / ".stack").resolve()
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and not _world_traversable(REPO_ROOT):
+        return fallback_stack_dir()
+    return default
 
 
 def env_file() -> Path:

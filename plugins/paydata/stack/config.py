@@ -48,6 +48,7 @@ class StackConfig:
     state_dir: Path
     pg_port: int = settings.DEFAULT_POSTGRES_PORT
     mongo_port: int = settings.DEFAULT_MONGO_PORT
+    airflow_port: int = settings.DEFAULT_AIRFLOW_PORT
     pg_binaries: str = "auto"
     python: Path = field(default_factory=lambda: Path(sys.executable))
     repo_root: Path = settings.REPO_ROOT
@@ -55,11 +56,13 @@ class StackConfig:
     @classmethod
     def default(cls) -> StackConfig:
         """The stack described by the environment (``PAYDATA_STACK_DIR``, ``PAYDATA_PG_PORT``,
-        ``PAYDATA_MONGO_PORT``, ``PAYDATA_PG_BINARIES``), falling back to the repo defaults."""
+        ``PAYDATA_MONGO_PORT``, ``PAYDATA_AIRFLOW_PORT``, ``PAYDATA_PG_BINARIES``), falling back to the
+        repo defaults."""
         return cls(
             state_dir=settings.stack_dir(),
             pg_port=_port_from_env("PAYDATA_PG_PORT", settings.DEFAULT_POSTGRES_PORT),
             mongo_port=_port_from_env("PAYDATA_MONGO_PORT", settings.DEFAULT_MONGO_PORT),
+            airflow_port=_port_from_env("PAYDATA_AIRFLOW_PORT", settings.DEFAULT_AIRFLOW_PORT),
             pg_binaries=os.environ.get("PAYDATA_PG_BINARIES", "").strip() or "auto",
         )
 
@@ -135,6 +138,16 @@ class StackConfig:
     @property
     def airflow_db(self) -> Path:
         return self.airflow_home / "airflow.db"
+
+    @property
+    def airflow_run_dir(self) -> Path:
+        """Pid files of the scheduled mode's Airflow components (``paydata.stack.airflow_services``)."""
+        return self.airflow_home / "run"
+
+    @property
+    def airflow_users_file(self) -> Path:
+        """The UI/REST users' passwords (JSON ``{user: password}``), read by Airflow's simple auth manager."""
+        return self.secrets_dir / "airflow_passwords.json"
 
     @property
     def mlflow_dir(self) -> Path:
