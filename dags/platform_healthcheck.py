@@ -9,7 +9,7 @@ row in `platform_heartbeat` of each database and, as the Mongo administrator, a 
 `platform_heartbeat` collection. Rerunning a run rewrites its own heartbeats.
 
 Fails when a store is unreachable, when a TCP connection is not encrypted, or when a Mongo
-connection does not log in or does not ask for verified TLS.
+connection does not log in or does not ask for verified TLS. `summary` logs one line per store.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-POSTGRES_CONN_IDS = ["paydata_reference", "paydata_oltp", "paydata_warehouse"]
+from paydata.dagconfig import DAG_FAILURE, default_args
+
+POSTGRES_CONN_IDS = ["paydata_reference", "paydata_oltp", "paydata_warehouse", "paydata_keystore"]
 MONGO_CONN_IDS = ["paydata_mongo", "paydata_mongo_cdc", "paydata_mongo_ingest", "paydata_mongo_features",
                   "paydata_mongo_analyst"]
 
@@ -28,9 +30,12 @@ MONGO_CONN_IDS = ["paydata_mongo", "paydata_mongo_cdc", "paydata_mongo_ingest", 
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    description="Reach every store over TLS through the Airflow Connections and write heartbeats",
+    dagrun_timeout=pendulum.duration(minutes=30),
     tags=["paydata", "platform"],
     doc_md=__doc__,
-    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    on_failure_callback=DAG_FAILURE,
+    default_args=default_args(execution_timeout=pendulum.duration(minutes=5)),
 )
 def platform_healthcheck():
     @task(multiple_outputs=False)
@@ -62,8 +67,16 @@ def platform_healthcheck():
                 report |= record_mongo_heartbeat(database, get_current_context()["run_id"])
         return report
 
-    check_postgres.expand(conn_id=POSTGRES_CONN_IDS)
-    check_mongo.expand(conn_id=MONGO_CONN_IDS)
+    @task(multiple_outputs=False)
+    def summary(postgres: list[dict], mongo: list[dict]) -> dict:
+        import logging
+
+        reports = [*postgres, *mongo]
+        for report in reports:
+            logging.getLogger(__name__).info("healthy: %s", report)
+        return {"stores": len(reports)}
+
+    summary(check_postgres.expand(conn_id=POSTGRES_CONN_IDS), check_mongo.expand(conn_id=MONGO_CONN_IDS))
 
 
 platform_healthcheck()

@@ -20,6 +20,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from paydata.dagconfig import DAG_FAILURE, default_args
+
 
 @dag(
     dag_id="reference_sync",
@@ -27,9 +29,12 @@ from airflow.sdk import dag, task
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    description="Upsert OLTP's replicas of currencies and merchants from the reference database",
+    dagrun_timeout=pendulum.duration(hours=1),
     tags=["paydata", "oltp", "reference"],
     doc_md=__doc__,
-    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(minutes=1)},
+    on_failure_callback=DAG_FAILURE,
+    default_args=default_args(retry_delay=pendulum.duration(minutes=1), execution_timeout=pendulum.duration(minutes=30)),
 )
 def reference_sync():
     @task(multiple_outputs=False)

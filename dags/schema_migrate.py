@@ -6,13 +6,17 @@ managed database, in version order, each migration in its own transaction and un
 lock. Applying twice is a no-op; an applied file that was edited afterwards fails the task and
 names the file (history is never rewritten: add a new migration instead).
 
+Order: the key store first; then any data keys still held by a source database (from before the
+key store existed) move into it; then the reference and OLTP databases, whose migrations drop
+the emptied key tables.
+
 `apply_mongo_definitions` brings the MongoDB collections, validators and indexes of
 `include/nosql/collections.json` in line, as the Mongo administrator (`paydata_mongo`): the
 pipelines' own Mongo users may read and write documents but not change definitions.
 
 Triggered manually and by `make demo`; the local stack also applies migrations and Mongo
-definitions on `up`. XCom carries the list of versions applied per database and the list of
-Mongo definition changes.
+definitions on `up`. XCom carries the list of versions applied per database, the number of keys
+moved and the list of Mongo definition changes.
 """
 
 from __future__ import annotations
@@ -20,7 +24,20 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-MANAGED_DATABASES = ["reference", "oltp"]
+from paydata.dagconfig import DAG_FAILURE, default_args
+
+SOURCE_DATABASES = ["reference", "oltp"]
+
+
+def _apply(database: str) -> list[str]:
+    from paydata.migrations import apply_migrations
+    from paydata.settings import POSTGRES_DATABASES, pg_connect
+
+    conn = pg_connect(POSTGRES_DATABASES[database])
+    try:
+        return apply_migrations(conn, database)
+    finally:
+        conn.close()
 
 
 @dag(
@@ -29,21 +46,40 @@ MANAGED_DATABASES = ["reference", "oltp"]
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    description="Apply versioned SQL migrations and the MongoDB collection definitions (manual)",
+    dagrun_timeout=pendulum.duration(hours=1),
     tags=["paydata", "platform", "schema"],
     doc_md=__doc__,
-    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    on_failure_callback=DAG_FAILURE,
+    default_args=default_args(execution_timeout=pendulum.duration(minutes=30)),
 )
 def schema_migrate():
     @task
-    def apply(database: str) -> list[str]:
-        from paydata.migrations import apply_migrations
+    def apply_keystore() -> list[str]:
+        return _apply("keystore")
+
+    @task
+    def move_legacy_keys(_applied: list[str]) -> list[dict]:
+        from paydata.keystore.legacy import move_legacy_keys as move
+        from paydata.keystore.store import KeyStore
         from paydata.settings import POSTGRES_DATABASES, pg_connect
 
-        conn = pg_connect(POSTGRES_DATABASES[database])
+        store = KeyStore()
         try:
-            return apply_migrations(conn, database)
+            moved = []
+            for database in SOURCE_DATABASES:
+                conn = pg_connect(POSTGRES_DATABASES[database])
+                try:
+                    moved.append(move(conn, database, store).as_dict())
+                finally:
+                    conn.close()
+            return moved
         finally:
-            conn.close()
+            store.close()
+
+    @task
+    def apply(database: str) -> list[str]:
+        return _apply(database)
 
     @task
     def apply_mongo_definitions() -> list[str]:
@@ -56,7 +92,8 @@ def schema_migrate():
         finally:
             database.client.close()
 
-    apply.expand(database=MANAGED_DATABASES)
+    moved = move_legacy_keys(apply_keystore())
+    moved >> apply.expand(database=SOURCE_DATABASES)
     apply_mongo_definitions()
 
 

@@ -13,14 +13,18 @@ Generates deterministic synthetic load for the platform, one batch per data inte
    feedback, app logs, fraud labels; mode 0600), byte-identical on rerun. Publishes the landing
    Asset `paydata://landing/nosql` with the batch key, which schedules `nosql_ingest`.
 
-Params: `payments` per interval (default 5000) and `merchants` (default 200). XCom carries counts
-and paths only. Format and guarantees: `docs/generator.md`.
+Params: `payments` per interval (default 5000), `merchants` (default 200) and `base_seed`.
+Triggered from the UI, CLI or REST without a logical date, a run generates the day ending when it
+was created (`run_after`); with a logical date, the day ending then; backfills, their intervals.
+XCom carries counts and paths only. Format and guarantees: `docs/generator.md`.
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from paydata.dagconfig import DAG_FAILURE, default_args
 
 LANDING = Asset("paydata://landing/nosql")
 
@@ -33,16 +37,25 @@ LANDING = Asset("paydata://landing/nosql")
     max_active_runs=1,
     tags=["paydata", "generator", "workload"],
     doc_md=__doc__,
-    params={"payments": 5000, "merchants": 200, "base_seed": 0},
-    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    description="Deterministic synthetic payments, reference data and landing files, one batch per interval",
+    params={
+        "payments": Param(5000, type="integer", minimum=1, maximum=10_000_000,
+                          description="payments generated for the interval"),
+        "merchants": Param(200, type="integer", minimum=1, maximum=100_000,
+                           description="merchants seeded in the reference database"),
+        "base_seed": Param(0, type="integer", minimum=0,
+                           description="mixed into the interval's seed: another value, other traffic"),
+    },
+    dagrun_timeout=pendulum.duration(hours=2),
+    on_failure_callback=DAG_FAILURE,
+    default_args=default_args(execution_timeout=pendulum.duration(minutes=45)),
 )
 def workload_generate():
     def _interval() -> tuple:
+        from paydata.generator import run_interval
+
         context = get_current_context()
-        start = context["data_interval_start"]
-        end = context["data_interval_end"]
-        if end <= start:  # manual runs without an interval get one day ending at the logical date
-            start = end - pendulum.duration(days=1)
+        start, end = run_interval(context)
         return start, end, context["params"]
 
     def _config():

@@ -88,3 +88,22 @@ def mongo_db(stack):
     yield database
     client.drop_database(database.name)
     client.close()
+
+
+@pytest.fixture
+def fresh_keystore(admin_connect, fresh_database):
+    """A throwaway key store database (migrated) made the process-wide key store for the test;
+    returns its :class:`paydata.keystore.KeyStore`. Test OLTP databases number their customers
+    from 1, so each needs its own key store."""
+    from paydata.keystore import KeyStore, set_default_keystore
+    from paydata.migrations import apply_migrations
+
+    name = fresh_database(prefix="keystore")
+    conn = admin_connect(name)
+    apply_migrations(conn, "keystore")
+    store = KeyStore(connect=lambda: admin_connect(name))
+    store.database = name
+    previous = set_default_keystore(store)
+    yield store
+    set_default_keystore(previous)
+    store.close()

@@ -2,7 +2,9 @@
 # Creates the paydata databases and roles; the official postgres image runs this once, on an
 # empty data directory (docker-entrypoint-initdb.d), as the superuser over the Unix socket.
 # Mirrors the local stack: each database is owned by its own login role (settings.DATABASE_OWNERS)
-# and the CDC role may use logical replication on the CDC source databases.
+# and the CDC role may use logical replication on the CDC source databases. The key store
+# database (wrapped data keys) is reachable by its owner only (CONNECT and pg_hba.conf), and each
+# database has a scratch copy the restore drill restores the latest backup into.
 # Names and passwords reach SQL only as psql variables (:"identifier" / :'literal' quoting).
 # No "set -u": if the file loses its executable bit the entrypoint sources it, and -u would leak
 # into docker-entrypoint.sh.
@@ -49,9 +51,34 @@ ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" GRANT SELECT ON TABLES TO :"role";
 SQL
 }
 
+# create_drill_database DATABASE OWNER: the restore drill's scratch database (role exists already).
+create_drill_database() {
+    run_sql postgres -v db="restore_drill_$1" -v owner="$2" <<'SQL'
+CREATE DATABASE :"db" OWNER :"owner";
+REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
+SQL
+}
+
+# grant_wal_maintenance ROLE: the erasure window switches WAL segments, checkpoints and lists pg_wal.
+# Function privileges live in each database's catalog: granted in the key store database.
+grant_wal_maintenance() {
+    run_sql keystore -v role="$1" <<'SQL'
+GRANT pg_checkpoint TO :"role";
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_switch_wal() TO :"role";
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_waldir() TO :"role";
+SQL
+}
+
 create_database reference reference_owner PAYDATA_REFERENCE_OWNER_PASSWORD
 create_database oltp oltp_owner PAYDATA_OLTP_OWNER_PASSWORD
 create_database warehouse warehouse_owner PAYDATA_WAREHOUSE_OWNER_PASSWORD
+create_database keystore paydata_keystore PAYDATA_KEYSTORE_PASSWORD
+
+create_drill_database reference reference_owner
+create_drill_database oltp oltp_owner
+create_drill_database warehouse warehouse_owner
+create_drill_database keystore paydata_keystore
+grant_wal_maintenance paydata_keystore
 
 create_cdc_role paydata_cdc PAYDATA_CDC_PASSWORD
 grant_cdc reference reference_owner paydata_cdc

@@ -23,3 +23,35 @@ def cdc_mongo(source: str) -> str:
 def marts(table: str) -> str:
     """A marts table (or ``aggregates``) of the warehouse."""
     return f"{SCHEME}://warehouse/marts/{table}"
+
+
+# The sink of each capture Asset (paydata.cdc.sinks: WarehouseSink.name, MongoSink.name).
+CAPTURE_SINKS = {"warehouse": cdc_staging, "mongo": cdc_mongo}
+
+
+def capture_event_extra(report: dict, sink: str) -> dict | None:
+    """The metadata of the Asset event a capture run publishes for one sink, or None when the run
+    applied nothing to that sink (then no event is published and nothing downstream runs).
+
+    ``report`` is the CDC run report (``CdcEngine.run``). The metadata says what changed: changes
+    applied to the sink (streamed plus snapshot rows), the LSN range the run confirmed, and the
+    tables with their change counts.
+    """
+    streamed = int((report.get("applied") or {}).get(sink, 0))
+    snapshot = report.get("snapshot") or {}
+    snapshot_rows = {table: int(n) for table, n in (snapshot.get("rows") or {}).items() if n}
+    if not streamed and not snapshot_rows:
+        return None
+    tables = dict((report.get("tables") or {}).get(sink, {}))
+    for table, rows in snapshot_rows.items():
+        tables[table] = tables.get(table, 0) + rows
+    return {
+        "source": report.get("source"),
+        "sink": sink,
+        "changes": streamed + sum(snapshot_rows.values()),
+        "snapshot_rows": sum(snapshot_rows.values()),
+        "start_lsn": report.get("start_lsn"),
+        "end_lsn": report.get("end_lsn"),
+        "tables": dict(sorted(tables.items())),
+        "dead_lettered": int(report.get("dead_lettered") or 0),
+    }

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from paydata import settings
 
@@ -25,7 +27,16 @@ PIPELINE_DAGS: list[str] = [
     "reference_cdc",
     "oltp_cdc",
     "warehouse_build",
+    "fraud_features",
+    "fraud_train",
+    "backup",
 ]
+# Labels mature 60 days after a charge, so a model needs older history than the demo's own day of
+# traffic: before the first capture the demo loads HISTORY_PAYMENTS generated payments spread over
+# the 60 days that ended 70 days ago (skipped when that batch is already loaded).
+HISTORY_PAYMENTS = 20000
+HISTORY_DAYS = 60
+HISTORY_BEFORE_DAG = "reference_cdc"
 
 
 class DemoError(RuntimeError):
@@ -38,25 +49,110 @@ def airflow_env() -> dict[str, str]:
     return env
 
 
-def run_dag(dag_id: str, logical_date: str, env: dict[str, str]) -> float:
-    """Run one DAG with ``airflow dags test``; return seconds taken, raise DemoError on failure."""
+# What `airflow dags test` prints that a person watching the demo wants to see, as it happens.
+TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
+TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
+TASK_STATE = re.compile(r"new_state=(\w+)")
+SUMMARY_LINES = re.compile(r"(cdc run \w+: .*?|warehouse build: .*?|snapshot of \S+: \d+ rows so far.*?)\s+\[")
+HEARTBEAT_SECONDS = 30
+
+
+def progress_lines(line: str, state: dict) -> list[str]:
+    """What to print for one line of ``airflow dags test`` output (``state`` carries the task being run)."""
+    shown = []
+    if match := TASK_START.search(line):
+        task = match.group(1) + (f"[{match.group(2)}]" if match.group(2) != "-1" else "")
+        state.update(task=task, started=time.monotonic(), state=None)
+    elif match := TASK_STATE.search(line):
+        state["state"] = match.group(1)
+    elif match := TASK_END.search(line):
+        seconds = time.monotonic() - state.get("started", time.monotonic())
+        shown.append(f"    {state.get('task', match.group(1)):<28} {state.get('state') or 'done':<8} {seconds:6.1f}s")
+        state["task"] = None
+    elif match := SUMMARY_LINES.search(line):
+        shown.append(f"      {match.group(1)[:200]}")
+    return shown
+
+
+def run_dag(dag_id: str, logical_date: str, env: dict[str, str], echo=print) -> float:
+    """Run one DAG with ``airflow dags test``, printing each task as it finishes (and a line every
+    30 s while one runs); return seconds taken, raise DemoError on failure."""
     started = time.monotonic()
     airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
-    result = subprocess.run(
-        [airflow, "dags", "test", dag_id, logical_date],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    elapsed = time.monotonic() - started
     log_dir = settings.stack_dir() / "demo-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{dag_id}.log"
-    log_path.write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
-    failed = result.returncode != 0 or "state=failed" in result.stdout + result.stderr
-    if failed:
-        raise DemoError(f"DAG {dag_id} failed (exit {result.returncode}); full log: {log_path}")
+    state: dict = {}
+    failed_text = False
+    with open(log_path, "w") as log, subprocess.Popen(
+        [airflow, "dags", "test", dag_id, logical_date], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, bufsize=1,
+    ) as process:
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                if state.get("task"):
+                    echo(f"    {state['task']:<28} running  {time.monotonic() - state['started']:6.0f}s ...")
+
+        beat = threading.Thread(target=heartbeat, daemon=True)
+        beat.start()
+        try:
+            for line in process.stdout:
+                log.write(line)
+                failed_text = failed_text or "state=failed" in line
+                for shown in progress_lines(line, state):
+                    echo(shown)
+        finally:
+            stop.set()
+        returncode = process.wait()
+    elapsed = time.monotonic() - started
+    if returncode != 0 or failed_text:
+        raise DemoError(f"DAG {dag_id} failed (exit {returncode}); full log: {log_path}")
     return elapsed
+
+
+def load_history(env: dict[str, str], today: datetime) -> float:
+    """Generated payments for the 60 days that ended 70 days before the start of this month."""
+    started = time.monotonic()
+    first_of_month = today.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start = (first_of_month - timedelta(days=70 + HISTORY_DAYS)).date().isoformat()
+    generator = [sys.executable, "-m", "paydata.generator"]
+    log_dir = settings.stack_dir() / "demo-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    output = []
+    # FX rates for the history's days (idempotent), then the traffic (a loaded batch is skipped)
+    for command in (generator + ["seed-reference", "--merchants", "0", "--fx-start", start, "--fx-days", str(HISTORY_DAYS + 2)],
+                    generator + ["traffic", "--payments", str(HISTORY_PAYMENTS), "--days", str(HISTORY_DAYS),
+                                 "--start", start, "--seed", "11"]):
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        output.append(result.stdout + "\n--- stderr ---\n" + result.stderr)
+        (log_dir / "history.log").write_text("\n".join(output))
+        if result.returncode != 0:
+            raise DemoError(f"loading the history failed; log: {log_dir / 'history.log'}")
+    return time.monotonic() - started
+
+
+def model_summary() -> dict | None:
+    """The registered fraud model: aliases, and the latest version's metrics beside the baseline's."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from ml.registry.gate import MODEL_NAME
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri())
+    client = MlflowClient()
+    try:
+        model = client.get_registered_model(MODEL_NAME)
+    except MlflowException:
+        return None
+    versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    latest = max(versions, key=lambda v: int(v.version))
+    run = client.get_run(latest.run_id)
+    return {"name": MODEL_NAME, "aliases": dict(model.aliases), "latest_version": str(latest.version),
+            "metrics": run.data.metrics, "params": run.data.params,
+            "decision": run.data.tags.get("gate.reason", "")}
 
 
 def postgres_table_counts(conn_id: str) -> list[tuple[str, int]]:
@@ -160,6 +256,30 @@ def print_ingest_summary() -> None:
           f" + {totals['quarantined']} quarantined + {totals['duplicates']} duplicates  [{balance}]")
 
 
+def print_backup_summary() -> None:
+    """The latest encrypted backup: id, size per file, and its restore drill."""
+    from paydata.backup import catalog
+
+    root = catalog.backup_root()
+    backups = catalog.list_backups(root)
+    print(f"Encrypted backups ({root}, {len(backups)} kept):")
+    if not backups:
+        print("  none")
+        return
+    manifest = backups[-1]
+    print(f"  latest {manifest['backup_id']}: {manifest['bytes']:,} bytes AES-256-GCM under backup KEK "
+          f"{manifest['kek_id']}, taken in {manifest['seconds']:.1f}s, expires {manifest['expires_at'][:10]}")
+    for artifact in manifest["artifacts"]:
+        print(f"    {artifact['artifact']:<12} {artifact['bytes']:>14,} bytes  "
+              f"{len(artifact['tables']):>3} tables/collections")
+    drill = catalog.read_drill(root, manifest["backup_id"])
+    if drill is None:
+        print("  restore drill: not run")
+    else:
+        verdict = "ok, rows and checksums match the manifest" if drill["ok"] else f"FAILED {drill['problems']}"
+        print(f"  restore drill: {verdict} ({drill['seconds']:.1f}s)")
+
+
 def print_summary(timings: dict[str, float]) -> None:
     print("\n== paydata demo summary ==")
     print("DAG runs:")
@@ -190,6 +310,23 @@ def print_summary(timings: dict[str, float]) -> None:
     for row in fresh:
         print(f"  {row['table_name']:<28} lsn {format_lsn(row['source_lsn'])}  source commit {row['source_commit_at']}"
               f"  loaded {row['loaded_at']}")
+    model = model_summary()
+    if model is None:
+        print("Fraud model: none registered (see the fraud_train log)")
+    else:
+        aliases = ", ".join(f"{alias} -> v{version}" for alias, version in sorted(model["aliases"].items()))
+        print(f"Fraud model {model['name']}: latest v{model['latest_version']}; aliases {aliases or 'none'}")
+        params = model["params"]
+        print(f"  trained on training set {params.get('data.training_set_id')}: {params.get('data.rows')} labelled "
+              f"charges ({params.get('data.fraud_rows')} fraud), positions oltp {params.get('data.oltp_lsn')}")
+        print(f"  gate: {model['decision']}")
+        print(f"  {'held-out metric':<24} {'model':>10} {'rules baseline':>15}")
+        for metric in ("pr_auc", "roc_auc", "recall_at_1pct_fpr", "precision_top_0_5pct", "brier",
+                       "expected_cost_per_1000", "fraud_rate"):
+            ours, theirs = model["metrics"].get(f"model.{metric}"), model["metrics"].get(f"baseline.{metric}")
+            if ours is not None:
+                print(f"  {metric:<24} {ours:>10.4f} {theirs:>15.4f}")
+    print_backup_summary()
     print(f"MLflow tracking store: {settings.mlflow_tracking_uri()}")
     print(f"Logs of each DAG run: {settings.stack_dir() / 'demo-logs'}")
 
@@ -201,16 +338,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from paydata import stack
 
+    print("starting the local stack (Postgres, MongoDB wire server, Airflow metadata DB; "
+          "the first start takes a minute) ...", flush=True)
     stack.ensure_up()
     env = airflow_env()
     logical_date = datetime.now(UTC).replace(microsecond=0).isoformat()
     timings: dict[str, float] = {}
     try:
         for dag_id in args.dags:
+            if dag_id == HISTORY_BEFORE_DAG:
+                print("loading fraud history (labels need 60 days to mature) ...", flush=True)
+                timings["history (generator)"] = load_history(env, datetime.now(UTC))
             if dag_id.endswith("_cdc"):
                 recover_lost_slots()
             print(f"running {dag_id} ...", flush=True)
-            timings[dag_id] = run_dag(dag_id, logical_date, env)
+            timings[dag_id] = run_dag(dag_id, logical_date, env, echo=lambda line: print(line, flush=True))
     except DemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -28,8 +28,10 @@ from pathlib import Path
 from paydata import settings
 from paydata.sql import SQL_ROOT, load_sql
 
-# Databases whose schema this module owns; ``--db all`` applies these, in this order.
-MANAGED_DATABASES = ("reference", "oltp")
+# Databases whose schema this module owns; ``--db all`` applies these, in this order. The key
+# store comes first: the sources' data keys move into it before their migrations drop the old
+# tables (see :func:`apply_all`).
+MANAGED_DATABASES = ("keystore", "reference", "oltp")
 
 MIGRATION_FILENAME = re.compile(r"^V(?P<version>\d{3,})__(?P<name>[a-z0-9]+(?:_[a-z0-9]+)*)\.sql$")
 
@@ -212,6 +214,36 @@ def apply_migrations(conn, database: str, sql_root: Path | None = None) -> list[
     return applied_now
 
 
+def apply_all(connect=None) -> dict[str, list[str]]:
+    """Migrate every managed database, moving legacy data keys into the key store on the way.
+
+    Order: key store migrations; then per source database (reference, oltp) its legacy data-key
+    rows are moved into the key store (:func:`paydata.keystore.legacy.move_legacy_keys`, a no-op
+    on a new database) and its migrations applied. ``connect(database)`` returns a connection
+    (default: the database's owner connection from settings). Returns versions applied per database.
+    """
+    from paydata.keystore.legacy import LEGACY_SOURCES, move_legacy_keys
+    from paydata.keystore.store import KeyStore
+
+    def _connect(database: str):
+        return connect(database) if connect else settings.pg_connect(settings.POSTGRES_DATABASES[database])
+
+    applied: dict[str, list[str]] = {}
+    for database in MANAGED_DATABASES:
+        conn = _connect(database)
+        try:
+            if database in LEGACY_SOURCES:
+                store = KeyStore(connect=lambda: _connect("keystore"))
+                try:
+                    move_legacy_keys(conn, database, store)
+                finally:
+                    store.close()
+            applied[database] = apply_migrations(conn, database)
+        finally:
+            conn.close()
+    return applied
+
+
 def _databases(choice: str) -> list[str]:
     return list(MANAGED_DATABASES) if choice == "all" else [choice]
 
@@ -221,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("apply", "status"))
     parser.add_argument("--db", default="all", choices=(*MANAGED_DATABASES, "all"))
     args = parser.parse_args(argv)
+    if args.command == "apply" and args.db == "all":
+        try:
+            for database, applied in apply_all().items():
+                print(f"{database}: applied {', '.join(applied)}" if applied else f"{database}: up to date")
+        except (MigrationError, settings.SettingsError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     for database in _databases(args.db):
         try:
             conn = settings.pg_connect(settings.POSTGRES_DATABASES[database])

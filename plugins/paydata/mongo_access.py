@@ -10,7 +10,7 @@ its collections in the ``paydata`` database:
 | ``paydata_admin`` (``paydata_mongo``) | ``dbAdmin`` + ``readWrite`` on ``paydata`` | apply collection definitions, validators, indexes; no user or role management |
 | ``paydata_cdc`` (``paydata_mongo_cdc``) | ``paydata_cdc_writer`` | read/write the CDC collections |
 | ``paydata_ingest`` (``paydata_mongo_ingest``) | ``paydata_ingest_writer`` | read/write the landing-ingestion collections |
-| ``paydata_features`` (``paydata_mongo_features``) | ``paydata_features_rw`` | read sessions, telemetry, feedback, payments; read/write ``features`` |
+| ``paydata_features`` (``paydata_mongo_features``) | ``paydata_features_rw`` | read sessions, telemetry, feedback, payments; read/write ``features`` and ``feature_offsets`` |
 | ``paydata_analyst`` (``paydata_mongo_analyst``) | ``paydata_analyst_read`` | read the document collections (not quarantine or bookkeeping) |
 
 ``paydata_root`` (``root``) only provisions the others; no Airflow connection carries it.
@@ -32,7 +32,7 @@ CDC_COLLECTIONS = ("merchant_profiles", "customers", "payment_intents", "payment
                    "cdc_truncations")
 INGEST_COLLECTIONS = ("sessions", "telemetry", "feedback", "app_logs", "quarantine", "ingest_files")
 FEATURE_SOURCES = ("sessions", "telemetry", "feedback", "payments")
-FEATURE_COLLECTIONS = ("features",)
+FEATURE_COLLECTIONS = ("features", "feature_offsets")
 # Quarantine may hold rejected input that was never scrubbed, and the bookkeeping collections are
 # of no analytical use: analysts read the document collections only.
 ANALYST_COLLECTIONS = ("merchant_profiles", "customers", "payment_intents", "payments", "sessions",

@@ -39,15 +39,21 @@ MONGO_USERS = {
     MONGO_ANALYST_CONN_ID: "paydata_analyst",
 }
 MONGO_AUTH_SOURCE = "admin"
+# The key store: wrapped data keys, in a database no capture or analyst role may connect to.
+KEYSTORE_CONN_ID = "paydata_keystore"
 
 # Logical database name -> connection id; the database name equals the logical name.
 POSTGRES_DATABASES = {
     "reference": REFERENCE_CONN_ID,
     "oltp": OLTP_CONN_ID,
     "warehouse": WAREHOUSE_CONN_ID,
+    "keystore": KEYSTORE_CONN_ID,
 }
 # Each database is owned by its own role; applications log in as that owner in the local stack.
-DATABASE_OWNERS = {name: f"{name}_owner" for name in POSTGRES_DATABASES}
+# The key store's owner is the only role besides the superuser that may connect to it.
+KEYSTORE_ROLE = "paydata_keystore"
+DATABASE_OWNERS = {name: f"{name}_owner" for name in POSTGRES_DATABASES if name != "keystore"}
+DATABASE_OWNERS["keystore"] = KEYSTORE_ROLE
 
 MONGO_DATABASE = "paydata"
 
@@ -76,13 +82,55 @@ def owner_conn_id(source: str) -> str:
     return f"paydata_{source}"
 
 
+def restore_drill_database(database: str) -> str:
+    """The scratch database the restore drill restores ``database``'s latest backup into."""
+    return f"restore_drill_{database}"
+
+
 DEFAULT_POSTGRES_PORT = 55432
 DEFAULT_MONGO_PORT = 57017
 
 
+DEFAULT_AIRFLOW_PORT = 8080
+
+
+def _world_traversable(path: Path) -> bool:
+    """True when every existing folder from ``/`` down to ``path`` can be entered by any user."""
+    import stat
+
+    for folder in [*reversed(path.parents), path]:
+        try:
+            mode = folder.stat().st_mode
+        except OSError:
+            return True  # not created yet: the folders above it decide
+        if not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def fallback_stack_dir(repo_root: Path | None = None) -> Path:
+    """``/tmp/paydata-stack-<first 12 hex of sha1(repo path)>``: stable per clone, reachable by everyone."""
+    import hashlib
+
+    repo_root = REPO_ROOT if repo_root is None else repo_root
+    return Path("/tmp") / f"paydata-stack-{hashlib.sha1(str(repo_root).encode()).hexdigest()[:12]}"
+
+
 def stack_dir() -> Path:
-    """Folder holding all local-stack state (clusters, certificates, Airflow home, MLflow store)."""
-    return Path(os.environ.get("PAYDATA_STACK_DIR", REPO_ROOT / ".stack")).resolve()
+    """Folder holding all local-stack state (clusters, certificates, Airflow home, MLflow store).
+
+    ``PAYDATA_STACK_DIR`` when set; otherwise ``<repo>/.stack``, except when running as root from a
+    clone the unprivileged database user cannot enter (e.g. under root's mode-0700 home): then
+    :func:`fallback_stack_dir`, so ``make demo`` works from any clone. Every process of one clone
+    resolves the same folder.
+    """
+    explicit = os.environ.get("PAYDATA_STACK_DIR")
+    if explicit:
+        return Path(explicit).resolve()
+    default = (REPO_ROOT / ".stack").resolve()
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and not _world_traversable(REPO_ROOT):
+        return fallback_stack_dir()
+    return default
 
 
 def env_file() -> Path:

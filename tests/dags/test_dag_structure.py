@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 EXPECTED_DOWNSTREAM = {
-    "platform_healthcheck": {"check_postgres": set(), "check_mongo": set()},
-    "schema_migrate": {"apply": set(), "apply_mongo_definitions": set()},
+    "platform_healthcheck": {"check_postgres": {"summary"}, "check_mongo": {"summary"}, "summary": set()},
+    "schema_migrate": {"apply_keystore": {"move_legacy_keys"}, "move_legacy_keys": {"apply"}, "apply": set(),
+                       "apply_mongo_definitions": set()},
+    "backup": {"take": {"restore_drill"}, "restore_drill": {"expire"}, "expire": set()},
+    "erasure_window": {"close_window": {"erasure_complete"}, "erasure_complete": set()},
     "workload_generate": {
         "seed_reference": {"sync_replicas"},
         "sync_replicas": {"generate_traffic"},
@@ -20,16 +23,27 @@ EXPECTED_DOWNSTREAM = {
         "clean_landing": set(),
     },
     "reference_sync": {"sync": set()},
-    "key_rotation": {"rewrap": set()},
-    "reference_cdc": {"slot_health": {"capture"}, "capture": set()},
-    "oltp_cdc": {"slot_health": {"capture"}, "capture": set()},
+    "key_rotation": {"rewrap": {"summary"}, "summary": set()},
+    **{
+        f"{source}_cdc": {
+            "slot_health": {"capture"},
+            "capture": {"publish_staging", "publish_mongo", "lag_check"},
+            "publish_staging": set(),
+            "publish_mongo": set(),
+            "lag_check": set(),
+        }
+        for source in ("reference", "oltp")
+    },
     "warehouse_build": {
-        "build": {"quality_checks", "reconcile"},
+        "build": {"quality_checks", "reconcile", "freshness_check"},
+        "freshness_check": set(),
         "quality_checks": {"refresh_aggregates", "label_charges"},
         "refresh_aggregates": {"reconcile"},
         "label_charges": set(),
         "reconcile": set(),
     },
+    "fraud_features": {"build_offline": {"refresh_online"}, "refresh_online": set()},
+    "fraud_train": {"training_set": {"train"}, "train": set()},
 }
 
 
@@ -54,9 +68,13 @@ def test_task_order(dags, dag_id):
 
 @pytest.mark.parametrize("source", ["reference", "oltp"])
 def test_cdc_publishes_the_assets_the_warehouse_build_waits_for(dags, source):
-    capture = dags[f"{source}_cdc"].get_task("capture")
-    published = {outlet.uri for outlet in capture.outlets}
+    dag = dags[f"{source}_cdc"]
+    published = {outlet.uri for task in dag.tasks for outlet in task.outlets}
     assert published == {f"paydata://warehouse/staging/{source}", f"paydata://mongo/{source}"}
+    # Only the publishing tasks carry the Assets: they skip (no event) when the run applied nothing.
+    assert [o.uri for o in dag.get_task("publish_staging").outlets] == [f"paydata://warehouse/staging/{source}"]
+    assert [o.uri for o in dag.get_task("publish_mongo").outlets] == [f"paydata://mongo/{source}"]
+    assert not dag.get_task("capture").outlets
 
     condition = dags["warehouse_build"].timetable.asset_condition
     assert type(condition).__name__ == "AssetAny", "either source's new staging data must trigger the build"
@@ -98,7 +116,7 @@ def test_a_third_source_is_a_manifest_away(tmp_path):
         bag = DagBag(dag_folder={str(repo / "dags")!r})
         assert not bag.import_errors, bag.import_errors
         cdc = sorted(dag_id for dag_id in bag.dags if dag_id.endswith("_cdc"))
-        outlets = sorted(outlet.uri for outlet in bag.dags["payouts_cdc"].get_task("capture").outlets)
+        outlets = sorted(o.uri for t in bag.dags["payouts_cdc"].tasks for o in t.outlets)
         print(cdc, outlets)
     """)
     env = {**os.environ, "PAYDATA_CDC_MANIFEST_DIR": str(tmp_path)}
@@ -118,3 +136,19 @@ def test_landing_asset_schedules_the_ingest(dags):
     ingest = dags["nosql_ingest"]
     assert ingest.max_active_runs == 1 and ingest.catchup is False
     assert set(ingest.params) == {"batch_key", "retention_hours"}
+
+
+def test_features_follow_the_charge_fact_and_training_follows_the_features(dags):
+    build = dags["warehouse_build"].get_task("build")
+    assert "paydata://warehouse/marts/fct_charge" in {outlet.uri for outlet in build.outlets}
+    assert dags["fraud_features"].timetable.asset_condition.uri == "paydata://warehouse/marts/fct_charge"
+    assert dags["fraud_train"].timetable.asset_condition.uri == "paydata://warehouse/features/charge_features"
+    features = dags["fraud_features"].get_task("build_offline")
+    assert {outlet.uri for outlet in features.outlets} == {"paydata://warehouse/features/charge_features"}
+    assert set(dags["fraud_train"].params) == {"window_start", "window_end", "label_as_of", "maturity_days"}
+
+
+def test_warehouse_build_also_runs_daily_for_the_full_quality_scan(dags):
+    timetable = dags["warehouse_build"].timetable
+    assert type(timetable).__name__ == "AssetOrTimeSchedule"
+    assert timetable.timetable.expression == "30 2 * * *"

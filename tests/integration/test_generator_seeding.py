@@ -20,10 +20,11 @@ from paydata.generator.reference import (
     seed_reference,
 )
 from paydata.generator.traffic import TrafficGenerator
+from paydata.keystore import default_keystore
 from paydata.migrations import apply_migrations
 from paydata.oltp.reference_sync import sync_reference
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fresh_keystore")]
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -53,7 +54,7 @@ def test_reference_seed_is_complete_and_idempotent(databases):
     units = dict(_rows(ref, "SELECT currency_code, minor_units FROM currency WHERE currency_code IN "
                             "('JPY', 'USD', 'KWD', 'XAU')"))
     assert units == {"JPY": 0, "USD": 2, "KWD": 3, "XAU": None}
-    assert scalar(ref, "SELECT count(*) FROM merchant_data_key") == 25
+    assert default_keystore().count("merchant") == 25
     assert scalar(oltp, "SELECT count(*) FROM merchant_ref") == 25
     again = seed_reference(ref, merchants=25, seed=3, fx_start=START.date(), fx_days=5)
     assert again == {"currencies": 0, "countries": 0, "risk_tiers": 0, "fx_rates": 0, "merchants": 0}
@@ -83,7 +84,7 @@ def test_traffic_loads_consistently_without_plaintext_and_only_once(databases):
     result = load_traffic(oltp, config, merchants, progress=False, pan_sink=pans.append)
     assert not result.skipped and result.rows["charge"] == 3000
     assert scalar(oltp, "SELECT count(*) FROM charge") == 3000
-    assert scalar(oltp, "SELECT count(*) FROM customer_data_key") == scalar(oltp, "SELECT count(*) FROM customer")
+    assert default_keystore().count("customer") == scalar(oltp, "SELECT count(*) FROM customer")
 
     # The ledger matches each charge: credit, refunds, disputes (withdrawn unless won).
     mismatches = scalar(oltp, """
@@ -136,7 +137,7 @@ def test_traffic_loads_consistently_without_plaintext_and_only_once(databases):
     customer_id, blob = _rows(oltp, "SELECT customer_id, email_enc FROM customer ORDER BY customer_id LIMIT 1")[0]
 
     def lookup(key_id):
-        return scalar(oltp, "SELECT wrapped_key FROM customer_data_key WHERE key_id = %s", (key_id,))
+        return default_keystore().wrapped("customer", key_id)
 
     email = DataKeyResolver(lookup).decrypt(bytes(blob), table="customer", column="email", pk=customer_id)
     assert email in emails
@@ -174,8 +175,7 @@ def test_worker_processes_load_the_same_rows_as_one_process(stack, admin_connect
         assert _rows(oltp, query) == _rows(second, query), table
 
     def emails(conn):
-        resolver = DataKeyResolver(lambda key_id: scalar(
-            conn, "SELECT wrapped_key FROM customer_data_key WHERE key_id = %s", (key_id,)))
+        resolver = DataKeyResolver(lambda key_id: default_keystore().wrapped("customer", key_id))
         return [resolver.decrypt(bytes(blob), table="customer", column="email", pk=customer_id)
                 for customer_id, blob in _rows(conn, "SELECT customer_id, email_enc FROM customer ORDER BY 1")]
 

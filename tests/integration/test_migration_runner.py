@@ -46,12 +46,16 @@ def test_apply_creates_schema_records_history_and_second_apply_is_a_noop(
     assert history == [(m.version, m.path.name, m.checksum) for m in discover_migrations(database)]
     tables = relations(conn)
     if database == "reference":
-        assert {"currency", "country", "fx_rate", "merchant_risk_tier", "merchant", "merchant_data_key"} <= tables
-    else:
+        assert {"currency", "country", "fx_rate", "merchant_risk_tier", "merchant"} <= tables
+        assert "merchant_data_key" not in tables, "data keys live in the key store"
+    elif database == "oltp":
         assert {
-            "currency_ref", "merchant_ref", "customer", "customer_data_key", "payment_method",
+            "currency_ref", "merchant_ref", "customer", "payment_method",
             "payment_intent", "charge", "refund", "dispute", "payout", "balance_transaction",
         } <= tables
+        assert "customer_data_key" not in tables, "data keys live in the key store"
+    else:
+        assert {"customer_data_key", "merchant_data_key", "key_destruction", "key_table_compaction"} <= tables
 
 
 def copy_migrations(tmp_path, database):
@@ -163,9 +167,9 @@ def test_migrations_apply_as_a_non_superuser_owner_and_grant_cdc_reads(stack, ad
             return allowed
 
         assert can_read("reference", "merchant") and can_read("reference", "fx_rate")
-        assert not can_read("reference", "merchant_data_key")
         assert can_read("oltp", "charge") and can_read("oltp", "balance_transaction")
-        assert not can_read("oltp", "customer_data_key")
+        assert not can_read("oltp", "audit_log")
+        assert not can_read("keystore", "customer_data_key") and not can_read("keystore", "merchant_data_key")
     finally:
         for conn in conns.values():
             conn.rollback()

@@ -6,16 +6,19 @@ import datetime as dt
 
 import pytest
 
-from paydata.crypto import DataKeyResolver, default_tokeniser
+from paydata.crypto import default_tokeniser
+from paydata.crypto.fields import key_id_of
 from paydata.generator import TrafficConfig
 from paydata.generator.loader import load_traffic
 from paydata.generator.reference import load_merchant_profiles, seed_reference
+from paydata.keystore import default_keystore
 from paydata.migrations import apply_migrations
 from paydata.nosql import apply_definitions
 from paydata.nosql.audit import pii_findings
+from paydata.nosql.hygiene import erasure_hook
 from paydata.nosql.loader import ingest_files, landing_files
 from paydata.nosql.scrub import KnownValues, Safeguard
-from paydata.oltp.erasure import erase_customer
+from paydata.oltp.erasure import ErasureSubject, erase_customer
 from paydata.oltp.reference_sync import sync_reference
 
 pytestmark = pytest.mark.integration
@@ -24,7 +27,7 @@ START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def seeded(stack, admin_connect, fresh_database, tmp_path):
+def seeded(stack, admin_connect, fresh_database, fresh_keystore, tmp_path):
     ref = admin_connect(fresh_database(prefix="ing_ref"))
     oltp = admin_connect(fresh_database(prefix="ing_oltp"))
     apply_migrations(ref, "reference")
@@ -38,19 +41,14 @@ def seeded(stack, admin_connect, fresh_database, tmp_path):
 
 
 def _customers(oltp) -> list[tuple[int, str, str, str]]:
-    """Every customer's decrypted (id, name, email, phone)."""
-    def lookup(key_id):
-        with oltp.cursor() as cursor:
-            cursor.execute("SELECT wrapped_key FROM customer_data_key WHERE key_id = %s", (key_id,))
-            row = cursor.fetchone()
-        return bytes(row[0]) if row else None
-
-    resolver = DataKeyResolver(lookup)
+    """Every customer's decrypted (id, name, email, phone), with their keys from the key store."""
+    keys = default_keystore()
     with oltp.cursor() as cursor:
         cursor.execute("SELECT customer_id, name_enc, email_enc, phone_enc FROM customer ORDER BY customer_id")
         rows = cursor.fetchall()
     oltp.rollback()
-    return [(cid, *(resolver.decrypt(bytes(blob), table="customer", column=column, pk=cid)
+    return [(cid, *(keys.cipher("customer", key_id_of(bytes(blob))).decrypt(bytes(blob), table="customer",
+                                                                           column=column, pk=cid)
                     for blob, column in ((name, "name"), (email, "email"), (phone, "phone"))))
             for cid, name, email, phone in rows]
 
@@ -81,11 +79,13 @@ def test_seeded_customers_never_reach_mongo_and_erasure_removes_their_sessions(s
     session_token = tokeniser.tokenise(session_id, domain="session")
     assert mongo_db["sessions"].count_documents({"session_id": session_token}) == 1
 
-    result = erase_customer(oltp, customer_id, "data_subject_request", mongo_database=mongo_db, landing_dir=landing)
+    hooks = {"nosql": erasure_hook(mongo_db, landing)}
+    result = erase_customer(oltp, customer_id, "data_subject_request", hooks=hooks)
 
-    assert result.erased_now and result.nosql["sessions"] >= 1 and result.nosql["landing_lines"] >= 3
+    assert result.erased_now and result.hooks["nosql"]["sessions"] >= 1 and result.hooks["nosql"]["landing_lines"] >= 3
     assert mongo_db["sessions"].count_documents({"session_id": session_token}) == 0
     assert mongo_db["telemetry"].count_documents({"samples.session_id": session_token}) == 0
     assert all(session_id.encode() not in path.read_bytes() for path in landing.glob("**/*.jsonl"))
-    again = erase_customer(oltp, customer_id, "data_subject_request", mongo_database=mongo_db, landing_dir=landing)
-    assert not again.erased_now and again.nosql["sessions"] == 0
+    again = erase_customer(oltp, customer_id, "data_subject_request", hooks=hooks)
+    assert not again.erased_now and again.hooks == {}
+    assert erasure_hook(mongo_db, landing)(ErasureSubject(customer_id, (), (session_id,), ()))["sessions"] == 0

@@ -16,10 +16,10 @@ from paydata.crypto import (
     blind_index,
     key_id_of,
     new_keyfile,
-    new_owner_key,
     reload_keys,
     wrapped_kek_id,
 )
+from paydata.keystore import default_keystore
 from paydata.migrations import apply_migrations
 from paydata.oltp import app
 from paydata.oltp.audit import audit_events
@@ -27,7 +27,7 @@ from paydata.oltp.erasure import erase_customer
 from paydata.oltp.errors import InvalidRequest, NotFound
 from paydata.oltp.keys import rewrap_data_keys, rotate_customer_data_key
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fresh_keystore")]
 
 MERCHANT = 10
 NEXT_YEAR = dt.date.today().year + 1
@@ -67,12 +67,15 @@ def rows(conn, statement, params=None):
 
 
 def db_resolver(conn):
-    """Decrypts the way a downstream consumer would: wrapped key looked up by the ciphertext's key id."""
-    def lookup(key_id):
-        found = rows(conn, "SELECT wrapped_key FROM customer_data_key WHERE key_id = %s", (key_id,))
-        return found[0][0] if found else None
+    """Decrypts the way a consumer holding the key store would: wrapped key looked up by the
+    ciphertext's key id (``conn`` is unused: keys are not in OLTP)."""
+    return DataKeyResolver(lambda key_id: default_keystore().wrapped("customer", key_id), max_cached=0)
 
-    return DataKeyResolver(lookup, max_cached=0)
+
+def stored_wrapped_keys(owner="customer"):
+    with default_keystore().connection().cursor() as cursor:
+        cursor.execute(f"SELECT wrapped_key FROM {owner}_data_key")
+        return [bytes(wrapped) for (wrapped,) in cursor.fetchall()]
 
 
 def new_customer(conn, email="erin@example.com"):
@@ -84,18 +87,30 @@ def new_customer(conn, email="erin@example.com"):
 def test_erasure_crypto_shreds_and_is_idempotent(oltp):
     customer_id, card = new_customer(oltp)
     kept, _ = new_customer(oltp, "keep@example.com")
-    payment = app.create_payment(oltp, MERCHANT, customer_id, card, 1_500, outcome="succeeded")
+    payment = app.create_payment(oltp, MERCHANT, customer_id, card, 1_500, outcome="succeeded",
+                                 ip_address="203.0.113.9", device_id="dev-erin-1", session_id="sess-erin-1")
     (email_copy,) = rows(oltp, "SELECT email_enc FROM customer WHERE customer_id = %s", (customer_id,))[0]
     email_copy = bytes(email_copy)  # e.g. already in the warehouse
     assert db_resolver(oltp).decrypt(email_copy, table="customer", column="email", pk=customer_id) == (
         "erin@example.com")
 
-    result = erase_customer(oltp, customer_id, "data_subject_request")
+    seen = []
+
+    def downstream(subject):
+        seen.append(subject)
+        return {"sessions_removed": len(subject.session_ids)}
+
+    result = erase_customer(oltp, customer_id, "data_subject_request", hooks={"nosql": downstream})
 
     assert result.erased_now and result.cards_detached == 1 and result.data_key_id == key_id_of(email_copy)
+    assert [(s.session_ids, s.device_ids) for s in seen] == [(("sess-erin-1",), ("dev-erin-1",))]
+    assert result.hooks == {"nosql": {"sessions_removed": 1}}
     assert rows(oltp, "SELECT email_enc, name_enc, phone_enc, email_bidx, erased_at IS NOT NULL "
                       "FROM customer WHERE customer_id = %s", (customer_id,)) == [(None, None, None, None, True)]
-    assert rows(oltp, "SELECT count(*) FROM customer_data_key WHERE customer_id = %s", (customer_id,)) == [(0,)]
+    assert default_keystore().key_ids("customer", customer_id) == []
+    assert rows(oltp, "SELECT ip_address, device_id, session_id FROM charge WHERE charge_id = %s",
+                (payment.charge_id,)) == [(None, None, None)]
+    assert result.charges_wiped == 1
     with pytest.raises(KeyDestroyed):
         db_resolver(oltp).decrypt(email_copy, table="customer", column="email", pk=customer_id)
     read = app.read_customer(oltp, customer_id)
@@ -106,8 +121,8 @@ def test_erasure_crypto_shreds_and_is_idempotent(oltp):
     # History stays: the charge and its ledger row still reference the customer's card.
     assert rows(oltp, "SELECT count(*) FROM charge WHERE charge_id = %s", (payment.charge_id,)) == [(1,)]
 
-    again = erase_customer(oltp, customer_id, "data_subject_request")
-    assert not again.erased_now and again.erased_at == result.erased_at
+    again = erase_customer(oltp, customer_id, "data_subject_request", hooks={"nosql": downstream})
+    assert not again.erased_now and len(seen) == 1 and again.erased_at == result.erased_at
     events = audit_events(oltp, "customer", customer_id)
     assert len(events) == 1
     event = events[0]
@@ -131,6 +146,60 @@ def test_erasure_rejects_bad_requests(oltp):
     assert audit_events(oltp) == []
 
 
+def test_a_failing_hook_rolls_the_erasure_back_and_a_rerun_finishes_it(oltp):
+    customer_id, card = new_customer(oltp)
+    app.create_payment(oltp, MERCHANT, customer_id, card, 900, outcome="succeeded", session_id="sess-9")
+
+    def broken(subject):
+        raise ConnectionError("mongo is down")
+
+    with pytest.raises(ConnectionError):
+        erase_customer(oltp, customer_id, "data_subject_request", hooks={"nosql": broken})
+    assert app.read_customer(oltp, customer_id)["email"] == "erin@example.com", "nothing was erased"
+    assert len(default_keystore().key_ids("customer", customer_id)) == 1
+    assert audit_events(oltp) == []
+
+    calls = []
+    result = erase_customer(oltp, customer_id, "data_subject_request",
+                            hooks={"nosql": lambda subject: calls.append(subject.session_ids) or {}})
+    assert result.erased_now and calls == [("sess-9",)]
+    assert default_keystore().key_ids("customer", customer_id) == []
+
+
+def test_legacy_keys_move_from_oltp_into_the_key_store(stack, admin_connect, fresh_database, tmp_kek):
+    """An OLTP database from before the key store: its customer_data_key rows move, then V010 drops it."""
+    from paydata.keystore.legacy import move_legacy_keys
+    from paydata.migrations import discover_migrations
+
+    conn = admin_connect(fresh_database(prefix="oltp_legacy"))
+    with conn.cursor() as cursor:
+        for migration in discover_migrations("oltp"):
+            if migration.version < 9:
+                cursor.execute(migration.path.read_text())
+        cursor.execute("INSERT INTO currency_ref (currency_code, minor_units) VALUES ('USD', 2)")
+        cursor.execute("INSERT INTO merchant_ref (merchant_id, country_code, default_currency_code, status) "
+                       "VALUES (%s, 'US', 'USD', 'active')", (MERCHANT,))
+        cursor.execute("INSERT INTO customer (merchant_id) VALUES (%s) RETURNING customer_id", (MERCHANT,))
+        customer_id = cursor.fetchone()[0]
+        legacy = default_keystore().new_key()
+        cursor.execute("INSERT INTO customer_data_key (customer_id, key_id, wrapped_key) VALUES (%s, %s, %s)",
+                       (customer_id, legacy.key_id, legacy.wrapped))
+    conn.commit()
+    with conn.cursor() as cursor, pytest.raises(psycopg2.errors.ObjectNotInPrerequisiteState, match="key store"):
+        cursor.execute((discover_migrations("oltp")[8].path).read_text())
+    conn.rollback()
+
+    moved = move_legacy_keys(conn, "oltp", default_keystore())
+    assert (moved.moved, moved.table_present) == (1, True)
+    assert move_legacy_keys(conn, "oltp", default_keystore()).moved == 0, "a rerun moves nothing twice"
+    assert default_keystore().wrapped("customer", legacy.key_id) == legacy.wrapped
+    with conn.cursor() as cursor:
+        cursor.execute((discover_migrations("oltp")[8].path).read_text())
+        cursor.execute("SELECT to_regclass('customer_data_key')")
+        assert cursor.fetchone() == (None,)
+    conn.rollback()
+
+
 def test_audit_log_is_insert_only(oltp):
     customer_id, _ = new_customer(oltp)
     erase_customer(oltp, customer_id, "legal_order")
@@ -149,7 +218,7 @@ def test_audit_log_is_insert_only(oltp):
 def test_kek_rotation_rewraps_every_key_and_old_data_still_decrypts(oltp, tmp_kek):
     customers = [new_customer(oltp, f"c{n}@example.com")[0] for n in range(5)]
     erase_customer(oltp, customers[0], "data_subject_request")
-    assert {wrapped_kek_id(w) for (w,) in rows(oltp, "SELECT wrapped_key FROM customer_data_key")} == {"kek-one"}
+    assert {wrapped_kek_id(w) for w in stored_wrapped_keys()} == {"kek-one"}
 
     new_kek = append_key(tmp_kek, "kek-two")
     reload_keys()
@@ -157,7 +226,7 @@ def test_kek_rotation_rewraps_every_key_and_old_data_still_decrypts(oltp, tmp_ke
 
     assert (first.rewrapped, first.skipped, first.active_kek_id) == (4, 0, "kek-two")
     assert first.batches == 2
-    assert {wrapped_kek_id(w) for (w,) in rows(oltp, "SELECT wrapped_key FROM customer_data_key")} == {new_kek}
+    assert {wrapped_kek_id(w) for w in stored_wrapped_keys()} == {new_kek}
     for customer_id in customers[1:]:
         assert app.read_customer(oltp, customer_id)["name"] == "Erin Example"
     assert rewrap_data_keys(oltp, "customer_data_key", batch_size=2).rewrapped == 0
@@ -172,7 +241,6 @@ def test_kek_rotation_rewraps_every_key_and_old_data_still_decrypts(oltp, tmp_ke
 def test_merchant_data_keys_in_the_reference_db_are_rewrapped(stack, admin_connect, fresh_database, tmp_kek):
     reference = admin_connect(fresh_database(prefix="oltp_keys_ref"))
     apply_migrations(reference, "reference")
-    owner_key = new_owner_key()
     with reference.cursor() as cursor:
         cursor.execute("INSERT INTO currency (currency_code, numeric_code, name, minor_units) "
                        "VALUES ('USD', '840', 'US Dollar', 2)")
@@ -182,16 +250,14 @@ def test_merchant_data_keys_in_the_reference_db_are_rewrapped(stack, admin_conne
         cursor.execute("INSERT INTO merchant (legal_name, mcc, country_code, default_currency_code, "
                        "risk_tier_code) VALUES ('Acme', '5411', 'US', 'USD', 'low') RETURNING merchant_id")
         merchant_id = cursor.fetchone()[0]
-        cursor.execute("INSERT INTO merchant_data_key (merchant_id, key_id, wrapped_key) VALUES (%s, %s, %s)",
-                       (merchant_id, owner_key.key_id, owner_key.wrapped))
     reference.commit()
+    default_keystore().create("merchant", merchant_id)
     append_key(tmp_kek, "kek-two")
     reload_keys()
 
     assert rewrap_data_keys(reference, "merchant_data_key").rewrapped == 1
     assert rewrap_data_keys(reference, "merchant_data_key").rewrapped == 0
-    (wrapped,) = rows(reference, "SELECT wrapped_key FROM merchant_data_key")[0]
-    assert wrapped_kek_id(wrapped) == "kek-two"
+    assert [wrapped_kek_id(w) for w in stored_wrapped_keys("merchant")] == ["kek-two"]
     assert [e["action"] for e in audit_events(reference, database="reference")] == ["data_keys_rewrapped"]
 
 

@@ -40,7 +40,7 @@ from paydata.oltp.writers import run_writers
 from paydata.sql import SQL_ROOT
 from paydata.warehouse import build, label_charges, reconcile, refresh_aggregates
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fresh_keystore")]
 
 START = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 KNOWN_EMAIL = "ada.lovelace.e2e@example.org"

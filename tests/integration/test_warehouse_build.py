@@ -24,7 +24,7 @@ from paydata.warehouse import (
     refresh_aggregates,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fresh_keystore")]
 
 UTC = dt.UTC
 MART_TABLES = {

@@ -334,14 +334,48 @@ def test_pg_hba_requires_tls_and_scram_for_every_tcp_client():
     for rule in tcp_rules:
         kind, method = rule[0], rule[-1]
         assert kind in ("hostssl", "hostnossl"), f"{' '.join(rule)}: 'host' would also accept plaintext"
-        assert method == ("scram-sha-256" if kind == "hostssl" else "reject"), " ".join(rule)
+        assert method in ("scram-sha-256", "reject"), " ".join(rule)
+        if kind == "hostnossl":
+            assert method == "reject", " ".join(rule)
     rejected = {(rule[1], rule[3]) for rule in tcp_rules if rule[0] == "hostnossl"}
     for database in ("all", "replication"):
         assert {(database, "0.0.0.0/0"), (database, "::/0")} <= rejected
-    assert any(
-        rule[0] == "hostssl" and rule[1] == "replication" and rule[2] == stack_config.PG_CDC_ROLE
-        for rule in tcp_rules
-    )
+
+
+def first_matching_rule(database: str, user: str) -> list[str]:
+    """The first TCP rule pg_hba.conf would apply to ``user`` connecting to ``database`` (first match wins)."""
+    for line in (POSTGRES_DIR / "pg_hba.conf").read_text().splitlines():
+        rule = line.split()
+        if not rule or rule[0].startswith("#") or rule[0] != "hostssl":
+            continue
+        databases, users = rule[1].split(","), rule[2].split(",")
+        db_match = database in databases or ("all" in databases and database != "replication")
+        if db_match and (user in users or "all" in users):
+            return rule
+    raise AssertionError(f"no rule for {user}@{database}")
+
+
+def test_pg_hba_keeps_the_capture_role_away_from_key_material():
+    # Physical replication streams the WAL of every database, the key store's included.
+    assert first_matching_rule("replication", stack_config.PG_CDC_ROLE)[-1] == "reject"
+    for database in stack_config.KEYSTORE_DATABASES:
+        assert first_matching_rule(database, stack_config.PG_CDC_ROLE)[-1] == "reject"
+        assert first_matching_rule(database, "reference_owner")[-1] == "reject"
+        assert first_matching_rule(database, settings.KEYSTORE_ROLE)[-1] == "scram-sha-256"
+    # Logical replication names its database and matches the ordinary rules.
+    assert first_matching_rule("oltp", stack_config.PG_CDC_ROLE)[-1] == "scram-sha-256"
+
+
+def test_compose_postgres_bounds_the_life_of_wal_copies():
+    conf = parse_postgresql_conf((POSTGRES_DIR / "postgresql.conf").read_text())
+    assert conf["wal_recycle"] == "off" and conf["wal_init_zero"] == "on" and conf["archive_mode"] == "off"
+
+
+def test_init_script_creates_restore_drill_databases_and_wal_grants():
+    init = (POSTGRES_DIR / "init.sh").read_text()
+    drills = dict(re.findall(r"^create_drill_database\s+(\S+)\s+(\S+)", init, re.M))
+    assert drills == settings.DATABASE_OWNERS
+    assert re.findall(r"^grant_wal_maintenance\s+(\S+)", init, re.M) == [settings.KEYSTORE_ROLE]
 
 
 def test_init_script_creates_every_database_with_its_owner_and_the_cdc_role(services):
@@ -368,7 +402,7 @@ def test_init_script_creates_every_database_with_its_owner_and_the_cdc_role(serv
 def test_init_script_passes_names_to_sql_only_as_psql_variables():
     init = (POSTGRES_DIR / "init.sh").read_text()
     sql_blocks = re.findall(r"<<'SQL'\n(.*?)\nSQL\n", init, re.S)
-    assert len(sql_blocks) == 3
+    assert len(sql_blocks) == 5
     for block in sql_blocks:
         assert "$" not in block, "shell expansion inside SQL; use psql -v variables"
 
@@ -480,6 +514,7 @@ def test_key_files_reach_only_the_worker_as_docker_secrets(compose, services):
     for variable, secret in [
         ("PAYDATA_KEK_FILE", "paydata_kek"),
         ("PAYDATA_TOKEN_KEY_FILE", "paydata_token_key"),
+        ("PAYDATA_BACKUP_KEK_FILE", "paydata_backup_kek"),
     ]:
         assert worker_env[variable] == f"/run/secrets/{secret}"
         assert secret in worker["secrets"]

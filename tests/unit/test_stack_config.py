@@ -91,13 +91,42 @@ def test_postgresql_conf_without_tls_serves_socket_only():
 def test_pg_hba_rejects_plaintext_tcp_and_requires_scram():
     rules = [line.split() for line in render_pg_hba(tls=True).splitlines() if not line.startswith("#")]
     assert ["local", "all", "all", "scram-sha-256"] in rules
+    for address in ("127.0.0.1/32", "::1/128"):
+        assert ["hostssl", "all", "all", address, "scram-sha-256"] in rules
     for database in ("all", "replication"):
-        for address in ("127.0.0.1/32", "::1/128"):
-            assert ["hostssl", database, "all", address, "scram-sha-256"] in rules
         for address in ("0.0.0.0/0", "::/0"):
             assert ["hostnossl", database, "all", address, "reject"] in rules
     assert all(rule[-1] in ("scram-sha-256", "reject") for rule in rules)
     assert not any(rule[0] == "host" for rule in rules)
+
+
+def _first_match(rules, kind, database, user):
+    for rule in rules:
+        databases, users = rule[1].split(","), rule[2].split(",")
+        db_match = database in databases or ("all" in databases and database != "replication")
+        if rule[0] == kind and db_match and (user in users or "all" in users):
+            return rule[-1]
+    return None
+
+
+@pytest.mark.parametrize("tls", [True, False])
+def test_pg_hba_keeps_the_capture_role_away_from_key_material(tls):
+    rules = [line.split() for line in render_pg_hba(tls=tls).splitlines() if not line.startswith("#")]
+    kinds = ("local", "hostssl") if tls else ("local",)
+    for kind in kinds:
+        # Physical replication streams the WAL of every database, the key store's included.
+        assert _first_match(rules, kind, "replication", "paydata_cdc") == "reject"
+        assert _first_match(rules, kind, "replication", "paydata_admin") == "scram-sha-256"
+        for database in ("keystore", "restore_drill_keystore"):
+            assert _first_match(rules, kind, database, "paydata_cdc") == "reject"
+            assert _first_match(rules, kind, database, "warehouse_owner") == "reject"
+            assert _first_match(rules, kind, database, "paydata_keystore") == "scram-sha-256"
+        assert _first_match(rules, kind, "oltp", "paydata_cdc") == "scram-sha-256"
+
+
+def test_postgresql_conf_bounds_the_life_of_wal_copies():
+    lines = set(render_postgresql_conf(StackConfig(state_dir=Path("/tmp/s")), tls=False).splitlines())
+    assert {"wal_recycle = off", "wal_init_zero = on", "archive_mode = off"} <= lines
 
 
 def test_pg_hba_without_tls_has_no_tcp_rules():

@@ -10,7 +10,8 @@ import pytest
 from paydata import settings
 from paydata.stack import StackConfig, StackError, envfile
 
-PASSWORDS = {"reference_owner": "r-pw", "oltp_owner": "o'pw", "warehouse_owner": "w-pw", "paydata_cdc": "c-pw"}
+PASSWORDS = {"reference_owner": "r-pw", "oltp_owner": "o'pw", "warehouse_owner": "w-pw", "paydata_cdc": "c-pw",
+             "paydata_keystore": "k-pw"}
 AIRFLOW_SECRETS = {"fernet_key": "f", "jwt_secret": "j", "api_secret_key": "a"}
 MONGO_PASSWORDS = {user: f"{user}-pw/+:@" for user in settings.MONGO_USERS.values()}
 

@@ -62,6 +62,7 @@ commit record written before that LSN can still be invisible to a snapshot taken
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -97,6 +98,7 @@ class EngineLimits:
     batch_bytes: int = 32 << 20  # likewise for payload bytes
     max_batches: int = 200  # per run; the next run continues
     snapshot_chunk_rows: int = 5000
+    snapshot_progress_rows: int = 100_000  # a snapshot logs its progress every this many rows of a table
     slot_busy_wait_seconds: float = 30.0
     heartbeat: bool = True
     # The run ends once the server has sent nothing and read no further WAL for this long (normally
@@ -236,6 +238,7 @@ class CdcEngine(SnapshotSteps, StreamSteps):
     # -- run ---------------------------------------------------------------------------------------------
 
     def _run(self, conn, max_batches: int) -> dict[str, Any]:
+        started = time.monotonic()
         manifest = self.manifest
         self._snapshot_dead_letters = 0
         catalog = capture.read_catalog(conn, list(manifest.tables))
@@ -258,6 +261,7 @@ class CdcEngine(SnapshotSteps, StreamSteps):
             "transactions": 0,
             "changes_read": 0,
             "applied": {sink.name: 0 for sink in self.sinks},
+            "tables": {sink.name: {} for sink in self.sinks},
             "dead_lettered": 0,
             "caught_up": False,
         }
@@ -290,7 +294,8 @@ class CdcEngine(SnapshotSteps, StreamSteps):
         report["lag_seconds"] = None
         if entry is not None and entry.source_time is not None:
             report["lag_seconds"] = round(max(0.0, (datetime.now(UTC) - entry.source_time).total_seconds()), 3)
-        log.info("cdc run %s: %s", self.source, report)
+        report["seconds"] = round(time.monotonic() - started, 3)
+        log.info("%s", run_summary(report))
         return report
 
     def _prepare_sinks(self, specs: list[TableSpec]) -> None:
@@ -308,6 +313,30 @@ class CdcEngine(SnapshotSteps, StreamSteps):
         if self._owner is not None and not self._owner.closed:
             self._owner.close()
         self._owner = None
+
+
+def run_summary(report: Mapping[str, Any]) -> str:
+    """The run report as one readable line (the full report is the task's XCom)."""
+    applied = ", ".join(f"{name} {count}" for name, count in report.get("applied", {}).items()) or "-"
+    tables = sorted({table for counts in report.get("tables", {}).values() for table in counts})
+    snapshot = report.get("snapshot")
+    parts = [
+        f"cdc run {report.get('source')}: {'caught up' if report.get('caught_up') else 'NOT caught up'}",
+        f"{report.get('changes_read', 0)} changes read in {report.get('transactions', 0)} transactions, "
+        f"{report.get('batches', 0)} batches",
+        f"applied {applied}",
+        f"tables {','.join(tables) or '-'}",
+        f"{report.get('start_lsn')}..{report.get('end_lsn')}",
+        f"lag {report.get('lag_bytes')} bytes / {report.get('lag_seconds')} s",
+        f"{report.get('seconds')} s",
+    ]
+    if snapshot:
+        parts.append(f"snapshot {sum(snapshot.get('rows', {}).values())} rows of {len(snapshot.get('tables', []))} tables")
+    if report.get("dead_lettered"):
+        parts.append(f"dead-lettered {report['dead_lettered']} ({report.get('dead_letters_unresolved')} unresolved)")
+    if report.get("warnings"):
+        parts.append(f"{len(report['warnings'])} manifest warning(s)")
+    return "; ".join(parts)
 
 
 def source_connectors(source: str) -> dict[str, Callable[[], Any]]:

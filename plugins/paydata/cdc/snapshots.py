@@ -13,6 +13,7 @@ slot after the main slot was streamed up to that slot's consistent point (docs/c
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -101,9 +102,19 @@ class SnapshotSteps:
             for table in tables:
                 columns = capture.catalog_for(catalog, table, manifest.tables[table].captured_columns)
 
-                def on_rows(rows: list[dict[str, Any]], table: str = table) -> None:
+                progress = {"rows": 0, "logged": 0, "started": time.monotonic()}
+
+                def on_rows(rows: list[dict[str, Any]], table: str = table, progress=progress) -> None:
                     with manifest.pinned_tokeniser():
                         deliver(lambda position: self._snapshot_changes(table, rows, position, commit_time))
+                    progress["rows"] += len(rows)
+                    if progress["rows"] - progress["logged"] >= self.limits.snapshot_progress_rows:
+                        progress["logged"] = progress["rows"]
+                        elapsed = time.monotonic() - progress["started"]
+                        log.info("snapshot of %s.%s: %d rows so far (%.0f rows/s)", self.source, table,
+                                 progress["rows"], progress["rows"] / max(elapsed, 1e-6))
+
+                log.info("snapshot of %s.%s started", self.source, table)
 
                 counts[table] = capture.copy_snapshot_table(
                     reader, exported.snapshot_name, table, columns, on_rows, chunk_rows=self.limits.snapshot_chunk_rows

@@ -53,6 +53,8 @@ class _Batch:
     source_time: datetime | None = None  # commit time of the transaction (or heartbeat) at the boundary
     dead_letters: list[DeadLetter] = field(default_factory=list)
     rows: int = 0
+    first_lsn: int | None = None  # commit LSN of the batch's first transaction (for the log line)
+    started: float = field(default_factory=time.monotonic)
     payload_bytes: int = 0
     transactions: int = 0
     captured: int = 0
@@ -164,12 +166,21 @@ class StreamSteps:
             for name, position in positions.items():
                 applied[name] = position
                 report["applied"][name] += len(batch.pending[name])
+                counts = report.setdefault("tables", {}).setdefault(name, {})
+                for row in batch.pending[name]:
+                    counts[row.table] = counts.get(row.table, 0) + 1
             report["transactions"] += batch.transactions
             report["changes_read"] += batch.captured
             report["dead_lettered"] += len(batch.dead_letters)
             # Every sink has returned: each applied all changes of every transaction up to the boundary.
             if batch.boundary > confirmed:
                 report_position(batch.boundary, batch.source_time)
+            if batch.captured or batch.dead_letters:
+                log.info("%s batch %d: %d changes, %d transactions, tables %s, %s..%s, %.2f s",
+                         self.source, report["batches"], batch.captured, batch.transactions,
+                         ",".join(sorted({row.table for rows in batch.pending.values() for row in rows})) or "-",
+                         format_lsn(batch.first_lsn or batch.boundary), format_lsn(batch.boundary),
+                         time.monotonic() - batch.started)
 
         def confirm_sent_position() -> None:
             """At the end of a caught-up or idle stream: confirm the server's sent WAL position.
@@ -345,6 +356,8 @@ class StreamSteps:
                 if item.end_lsn > (batch.boundary or 0):
                     batch.boundary = item.end_lsn
                     batch.source_time = item.commit_time
+                if batch.first_lsn is None:
+                    batch.first_lsn = commit_lsn
                 batch.transactions += 1
                 if item.commit_lsn >= target:
                     batch.caught_up = True

@@ -5,6 +5,6 @@ See ``docs/generator.md``. Entry points: :func:`reference.seed_reference`,
 :func:`loader.load_traffic`, :func:`landing.write_landing`; command line ``python -m paydata.generator``.
 """
 
-from paydata.generator.config import GeneratorError, TrafficConfig, interval_seed
+from paydata.generator.config import GeneratorError, TrafficConfig, interval_seed, run_interval
 
-__all__ = ["GeneratorError", "TrafficConfig", "interval_seed"]
+__all__ = ["GeneratorError", "TrafficConfig", "interval_seed", "run_interval"]

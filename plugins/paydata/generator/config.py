@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 class GeneratorError(ValueError):
@@ -68,3 +70,25 @@ def interval_seed(start: dt.datetime, end: dt.datetime, base_seed: int = 0) -> i
     """A seed derived from a data interval: the same interval always generates the same traffic."""
     text = f"{base_seed}|{start.astimezone(dt.UTC).isoformat()}|{end.astimezone(dt.UTC).isoformat()}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def run_interval(context: Mapping[str, Any]) -> tuple[dt.datetime, dt.datetime]:
+    """The data interval a workload run generates for, from an Airflow task context.
+
+    Scheduled runs and backfills have ``data_interval_start``/``data_interval_end``. A manual run with a
+    logical date has an empty interval ending at it; one triggered without a logical date (UI, CLI,
+    REST) has no interval at all: both get the day that ends at the run's logical date, or else at
+    its ``run_after`` (fixed when the run is created), so retrying the run regenerates the same batch.
+    """
+    start = context.get("data_interval_start")
+    end = context.get("data_interval_end")
+    if end is None:
+        end = context.get("logical_date")
+    if end is None:
+        dag_run = context.get("dag_run")
+        end = getattr(dag_run, "run_after", None) or context.get("run_after")
+    if end is None:
+        raise GeneratorError("the run has no data interval, logical date or run_after to generate for")
+    if start is None or end <= start:
+        start = end - dt.timedelta(days=1)
+    return start, end

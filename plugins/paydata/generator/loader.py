@@ -36,6 +36,7 @@ from paydata.generator.reference import MerchantProfile
 from paydata.generator.traffic import (
     COLUMNS,
     ID_COLUMNS,
+    KEY_TABLE,
     STATUS_STEP_COLUMNS,
     TABLE_ORDER,
     PanSink,
@@ -97,6 +98,7 @@ def load_traffic(
     landing_dir: Path | None = None,
     pan_sink: PanSink | None = None,
     workers: int | None = None,
+    keys=None,
 ) -> LoadResult:
     """Generate the batch described by ``config`` and COPY it into OLTP; see the module docstring.
 
@@ -104,10 +106,15 @@ def load_traffic(
     (a missing one is a foreign-key error that rolls the batch back). With ``landing_dir`` the
     batch's landing files are written alongside (by whichever process builds the chunk).
     ``workers``: worker processes for chunk generation (default two when the batch has several
-    chunks and no ``pan_sink``; 0 builds every chunk in this process). Raises GeneratorError for
-    bad input, or the worker's own error if generating a chunk fails there.
+    chunks and no ``pan_sink``; 0 builds every chunk in this process). The customers' data keys
+    go to the key store ``keys`` (default: the process-wide one) in one transaction of its own
+    that commits just before the OLTP batch: a failure in between leaves unused keys, never
+    customers without keys. Raises GeneratorError for bad input, or the worker's own error if
+    generating a chunk fails there.
     """
     from tqdm import tqdm
+
+    from paydata.keystore import default_keystore
 
     started = time.perf_counter()
     if workers is not None:
@@ -117,8 +124,9 @@ def load_traffic(
     result = LoadResult(batch_key=config.batch_key, skipped=False)
     if config.payments == 0:
         return result
+    keys = keys or default_keystore()
     try:
-        with oltp_conn.cursor() as cursor:
+        with oltp_conn.cursor() as cursor, keys.bulk() as key_loader:
             cursor.execute(statement("batch_lock"), {"batch_key": config.batch_key})
             cursor.execute(statement("batch_marker_exists"), {"token": batch_marker_token(config)})
             if cursor.fetchone()[0]:
@@ -129,7 +137,7 @@ def load_traffic(
             cursor.execute(statement("lock_traffic_tables"))
             cursor.execute(statement("create_charge_status_steps"))
             payouts = PayoutAccumulator({m.merchant_id: m.payout_schedule for m in merchants})
-            rows_written = dict.fromkeys((*TABLE_ORDER, "charge_status_step"), 0)
+            rows_written = dict.fromkeys((*TABLE_ORDER, KEY_TABLE, "charge_status_step"), 0)
             max_step = 0
 
             def reserve_chunk_ids(counts: dict[str, int]) -> dict[str, int]:
@@ -141,6 +149,8 @@ def load_traffic(
                                         landing_dir=landing_dir)
                 try:
                     for chunk in chunks:
+                        if chunk.buffers.get(KEY_TABLE):
+                            key_loader.copy("customer", chunk.buffers[KEY_TABLE])
                         for table in TABLE_ORDER:
                             if table in chunk.buffers:
                                 copy_into(cursor, table, COLUMNS[table], io.BytesIO(chunk.buffers[table]))
@@ -164,6 +174,7 @@ def load_traffic(
                 for table, rows in payout_rows(due, first_payout, first_ledger).items():
                     copy_into(cursor, table, COLUMNS[table], copy_buffer(rows))
                     rows_written[table] += len(rows)
+            key_loader.commit()
         oltp_conn.commit()
     except BaseException:
         oltp_conn.rollback()

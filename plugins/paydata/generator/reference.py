@@ -5,7 +5,7 @@
   as legal tender (XAU, XDR, XTS, ...) get NULL: ISO 4217 lists them with minor units "N.A.".
 * FX rates are **synthetic**: a deterministic random walk per currency from a plausible USD rate.
 * Merchants are synthetic (faker company names, weighted ISO 18245 MCCs); their KYC contact is
-  encrypted under a per-merchant data key stored wrapped in ``merchant_data_key``.
+  encrypted under a per-merchant data key kept in the key store (``paydata.keystore``).
 
 Seeding is idempotent: reference rows are upserts, FX rates are ``ON CONFLICT DO NOTHING`` and a
 merchant is skipped when its deterministic KYC email (blind index) already exists.
@@ -264,8 +264,10 @@ def seed_reference(
 
 
 def _insert_merchants(cursor, seeds: list[MerchantSeed]) -> int:
-    from paydata.crypto import blind_index, new_owner_key
+    from paydata.crypto import blind_index
+    from paydata.keystore import default_keystore
 
+    keys = default_keystore()
     if not seeds:
         return 0
     cursor.execute(statement("lock_merchant"))
@@ -279,7 +281,9 @@ def _insert_merchants(cursor, seeds: list[MerchantSeed]) -> int:
     first_id = cursor.fetchone()[0] - len(missing) + 1
     for offset, seed in enumerate(missing):
         merchant_id = first_id + offset
-        key = new_owner_key()
+        # The key row commits in the key store before this transaction: a failure in between
+        # leaves an unused key, never a merchant without its key.
+        key = keys.create("merchant", merchant_id, created_at=seed.created_at)
         cipher = key.cipher()
 
         def enc(value: str, column: str, cipher=cipher, merchant_id=merchant_id) -> bytes:
@@ -298,12 +302,6 @@ def _insert_merchants(cursor, seeds: list[MerchantSeed]) -> int:
             "email_enc": enc(seed.kyc_email, "kyc_contact_email"),
             "phone_enc": enc(seed.kyc_phone, "kyc_contact_phone"),
             "email_bidx": indexes[seed.index],
-            "created_at": seed.created_at,
-        })
-        cursor.execute(statement("insert_merchant_data_key"), {
-            "merchant_id": merchant_id,
-            "key_id": key.key_id,
-            "wrapped_key": key.wrapped,
             "created_at": seed.created_at,
         })
     return len(missing)

@@ -77,9 +77,11 @@ LEDGER_COLUMNS = ("balance_transaction_id", "merchant_id", "type", "source_id", 
                   "currency_code", "created_at", "available_on")
 STATUS_STEP_COLUMNS = ("charge_id", "step", "status")
 
-# Load order: every table after the ones it references.
-TABLE_ORDER = ("customer", "customer_data_key", "payment_method", "payment_intent", "charge", "refund",
+# OLTP load order: every table after the ones it references. The customers' data keys
+# ("customer_data_key" rows) go to the key store, not to OLTP.
+TABLE_ORDER = ("customer", "payment_method", "payment_intent", "charge", "refund",
                "dispute", "payout", "balance_transaction")
+KEY_TABLE = "customer_data_key"
 ID_COLUMNS = {
     "customer": "customer_id", "payment_method": "payment_method_id", "payment_intent": "payment_intent_id",
     "charge": "charge_id", "refund": "refund_id", "dispute": "dispute_id", "payout": "payout_id",

@@ -9,7 +9,7 @@
   samples and feedback from Mongo, detaches their application logs from the session (the log
   line stays for operations, ``session_id`` becomes null), and rewrites every landing file still
   retained without the customer's records (ledger checksum updated, ``erased_lines`` counted).
-  :func:`paydata.oltp.erasure.erase_customer` calls it when given a Mongo database; rerunning it
+  :func:`erasure_hook` makes it an erasure hook of :func:`paydata.oltp.erasure.erase_customer`; rerunning it
   is harmless.
 """
 
@@ -120,3 +120,14 @@ def _erase_landing(database, landing_dir: Path, raw_session_ids: set[str]) -> in
         database[ledger.LEDGER].update_one(
             {"_id": name}, {"$set": {"sha256": sha256, "size": size}, "$inc": {"erased_lines": dropped}})
     return dropped_total
+
+
+def erasure_hook(database, landing_dir: Path | None):
+    """An erasure hook (:data:`paydata.oltp.erasure.ErasureHook`): the subject's sessions out of
+    ``database`` and out of the landing files still retained under ``landing_dir``."""
+    from paydata.crypto import default_tokeniser
+
+    def erase_subject_sessions(subject) -> dict[str, int]:
+        return erase_sessions(database, default_tokeniser(), list(subject.session_ids), landing_dir)
+
+    return erase_subject_sessions

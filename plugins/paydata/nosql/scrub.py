@@ -70,23 +70,26 @@ class KnownValues:
         return known
 
     @classmethod
-    def from_oltp(cls, conn, tokeniser: Tokeniser) -> KnownValues:
+    def from_oltp(cls, conn, tokeniser: Tokeniser, keys=None) -> KnownValues:
         """From every customer not erased: decrypt name and phone, keep only their blind indexes.
 
+        Data keys come from the key store (``keys``, default :func:`paydata.keystore.default_keystore`).
         Reads with a server-side cursor, so memory holds the hashes and one page of rows. A
         customer whose data key cannot be opened is skipped (it is being erased).
         """
-        from paydata.crypto import CryptoError, FieldCipher, default_envelope
+        from paydata.crypto import CryptoError
+        from paydata.crypto.fields import key_id_of
+        from paydata.keystore import default_keystore
         from paydata.sql import load_sql
 
-        envelope = default_envelope()
+        keys = keys or default_keystore()
         known = cls(tokeniser, set(), set())
         with conn.cursor(name="paydata_known_customers") as cursor:
             cursor.itersize = 5000
             cursor.execute(load_sql("nosql/known_customers.sql"))
-            for customer_id, name_enc, phone_enc, wrapped, key_id in cursor:
+            for customer_id, name_enc, phone_enc in cursor:
                 try:
-                    cipher = FieldCipher(envelope.unwrap(bytes(wrapped)), key_id)
+                    cipher = keys.cipher("customer", key_id_of(bytes(name_enc if name_enc is not None else phone_enc)))
                     name = cipher.decrypt(bytes(name_enc), table="customer", column="name", pk=customer_id) \
                         if name_enc is not None else None
                     phone = cipher.decrypt(bytes(phone_enc), table="customer", column="phone", pk=customer_id) \

@@ -2,9 +2,10 @@
 
 Every function takes a psycopg2 connection to the OLTP database with no transaction open, runs
 one transaction and commits it (or rolls it back and raises). Personal data is encrypted before
-it is sent: each customer gets their own data key (envelope encryption, ``paydata.crypto``) and
-every ciphertext is bound to its (table, column, customer_id); email lookups go through a keyed
-blind index. Card numbers are validated (Luhn), tokenised and fingerprinted here and never sent to
+it is sent: each customer gets their own data key, kept in the key store (``paydata.keystore``,
+a database of its own that no capture role can reach), and every ciphertext is bound to its
+(table, column, customer_id); email lookups go through a keyed blind index. Functions that need
+a data key take ``keys`` (a :class:`paydata.keystore.KeyStore`; default: the process-wide one). Card numbers are validated (Luhn), tokenised and fingerprinted here and never sent to
 the database.
 
 Errors: :class:`InvalidRequest` for input checked before writing, :class:`NotFound` for unknown
@@ -23,17 +24,15 @@ from typing import Any
 from paydata.crypto import (
     FieldCipher,
     InvalidInput,
-    KeyDestroyed,
     blind_index,
     card_fingerprint,
-    data_key_row,
-    default_envelope,
     default_tokeniser,
-    new_owner_key,
+    key_id_of,
     normalise,
     tokenise,
     validate_pan,
 )
+from paydata.keystore import KeyStore, default_keystore
 from paydata.oltp._db import oltp_sql, transaction
 from paydata.oltp.cards import (
     BRANDS,
@@ -158,12 +157,15 @@ def create_customer(
     name: str | None = None,
     phone: str | None = None,
     country: str | None = None,
+    *,
+    keys: KeyStore | None = None,
 ) -> int:
     """Create a customer of ``merchant_id`` and return its ``customer_id``.
 
-    A new data key is created for the customer and stored wrapped in ``customer_data_key``; email,
-    name and phone are stored only as ciphertext bound to (customer, column, customer_id), plus
-    the email's blind index. Raises :class:`InvalidRequest` for a malformed email/phone/country,
+    A new data key is created for the customer and stored in the key store (committed there before
+    the OLTP transaction, so a failure leaves at most an unused key); email, name and phone are
+    stored only as ciphertext bound to (customer, column, customer_id), plus the email's blind
+    index. Raises :class:`InvalidRequest` for a malformed email/phone/country,
     :class:`NotFound` if the merchant has not been synced to ``merchant_ref`` and
     :class:`InvalidRequest` if it is closed.
     """
@@ -177,7 +179,7 @@ def create_customer(
     }
     country_code = _country(country)
     email_bidx = blind_index(values["email"], domain="email")
-    owner_key = new_owner_key()
+    keys = keys or default_keystore()
     with transaction(conn, "create customer") as cursor:
         cursor.execute(oltp_sql("merchant_ref_get"), {"merchant_id": merchant_id})
         merchant = cursor.fetchone()
@@ -187,7 +189,7 @@ def create_customer(
             raise InvalidRequest(f"merchant {merchant_id} is closed and cannot take new customers")
         cursor.execute(oltp_sql("customer_insert"), {"merchant_id": merchant_id, "country_code": country_code})
         customer_id = cursor.fetchone()[0]
-        cursor.execute(oltp_sql("customer_data_key_insert"), data_key_row(customer_id, owner_key))
+        owner_key = keys.create("customer", customer_id)
         encrypted = encrypt_customer_fields(owner_key.cipher(), customer_id, values)
         cursor.execute(
             oltp_sql("customer_set_personal_data"),
@@ -215,17 +217,17 @@ def find_customer_by_email(conn, merchant_id: int, email: str) -> list[int]:
         return [customer_id for (customer_id,) in cursor.fetchall()]
 
 
-def read_customer(conn, customer_id: int) -> dict[str, Any]:
+def read_customer(conn, customer_id: int, *, keys: KeyStore | None = None) -> dict[str, Any]:
     """The customer with personal fields decrypted.
 
     Keys: customer_id, merchant_id, email, name, phone, country_code, created_at, updated_at,
     erased_at. An erased customer comes back with ``None`` personal fields. Raises
-    :class:`NotFound`, or :class:`paydata.crypto.KeyDestroyed` if ciphertext exists but the data
-    key row does not (which the erasure path never leaves behind).
+    :class:`NotFound`, or :class:`paydata.crypto.KeyDestroyed` if ciphertext exists but its data
+    key is not in the key store (which the erasure path never leaves behind).
     """
     _require_id(customer_id, "customer_id")
     with transaction(conn, "read customer") as cursor:
-        cursor.execute(oltp_sql("customer_select_with_key"), {"customer_id": customer_id})
+        cursor.execute(oltp_sql("customer_select"), {"customer_id": customer_id})
         found = cursor.fetchone()
         columns = [column.name for column in cursor.description]
     if found is None:
@@ -235,12 +237,10 @@ def read_customer(conn, customer_id: int) -> dict[str, Any]:
         "customer_id", "merchant_id", "country_code", "created_at", "updated_at", "erased_at")}
     if row["country_code"] is not None:
         result["country_code"] = row["country_code"].strip()
-    has_ciphertext = any(row[f"{field}_enc"] is not None for field in CUSTOMER_FIELDS)
-    if not has_ciphertext:
+    blob = next((row[f"{field}_enc"] for field in CUSTOMER_FIELDS if row[f"{field}_enc"] is not None), None)
+    if blob is None:
         return {**result, **dict.fromkeys(CUSTOMER_FIELDS)}
-    if row["wrapped_key"] is None:
-        raise KeyDestroyed(f"customer {customer_id} has encrypted fields but no data key row")
-    cipher = FieldCipher(default_envelope().unwrap(row["wrapped_key"]), row["key_id"])
+    cipher = (keys or default_keystore()).cipher(CUSTOMER_TABLE, key_id_of(blob))
     return {**result, **decrypt_customer_fields(cipher, customer_id, row)}
 
 

@@ -1,4 +1,5 @@
-"""``python -m paydata.stack up [--only postgres,mongo,airflow,mlflow] | down | status``."""
+"""``python -m paydata.stack up [--only postgres,mongo,airflow,mlflow] | down | status``, and the
+scheduled mode: ``python -m paydata.stack airflow up [--port N] | down | status``."""
 
 from __future__ import annotations
 
@@ -20,20 +21,34 @@ def format_table(rows: list[dict]) -> str:
 
 
 def apply_schema_migrations() -> dict[str, list[str]]:
-    """Bring every managed database to the latest schema (a no-op when already current)."""
-    from paydata import settings
-    from paydata.migrations import MANAGED_DATABASES, MigrationError, apply_migrations
+    """Bring every managed database to the latest schema (a no-op when already current); data keys
+    still in a source database move to the key store on the way (``paydata.migrations.apply_all``)."""
+    from paydata.keystore.store import KeyStoreError
+    from paydata.migrations import MigrationError, apply_all
 
-    applied = {}
-    for database in MANAGED_DATABASES:
-        conn = settings.pg_connect(settings.POSTGRES_DATABASES[database])
-        try:
-            applied[database] = apply_migrations(conn, database)
-        except MigrationError as exc:
-            raise StackError(f"schema migration failed for {database}: {exc}") from exc
-        finally:
-            conn.close()
-    return applied
+    try:
+        return apply_all()
+    except (MigrationError, KeyStoreError) as exc:
+        raise StackError(f"schema migration failed: {exc}") from exc
+
+
+def airflow_command(config: StackConfig, action: str, port: int | None) -> int:
+    from paydata.stack import airflow_services
+
+    if action == "up":
+        ensure_up(config, export_env=True)
+        apply_schema_migrations()
+        info = airflow_services.start(config, port, progress=lambda line: print(line, flush=True))
+        print(airflow_services.format_description(info))
+        print("stop with: python -m paydata.stack airflow down   (or make airflow-down)")
+        return 0
+    if action == "down":
+        stopped = airflow_services.stop(config)
+        print(f"stopped: {', '.join(stopped)}" if stopped else "no Airflow component was running")
+        return 0
+    info = airflow_services.describe(config)
+    print(airflow_services.format_description(info))
+    return 0 if not info["stopped"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,9 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SERVICES)}")
     commands.add_parser("down", help="stop Postgres and SecantusDB, keeping their data")
     commands.add_parser("status", help="table of services; exit 1 unless all are healthy")
+    scheduled = commands.add_parser("airflow", help="scheduled mode: api-server, scheduler, dag-processor, triggerer")
+    scheduled.add_argument("action", choices=("up", "down", "status"))
+    scheduled.add_argument("--port", type=int, default=None,
+                           help="API server port on 127.0.0.1 (default PAYDATA_AIRFLOW_PORT or 8080)")
     args = parser.parse_args(argv)
     try:
         config = StackConfig.default()
+        if args.command == "airflow":
+            return airflow_command(config, args.action, args.port)
         if args.command == "up":
             ensure_up(config, services=args.only, export_env=True)
             if args.only is None or "postgres" in args.only:

@@ -15,6 +15,8 @@ SERVICES = ("postgres", "mongo", "airflow", "mlflow")
 PG_SUPERUSER = "paydata_admin"
 PG_CDC_ROLE = "paydata_cdc"
 CDC_DATABASES = ("reference", "oltp")
+# Databases holding key material: only their owner and the superuser may connect (pg_hba.conf).
+KEYSTORE_DATABASES = ("keystore", settings.restore_drill_database("keystore"))
 
 
 class StackError(RuntimeError):
@@ -46,6 +48,7 @@ class StackConfig:
     state_dir: Path
     pg_port: int = settings.DEFAULT_POSTGRES_PORT
     mongo_port: int = settings.DEFAULT_MONGO_PORT
+    airflow_port: int = settings.DEFAULT_AIRFLOW_PORT
     pg_binaries: str = "auto"
     python: Path = field(default_factory=lambda: Path(sys.executable))
     repo_root: Path = settings.REPO_ROOT
@@ -53,11 +56,13 @@ class StackConfig:
     @classmethod
     def default(cls) -> StackConfig:
         """The stack described by the environment (``PAYDATA_STACK_DIR``, ``PAYDATA_PG_PORT``,
-        ``PAYDATA_MONGO_PORT``, ``PAYDATA_PG_BINARIES``), falling back to the repo defaults."""
+        ``PAYDATA_MONGO_PORT``, ``PAYDATA_AIRFLOW_PORT``, ``PAYDATA_PG_BINARIES``), falling back to the
+        repo defaults."""
         return cls(
             state_dir=settings.stack_dir(),
             pg_port=_port_from_env("PAYDATA_PG_PORT", settings.DEFAULT_POSTGRES_PORT),
             mongo_port=_port_from_env("PAYDATA_MONGO_PORT", settings.DEFAULT_MONGO_PORT),
+            airflow_port=_port_from_env("PAYDATA_AIRFLOW_PORT", settings.DEFAULT_AIRFLOW_PORT),
             pg_binaries=os.environ.get("PAYDATA_PG_BINARIES", "").strip() or "auto",
         )
 
@@ -135,6 +140,16 @@ class StackConfig:
         return self.airflow_home / "airflow.db"
 
     @property
+    def airflow_run_dir(self) -> Path:
+        """Pid files of the scheduled mode's Airflow components (``paydata.stack.airflow_services``)."""
+        return self.airflow_home / "run"
+
+    @property
+    def airflow_users_file(self) -> Path:
+        """The UI/REST users' passwords (JSON ``{user: password}``), read by Airflow's simple auth manager."""
+        return self.secrets_dir / "airflow_passwords.json"
+
+    @property
     def mlflow_dir(self) -> Path:
         return self.state_dir / "mlflow"
 
@@ -157,6 +172,14 @@ class StackConfig:
     @property
     def token_key_file(self) -> Path:
         return self.secrets_dir / "token_key"
+
+    @property
+    def backup_kek_file(self) -> Path:
+        return self.secrets_dir / "backup_kek"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.state_dir / "backups"
 
     def password_file(self, role: str) -> Path:
         return self.secrets_dir / f"{role}.password"

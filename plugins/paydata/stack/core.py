@@ -16,6 +16,7 @@ from paydata.stack.config import (
     parse_services,
 )
 from paydata.stack.secretstore import (
+    ensure_airflow_users,
     ensure_fernet_key,
     ensure_key_file,
     ensure_mongo_password,
@@ -79,7 +80,10 @@ def ensure_up(config: StackConfig | None = None, services: Iterable[str] | str |
     mongo_passwords = _mongo_passwords(config)
     ensure_key_file(config.kek_file)
     ensure_key_file(config.token_key_file)
-    values = envfile.build_env(config, binaries.tls, passwords, _airflow_secrets(config), mongo_passwords)
+    ensure_key_file(config.backup_kek_file, key_id="bk1")
+    ensure_airflow_users(config)
+    values = envfile.build_env(config, binaries.tls, passwords, _airflow_secrets(config), mongo_passwords,
+                               binaries.bin_dir)
     envfile.write(config.env_file, values)
 
     if "postgres" in wanted:
@@ -106,9 +110,12 @@ def ensure_up(config: StackConfig | None = None, services: Iterable[str] | str |
 
 
 def shutdown(config: StackConfig | None = None) -> list[str]:
-    """Stop Postgres (fast shutdown) and SecantusDB, keeping all data; returns the services stopped."""
+    """Stop the scheduled mode's Airflow components, Postgres (fast shutdown) and SecantusDB, keeping
+    all data; returns the services stopped."""
+    from paydata.stack import airflow_services
+
     config = config or StackConfig.default()
-    stopped = []
+    stopped = [f"airflow {name}" for name in airflow_services.stop(config)]
     if mongo.stop(config):
         stopped.append("mongo")
     if postgres.running_pid(config) is not None:
@@ -180,7 +187,7 @@ def _env_status(config: StackConfig) -> dict:
     row = {"service": "env", "endpoint": str(config.env_file), "pid": None, "health": "ready", "notes": ""}
     try:
         envfile.check(config.env_file)
-        for key_file in (config.kek_file, config.token_key_file):
+        for key_file in (config.kek_file, config.token_key_file, config.backup_kek_file):
             parse_key_file(key_file)
     except (StackError, OSError) as exc:
         row.update(health="corrupted" if config.env_file.exists() else "missing", notes=str(exc))

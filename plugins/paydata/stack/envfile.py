@@ -8,7 +8,7 @@ from pathlib import Path
 
 from paydata import settings
 from paydata.stack.config import CDC_DATABASES, PG_CDC_ROLE, StackConfig, StackError
-from paydata.stack.secretstore import write_private
+from paydata.stack.secretstore import AIRFLOW_USERS, write_private
 
 KEY_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 CDC_CONN_PREFIX = "paydata_cdc_"
@@ -38,9 +38,30 @@ def mongo_connection(config: StackConfig, login: str, password: str) -> dict:
                       "directConnection": True}}
 
 
+API_HOST = "127.0.0.1"
+
+
+def airflow_api_env(port: int) -> dict[str, str]:
+    """Where the API server listens and where tasks find its execution API: always the same port.
+
+    Task processes call the execution API; left unset it defaults to ``http://localhost:8080/execution/``
+    whatever port the API server was started on, and every task of a scheduled run fails.
+    """
+    base = f"http://{API_HOST}:{port}"
+    return {
+        "AIRFLOW__API__HOST": API_HOST,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": base,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
+    }
+
+
 def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow_secrets: dict[str, str],
-              mongo_passwords: dict[str, str]) -> dict[str, str]:
+              mongo_passwords: dict[str, str], pg_bin_dir: Path | None = None) -> dict[str, str]:
     """All variables of the env file, in a stable order.
+
+    ``pg_bin_dir`` is the Postgres ``bin`` folder the stack runs; backups use its ``pg_dump`` and
+    ``pg_restore``, whose major version must match the server's.
 
     ``passwords`` maps role names (owners, paydata_cdc) to passwords; ``airflow_secrets`` holds
     ``fernet_key``, ``jwt_secret`` and ``api_secret_key``; ``mongo_passwords`` maps MongoDB user
@@ -58,10 +79,15 @@ def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "1",
         "AIRFLOW__CORE__FERNET_KEY": airflow_secrets["fernet_key"],
+        # A login for everyone: named users with generated passwords (secretstore.AIRFLOW_USERS), never
+        # the all-admins mode in which every visitor is an administrator.
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in AIRFLOW_USERS.items()),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(config.airflow_users_file),
         "AIRFLOW__API_AUTH__JWT_SECRET": airflow_secrets["jwt_secret"],
         "AIRFLOW__API__SECRET_KEY": airflow_secrets["api_secret_key"],
+        **airflow_api_env(config.airflow_port),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(config.airflow_home / "logs"),
     }
     for database, conn_id in settings.POSTGRES_DATABASES.items():
@@ -86,6 +112,11 @@ def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow
     values["PAYDATA_MLFLOW_ARTIFACTS"] = str(config.mlflow_artifacts)
     values["PAYDATA_KEK_FILE"] = str(config.kek_file)
     values["PAYDATA_TOKEN_KEY_FILE"] = str(config.token_key_file)
+    # Backups: their own key ring, kept apart from the data KEK, and where the encrypted files go.
+    values["PAYDATA_BACKUP_KEK_FILE"] = str(config.backup_kek_file)
+    values["PAYDATA_BACKUP_DIR"] = str(config.backup_dir)
+    if pg_bin_dir is not None:
+        values["PAYDATA_PG_BIN_DIR"] = str(pg_bin_dir)
     return values
 
 

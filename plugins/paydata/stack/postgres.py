@@ -11,7 +11,14 @@ from pathlib import Path
 
 from paydata import settings
 from paydata.sql import SQL_ROOT
-from paydata.stack.config import CDC_DATABASES, PG_CDC_ROLE, PG_SUPERUSER, StackConfig, StackError
+from paydata.stack.config import (
+    CDC_DATABASES,
+    KEYSTORE_DATABASES,
+    PG_CDC_ROLE,
+    PG_SUPERUSER,
+    StackConfig,
+    StackError,
+)
 from paydata.stack.secretstore import write_private
 from paydata.stack.system import (
     ServiceUser,
@@ -132,6 +139,12 @@ def render_postgresql_conf(config: StackConfig, tls: bool) -> str:
         "shared_buffers = '512MB'",
         "max_wal_size = '4GB'",
         "checkpoint_completion_target = 0.9",
+        # Erasure must be able to bound the life of every WAL copy (docs/security.md, erasure
+        # window): a finished segment is deleted, never renamed for reuse with its old contents
+        # still inside, and new segments start zero-filled.
+        "wal_recycle = off",
+        "wal_init_zero = on",
+        "archive_mode = off",
         "password_encryption = 'scram-sha-256'",
         "log_connections = on",
         "log_disconnections = on",
@@ -157,11 +170,22 @@ def render_postgresql_conf(config: StackConfig, tls: bool) -> str:
 
 
 def render_pg_hba(tls: bool) -> str:
-    """Client authentication: SCRAM everywhere, TCP only over TLS from loopback, plaintext TCP rejected."""
+    """Client authentication: SCRAM everywhere, TCP only over TLS from loopback, plaintext TCP rejected.
+
+    Two rules protect key custody (docs/security.md): the key store database (and its restore-drill
+    copy) admits only its owner and the superuser, and physical replication, which streams the WAL
+    of every database in the cluster, is open to the superuser only. Logical replication sessions
+    name their database and are matched by the ordinary per-database rules.
+    """
+    keystore_dbs = ",".join(KEYSTORE_DATABASES)
+    trusted = f"{settings.KEYSTORE_ROLE},{PG_SUPERUSER}"
     lines = [
         "# TYPE    DATABASE     USER  ADDRESS       METHOD",
+        f"local     {keystore_dbs}  {trusted}  scram-sha-256",
+        f"local     {keystore_dbs}  all  reject",
+        f"local     replication  {PG_SUPERUSER}  scram-sha-256",
+        "local     replication  all                 reject",
         "local     all          all                 scram-sha-256",
-        "local     replication  all                 scram-sha-256",
     ]
     if tls:
         lines += [
@@ -169,10 +193,16 @@ def render_pg_hba(tls: bool) -> str:
             "hostnossl all          all   ::/0          reject",
             "hostnossl replication  all   0.0.0.0/0     reject",
             "hostnossl replication  all   ::/0          reject",
+            f"hostssl   {keystore_dbs}  {trusted}  127.0.0.1/32  scram-sha-256",
+            f"hostssl   {keystore_dbs}  {trusted}  ::1/128       scram-sha-256",
+            f"hostssl   {keystore_dbs}  all   0.0.0.0/0     reject",
+            f"hostssl   {keystore_dbs}  all   ::/0          reject",
+            f"hostssl   replication  {PG_SUPERUSER}  127.0.0.1/32  scram-sha-256",
+            f"hostssl   replication  {PG_SUPERUSER}  ::1/128       scram-sha-256",
+            "hostssl   replication  all   0.0.0.0/0     reject",
+            "hostssl   replication  all   ::/0          reject",
             "hostssl   all          all   127.0.0.1/32  scram-sha-256",
             "hostssl   all          all   ::1/128       scram-sha-256",
-            "hostssl   replication  all   127.0.0.1/32  scram-sha-256",
-            "hostssl   replication  all   ::1/128       scram-sha-256",
         ]
     return "\n".join(lines) + "\n"
 
@@ -339,9 +369,12 @@ def _ensure_login_role(cursor, role: str, password: str) -> None:
 
 
 def bootstrap(config: StackConfig, passwords: dict[str, str]) -> None:
-    """Create (or repair) the owner roles, the CDC role and the three databases; idempotent.
+    """Create (or repair) the owner roles, the CDC role, the databases and their restore-drill
+    copies; idempotent, so an existing stack is upgraded in place (e.g. gains the key store).
 
     Role passwords are reset to the ones in ``<stack>/secrets`` so that file stays the source of truth.
+    Nobody but a database's owner may connect to it (CONNECT revoked from PUBLIC); the CDC role
+    gets CONNECT on the capture sources only, never on the key store or the warehouse.
     """
     conn = connect(config, passwords[PG_SUPERUSER])
     conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
@@ -351,13 +384,26 @@ def bootstrap(config: StackConfig, passwords: dict[str, str]) -> None:
                 _ensure_login_role(cursor, owner, passwords[owner])
             _ensure_login_role(cursor, PG_CDC_ROLE, passwords[PG_CDC_ROLE])
             cursor.execute(sql_statement("grant_replication", role=PG_CDC_ROLE))
-            for database, owner in settings.DATABASE_OWNERS.items():
+            databases = {**settings.DATABASE_OWNERS,
+                         **{settings.restore_drill_database(db): owner
+                            for db, owner in settings.DATABASE_OWNERS.items()}}
+            for database, owner in databases.items():
                 cursor.execute(sql_statement("database_exists"), {"database": database})
                 if not cursor.fetchone():
                     cursor.execute(sql_statement("create_database", database=database, owner=owner))
                 cursor.execute(sql_statement("lock_down_database", database=database, owner=owner))
             for database in CDC_DATABASES:
                 cursor.execute(sql_statement("grant_connect", database=database, role=PG_CDC_ROLE))
+    finally:
+        conn.close()
+    # The erasure window (paydata.keystore.window) switches WAL segments, checkpoints and lists
+    # pg_wal to prove that no segment older than an erasure is left. Function privileges live in
+    # each database's own catalog, so the grant is made in the key store database.
+    conn = connect(config, passwords[PG_SUPERUSER], dbname="keystore")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql_statement("grant_wal_maintenance", role=settings.KEYSTORE_ROLE))
     finally:
         conn.close()
 

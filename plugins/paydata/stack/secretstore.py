@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import secrets
@@ -67,6 +68,35 @@ def ensure_token(config: StackConfig, name: str, nbytes: int = 32) -> str:
     return value
 
 
+# The Airflow UI/REST users of the local stack and their simple-auth-manager roles.
+AIRFLOW_USERS = {"admin": "admin", "viewer": "viewer"}
+
+
+def ensure_airflow_users(config: StackConfig) -> dict[str, str]:
+    """The Airflow users' passwords (``{user: password}``), generated once into
+    ``config.airflow_users_file`` (mode 0600), the JSON file Airflow's simple auth manager reads.
+
+    A user missing from the file gets a new password; existing passwords are kept. A file that is not
+    a JSON object is replaced (every user gets a new password).
+    """
+    path = config.airflow_users_file
+    passwords: dict[str, str] = {}
+    if path.exists():
+        try:
+            loaded = json.loads(path.read_text() or "{}")
+            if isinstance(loaded, dict):
+                passwords = {str(k): str(v) for k, v in loaded.items() if v}
+        except json.JSONDecodeError:
+            passwords = {}
+    missing = [user for user in AIRFLOW_USERS if user not in passwords]
+    if missing or not path.exists():
+        for user in missing:
+            passwords[user] = secrets.token_urlsafe(18)
+        ensure_secrets_dir(config)
+        write_private(path, (json.dumps(passwords, indent=1) + "\n").encode())
+    return {user: passwords[user] for user in AIRFLOW_USERS}
+
+
 def ensure_fernet_key(config: StackConfig) -> str:
     """Airflow's Fernet key (urlsafe base64 of 32 bytes), created once."""
     path = config.secrets_dir / "airflow_fernet_key"
@@ -109,8 +139,8 @@ def parse_key_file(path: Path) -> list[tuple[str, bytes]]:
     return keys
 
 
-def ensure_key_file(path: Path) -> list[tuple[str, bytes]]:
-    """Create ``path`` with one fresh key ``k1`` if missing; validate it either way (never overwrites)."""
+def ensure_key_file(path: Path, key_id: str = "k1") -> list[tuple[str, bytes]]:
+    """Create ``path`` with one fresh key ``key_id`` if missing; validate it either way (never overwrites)."""
     if not path.exists():
-        write_private(path, (render_key_line("k1", os.urandom(32)) + "\n").encode())
+        write_private(path, (render_key_line(key_id, os.urandom(32)) + "\n").encode())
     return parse_key_file(path)

@@ -243,3 +243,46 @@ def _build_in_transaction(conn, full_rebuild: bool, quality_checks: bool) -> dic
                  "source_commit_at": commit_at[source]},
             )
     return report
+
+
+def triggering_events(events_by_asset: Any) -> list[dict[str, Any]]:
+    """The capture facts of the Asset events that triggered a run (Airflow's
+    ``triggering_asset_events``: asset -> events); each event's metadata plus its Asset URI."""
+    found = []
+    for asset, events in dict(events_by_asset).items():
+        uri = getattr(asset, "uri", asset)
+        for event in events or ():
+            extra = dict(getattr(event, "extra", None) or {})
+            found.append({"asset": str(uri), **{key: extra.get(key) for key in
+                                                ("source", "changes", "start_lsn", "end_lsn", "tables")}})
+    return found
+
+
+def summarise_build(report: dict[str, Any], events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What a DAG run keeps of a build report (its XCom), with positions as LSN text, the events
+    that triggered it, and ``text``: the report as one log line."""
+    from paydata.cdc.pgoutput import format_lsn
+
+    sources = {
+        source: {"from": format_lsn(window["from"][0]), "to": format_lsn(window["to"][0])}
+        for source, window in report["sources"].items()
+    }
+    events = events or []
+    rows = report.get("rows", {})
+    if report.get("up_to_date"):
+        what = "marts already up to date"
+    else:
+        what = (f"{rows.get('facts_written', 0)} ledger facts, {rows.get('charges_written', 0)} charges written; "
+                f"window {report.get('fact_window')}")
+    positions = ", ".join(f"{source} {w['from']}..{w['to']}" for source, w in sources.items())
+    trigger = "; ".join(f"{e.get('source')} {e.get('changes')} changes {e.get('start_lsn')}..{e.get('end_lsn')}"
+                        for e in events) or "no asset event (manual or daily run)"
+    return {
+        "up_to_date": report.get("up_to_date"),
+        "sources": sources,
+        "rows": rows,
+        "fact_window": report.get("fact_window"),
+        "triggered_by": events,
+        "duration_s": report.get("duration_s"),
+        "text": f"warehouse build: {what}; {positions}; {report.get('duration_s')} s; triggered by {trigger}",
+    }

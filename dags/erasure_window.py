@@ -1,0 +1,67 @@
+"""
+### Erasure window: close it, then prove each erasure complete
+
+Daily. An erasure destroys the customer's data key and wipes OLTP at once, but copies outlive it
+for a while: the key's bytes in the key table's file, old row versions in OLTP pages, the WAL,
+backups taken before. `close_window` does the platform's part: rewrites key tables holding
+destroyed keys, VACUUMs the OLTP erasure tables, ends the WAL segment and checkpoints.
+
+`erasure_complete` then checks every erasure not yet proven: key gone from the key store, OLTP
+wiped, key table rewritten since, sources vacuumed since, no WAL segment left from before (so
+every replication slot confirmed past it and no archive), no backup taken before it left. Each
+erasure that passes gets an `erasure_completed` row in the OLTP audit log; the others stay pending
+with the checks still open (in XCom). The longest wait is the backup retention
+(`PAYDATA_BACKUP_RETENTION_DAYS`); docs/security.md states the window.
+
+Idempotent: completed erasures are never checked or recorded twice.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+
+def _oltp():
+    from paydata.settings import OLTP_CONN_ID, load_env_file, pg_connect
+
+    load_env_file(missing_ok=True)
+    return pg_connect(OLTP_CONN_ID)
+
+
+@dag(
+    dag_id="erasure_window",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["paydata", "security", "gdpr"],
+    doc_md=__doc__,
+    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(minutes=5)},
+)
+def erasure_window():
+    @task(multiple_outputs=False)
+    def close_window() -> dict:
+        from paydata.keystore.window import close_window as close
+
+        conn = _oltp()
+        try:
+            return close(conn)
+        finally:
+            conn.close()
+
+    @task(multiple_outputs=False)
+    def erasure_complete(_closed: dict) -> dict:
+        from paydata.backup import backup_root
+        from paydata.keystore.window import complete_erasures
+
+        conn = _oltp()
+        try:
+            return complete_erasures(conn, backup_dir=backup_root())
+        finally:
+            conn.close()
+
+    erasure_complete(close_window())
+
+
+erasure_window()

@@ -1,0 +1,56 @@
+"""
+### Fraud model training
+
+Runs when the offline fraud features are updated, or by hand with params for the window.
+`training_set` materialises the labelled charges (labels as known at `label_as_of`, default the
+latest OLTP commit the marts hold; `maturity_days`, default 60) of `[window_start, window_end)`
+at the feature store's positions; `train` splits it by time (70/15/15), fits the rules baseline and
+a calibrated gradient-boosted model, logs both to MLflow with the feature definitions and the data
+version, registers `fraud_scoring` (alias `challenger`) and runs the gate that moves `champion`.
+
+A set too small to split (no matured labels yet, or one class only) is reported and skipped, not
+failed. XCom carries ids, versions and metrics only. See docs/ml.md.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+FEATURES_ASSET = Asset("paydata://warehouse/features/charge_features")
+MODEL_ASSET = Asset("paydata://mlflow/models/fraud_scoring")
+
+
+@dag(
+    dag_id="fraud_train",
+    schedule=FEATURES_ASSET,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["paydata", "ml", "training"],
+    doc_md=__doc__,
+    params={
+        "window_start": Param(None, type=["null", "string"], description="ISO time, inclusive"),
+        "window_end": Param(None, type=["null", "string"], description="ISO time, exclusive"),
+        "label_as_of": Param(None, type=["null", "string"], description="ISO time; default: from the data"),
+        "maturity_days": Param(60, type="integer", minimum=1),
+    },
+    default_args={"owner": "ml", "retries": 2, "retry_delay": pendulum.duration(minutes=1)},
+)
+def fraud_train():
+    @task(multiple_outputs=False)
+    def training_set() -> dict:
+        from ml.training.jobs import make_training_set
+
+        return make_training_set(get_current_context()["params"])
+
+    @task(multiple_outputs=False, outlets=[MODEL_ASSET])
+    def train(reference: dict) -> dict:
+        from ml.training.jobs import train_from_reference
+
+        return train_from_reference(reference)
+
+    train(training_set())
+
+
+fraud_train()

@@ -1,0 +1,2 @@
+-- A rebuild of the offline table starts empty (the event ledgers keep their first-seen positions).
+TRUNCATE {table};

@@ -1,0 +1,1 @@
+COPY {table} ({owner_column}, key_id, wrapped_key, created_at) FROM STDIN

@@ -1,0 +1,1 @@
+DELETE FROM {table} WHERE {owner_column} = ANY(%(owner_ids)s)

@@ -1,0 +1,1 @@
+SELECT pg_switch_wal()::text

@@ -1,0 +1,1 @@
+VACUUM customer, charge, payment_method
