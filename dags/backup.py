@@ -22,6 +22,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
+from paydata.dagconfig import DAG_FAILURE, default_args
+
 
 @dag(
     dag_id="backup",
@@ -30,8 +32,11 @@ from airflow.sdk import dag, get_current_context, task
     catchup=False,
     max_active_runs=1,
     tags=["paydata", "security", "backup"],
+    description="Encrypted backup of every database and Mongo, restore drill into scratch databases, retention (daily)",
+    dagrun_timeout=pendulum.duration(hours=3),
     doc_md=__doc__,
-    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(minutes=5)},
+    on_failure_callback=DAG_FAILURE,
+    default_args=default_args(retry_delay=pendulum.duration(minutes=5), execution_timeout=pendulum.duration(hours=1)),
 )
 def backup():
     @task(multiple_outputs=False)

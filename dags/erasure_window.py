@@ -21,6 +21,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from paydata.dagconfig import DAG_FAILURE, default_args
+
 
 def _oltp():
     from paydata.settings import OLTP_CONN_ID, load_env_file, pg_connect
@@ -36,8 +38,11 @@ def _oltp():
     catchup=False,
     max_active_runs=1,
     tags=["paydata", "security", "gdpr"],
+    description="Close each erasure's window and prove every copy of the erased data is gone (daily)",
+    dagrun_timeout=pendulum.duration(hours=2),
     doc_md=__doc__,
-    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(minutes=5)},
+    on_failure_callback=DAG_FAILURE,
+    default_args=default_args(retry_delay=pendulum.duration(minutes=5), execution_timeout=pendulum.duration(hours=1)),
 )
 def erasure_window():
     @task(multiple_outputs=False)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from paydata.dagconfig import DAG_FAILURE, default_args
+
 FEATURES_ASSET = Asset("paydata://warehouse/features/charge_features")
 MODEL_ASSET = Asset("paydata://mlflow/models/fraud_scoring")
 
@@ -28,14 +30,17 @@ MODEL_ASSET = Asset("paydata://mlflow/models/fraud_scoring")
     catchup=False,
     max_active_runs=1,
     tags=["paydata", "ml", "training"],
+    description="Versioned training set, rules baseline, calibrated model in MLflow, champion/challenger gate",
+    dagrun_timeout=pendulum.duration(hours=3),
     doc_md=__doc__,
     params={
         "window_start": Param(None, type=["null", "string"], description="ISO time, inclusive"),
         "window_end": Param(None, type=["null", "string"], description="ISO time, exclusive"),
         "label_as_of": Param(None, type=["null", "string"], description="ISO time; default: from the data"),
-        "maturity_days": Param(60, type="integer", minimum=1),
+        "maturity_days": Param(60, type="integer", minimum=1, description="days after a charge before its label counts"),
     },
-    default_args={"owner": "ml", "retries": 2, "retry_delay": pendulum.duration(minutes=1)},
+    on_failure_callback=DAG_FAILURE,
+    default_args=default_args(retry_delay=pendulum.duration(minutes=1), execution_timeout=pendulum.duration(hours=2)),
 )
 def fraud_train():
     @task(multiple_outputs=False)

@@ -24,7 +24,9 @@ Document model and guarantees: `docs/mongo.md`.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from paydata.dagconfig import DAG_FAILURE, default_args
 
 LANDING = Asset("paydata://landing/nosql")
 INGESTED = Asset("paydata://mongo/landing")
@@ -37,9 +39,15 @@ INGESTED = Asset("paydata://mongo/landing")
     catchup=False,
     max_active_runs=1,
     tags=["paydata", "nosql", "mongo", "landing"],
+    description="Validate, tokenise and scrub the landing files into MongoDB; quarantine bad lines; reconcile",
+    dagrun_timeout=pendulum.duration(hours=2),
     doc_md=__doc__,
-    params={"batch_key": "", "retention_hours": 24},
-    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    params={
+        "batch_key": Param("", type="string", description="ingest only this batch's landing files (empty: every file not yet ingested)"),
+        "retention_hours": Param(24, type="number", minimum=0, description="keep ingested landing files this long before removing them"),
+    },
+    on_failure_callback=DAG_FAILURE,
+    default_args=default_args(execution_timeout=pendulum.duration(hours=1)),
 )
 def nosql_ingest():
     @task(multiple_outputs=False)

@@ -21,7 +21,7 @@ from paydata.dagconfig import DAG_FAILURE, default_args
 
 POSTGRES_CONN_IDS = ["paydata_reference", "paydata_oltp", "paydata_warehouse", "paydata_keystore"]
 MONGO_CONN_IDS = ["paydata_mongo", "paydata_mongo_cdc", "paydata_mongo_ingest", "paydata_mongo_features",
-                  "paydata_mongo_analyst"]
+                  "paydata_mongo_analyst", "paydata_mongo_backup"]
 
 
 @dag(

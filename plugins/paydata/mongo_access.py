@@ -12,6 +12,7 @@ its collections in the ``paydata`` database:
 | ``paydata_ingest`` (``paydata_mongo_ingest``) | ``paydata_ingest_writer`` | read/write the landing-ingestion collections |
 | ``paydata_features`` (``paydata_mongo_features``) | ``paydata_features_rw`` | read sessions, telemetry, feedback, payments; read/write ``features`` and ``feature_offsets`` |
 | ``paydata_analyst`` (``paydata_mongo_analyst``) | ``paydata_analyst_read`` | read the document collections (not quarantine or bookkeeping) |
+| ``paydata_backup`` (``paydata_mongo_backup``) | ``read`` on ``paydata``; ``readWrite`` + ``dbAdmin`` on ``restore_drill_paydata`` | export ``paydata`` for backups; restore drills into the scratch database |
 
 ``paydata_root`` (``root``) only provisions the others; no Airflow connection carries it.
 docs/security.md says what SecantusDB enforces of this and what only MongoDB 7 does.
@@ -76,6 +77,13 @@ def user_roles(database: str = settings.MONGO_DATABASE) -> dict[str, list[dict[s
         settings.MONGO_USERS[settings.MONGO_INGEST_CONN_ID]: [{"role": "paydata_ingest_writer", "db": admin}],
         settings.MONGO_USERS[settings.MONGO_FEATURES_CONN_ID]: [{"role": "paydata_features_rw", "db": admin}],
         settings.MONGO_USERS[settings.MONGO_ANALYST_CONN_ID]: [{"role": "paydata_analyst_read", "db": admin}],
+        # Backups read everything of paydata; the restore drill may create and drop its own scratch
+        # database, and nothing else (a real restore into paydata is the administrator's job).
+        settings.MONGO_USERS[settings.MONGO_BACKUP_CONN_ID]: [
+            {"role": "read", "db": database},
+            {"role": "readWrite", "db": settings.restore_drill_database(database)},
+            {"role": "dbAdmin", "db": settings.restore_drill_database(database)},
+        ],
     }
 
 

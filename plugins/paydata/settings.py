@@ -30,6 +30,7 @@ MONGO_CDC_CONN_ID = "paydata_mongo_cdc"  # CDC writer (the Mongo sink)
 MONGO_INGEST_CONN_ID = "paydata_mongo_ingest"  # landing-file ingestion writer
 MONGO_FEATURES_CONN_ID = "paydata_mongo_features"  # reads sessions/telemetry/feedback/payments, writes features
 MONGO_ANALYST_CONN_ID = "paydata_mongo_analyst"  # read only (the example queries)
+MONGO_BACKUP_CONN_ID = "paydata_mongo_backup"  # reads paydata for backups; owns only the restore-drill scratch database
 # Connection id -> MongoDB user name; every user lives in the ``admin`` database (authSource).
 MONGO_USERS = {
     MONGO_CONN_ID: "paydata_admin",
@@ -37,6 +38,7 @@ MONGO_USERS = {
     MONGO_INGEST_CONN_ID: "paydata_ingest",
     MONGO_FEATURES_CONN_ID: "paydata_features",
     MONGO_ANALYST_CONN_ID: "paydata_analyst",
+    MONGO_BACKUP_CONN_ID: "paydata_backup",
 }
 MONGO_AUTH_SOURCE = "admin"
 # The key store: wrapped data keys, in a database no capture or analyst role may connect to.

@@ -172,9 +172,10 @@ def test_legacy_keys_move_from_oltp_into_the_key_store(stack, admin_connect, fre
     from paydata.migrations import discover_migrations
 
     conn = admin_connect(fresh_database(prefix="oltp_legacy"))
+    key_store_migration = next(m for m in discover_migrations("oltp") if m.path.name.endswith("_data_keys_to_key_store.sql"))
     with conn.cursor() as cursor:
         for migration in discover_migrations("oltp"):
-            if migration.version < 9:
+            if migration.version < key_store_migration.version:
                 cursor.execute(migration.path.read_text())
         cursor.execute("INSERT INTO currency_ref (currency_code, minor_units) VALUES ('USD', 2)")
         cursor.execute("INSERT INTO merchant_ref (merchant_id, country_code, default_currency_code, status) "
@@ -186,7 +187,7 @@ def test_legacy_keys_move_from_oltp_into_the_key_store(stack, admin_connect, fre
                        (customer_id, legacy.key_id, legacy.wrapped))
     conn.commit()
     with conn.cursor() as cursor, pytest.raises(psycopg2.errors.ObjectNotInPrerequisiteState, match="key store"):
-        cursor.execute((discover_migrations("oltp")[8].path).read_text())
+        cursor.execute(key_store_migration.path.read_text())
     conn.rollback()
 
     moved = move_legacy_keys(conn, "oltp", default_keystore())
@@ -194,7 +195,7 @@ def test_legacy_keys_move_from_oltp_into_the_key_store(stack, admin_connect, fre
     assert move_legacy_keys(conn, "oltp", default_keystore()).moved == 0, "a rerun moves nothing twice"
     assert default_keystore().wrapped("customer", legacy.key_id) == legacy.wrapped
     with conn.cursor() as cursor:
-        cursor.execute((discover_migrations("oltp")[8].path).read_text())
+        cursor.execute(key_store_migration.path.read_text())
         cursor.execute("SELECT to_regclass('customer_data_key')")
         assert cursor.fetchone() == (None,)
     conn.rollback()

@@ -195,7 +195,7 @@ def test_no_user_can_create_users_or_grant_roles(clients, conn_id):
 
 
 CONSUMERS = [settings.MONGO_CDC_CONN_ID, settings.MONGO_INGEST_CONN_ID, settings.MONGO_FEATURES_CONN_ID,
-             settings.MONGO_ANALYST_CONN_ID]
+             settings.MONGO_ANALYST_CONN_ID, settings.MONGO_BACKUP_CONN_ID]
 
 
 @pytest.mark.parametrize("conn_id", CONSUMERS)
@@ -215,6 +215,23 @@ def test_no_user_reaches_another_database(clients, conn_id):
     assert refused(lambda: other.items.insert_one({"x": 1})) == UNAUTHORIZED
     assert refused(lambda: other.items.find_one()) == UNAUTHORIZED
     assert refused(lambda: clients[conn_id].list_database_names()) == UNAUTHORIZED
+
+
+def test_backup_user_reads_paydata_and_writes_only_the_drill_database(clients, root):
+    backup = clients[settings.MONGO_BACKUP_CONN_ID]
+    paydata = backup[settings.MONGO_DATABASE]
+    paydata.payments.find_one()
+    assert refused(lambda: paydata.payments.insert_one({"_id": unique_id("backup")})) == UNAUTHORIZED
+    assert refused(lambda: paydata.payments.delete_many({"_id": -1})) == UNAUTHORIZED
+    drill_name = settings.restore_drill_database(settings.MONGO_DATABASE)
+    try:
+        drill = backup[drill_name]
+        drill.create_collection(unique_id("drill"))
+        drill.items.insert_one({"x": 1})
+        backup.drop_database(drill_name)
+        assert drill_name not in root.list_database_names()
+    finally:
+        root.drop_database(drill_name)
 
 
 def test_administrator_manages_definitions_but_not_users(clients):
@@ -320,9 +337,13 @@ def test_features_user_reads_sources_and_writes_features(clients, root):
     for source in ("sessions", "payments"):
         database[source].find_one()
     doc_id = unique_id("features")
+    now = datetime.now(UTC)
+    document = {"entity": "card", "key": {"card": "tok_test"}, "values": {"card_count_1h": 0.5},
+                "expires_at": {"card_count_1h": now}, "as_of": now, "known_lsn": 1, "computed_at": now,
+                "definitions": {"name": "security", "hash": "0" * 64}}
     try:
-        database.features.update_one({"_id": doc_id}, {"$set": {"value": 0.5}}, upsert=True)
-        assert database.features.find_one({"_id": doc_id})["value"] == 0.5
+        database.features.update_one({"_id": doc_id}, {"$set": document}, upsert=True)
+        assert database.features.find_one({"_id": doc_id})["values"] == {"card_count_1h": 0.5}
         database.features.delete_one({"_id": doc_id})
     finally:
         root.paydata.features.delete_one({"_id": doc_id})

@@ -28,9 +28,11 @@ def test_connection_ids_and_users_are_the_documented_ones():
         "paydata_mongo_ingest": "paydata_ingest",
         "paydata_mongo_features": "paydata_features",
         "paydata_mongo_analyst": "paydata_analyst",
+        "paydata_mongo_backup": "paydata_backup",
     }
     assert (settings.MONGO_CONN_ID, settings.MONGO_CDC_CONN_ID, settings.MONGO_INGEST_CONN_ID,
-            settings.MONGO_FEATURES_CONN_ID, settings.MONGO_ANALYST_CONN_ID) == tuple(settings.MONGO_USERS)
+            settings.MONGO_FEATURES_CONN_ID, settings.MONGO_ANALYST_CONN_ID,
+            settings.MONGO_BACKUP_CONN_ID) == tuple(settings.MONGO_USERS)
 
 
 def test_uri_carries_quoted_credentials_and_every_tls_and_auth_option():
@@ -95,13 +97,17 @@ def test_mongo_hook_builds_the_same_client_from_the_json_connection(monkeypatch,
         hook.close()
 
 
-def test_every_consumer_has_a_role_and_only_the_admin_has_built_in_ones():
+def test_every_consumer_has_a_role_and_only_the_admin_and_backup_have_built_in_ones():
     bindings = mongo_access.user_roles()
     assert set(bindings) == set(settings.MONGO_USERS.values())
     assert bindings["paydata_admin"] == [{"role": "dbAdmin", "db": "paydata"}, {"role": "readWrite", "db": "paydata"}]
+    # Backups read paydata and write nothing but the restore drill's scratch database.
+    assert bindings["paydata_backup"] == [{"role": "read", "db": "paydata"},
+                                          {"role": "readWrite", "db": "restore_drill_paydata"},
+                                          {"role": "dbAdmin", "db": "restore_drill_paydata"}]
     custom = mongo_access.roles()
     for user, roles in bindings.items():
-        if user != "paydata_admin":
+        if user not in {"paydata_admin", "paydata_backup"}:
             assert [binding["db"] for binding in roles] == ["admin"]
             assert {binding["role"] for binding in roles} <= set(custom)
 
@@ -133,12 +139,12 @@ def test_writers_write_only_their_collections_and_the_analyst_only_reads():
 
     assert writable("paydata_cdc_writer") == set(mongo_access.CDC_COLLECTIONS)
     assert writable("paydata_ingest_writer") == set(mongo_access.INGEST_COLLECTIONS)
-    assert writable("paydata_features_rw") == {"features"}
+    assert writable("paydata_features_rw") == {"features", "feature_offsets"}
     assert writable("paydata_analyst_read") == set()
     assert not set(mongo_access.CDC_COLLECTIONS) & set(mongo_access.INGEST_COLLECTIONS)
     analyst = set(privileges_of("paydata_analyst_read")) - {""}
     assert "quarantine" not in analyst and "cdc_offsets" not in analyst
-    features_reads = set(privileges_of("paydata_features_rw")) - {"", "features"}
+    features_reads = set(privileges_of("paydata_features_rw")) - {"", "features", "feature_offsets"}
     assert features_reads == {"sessions", "telemetry", "feedback", "payments"}
 
 

@@ -14,7 +14,8 @@ from paydata import settings
 from paydata.stack import StackConfig, airflow_services, envfile
 from paydata.stack.secretstore import AIRFLOW_USERS, ensure_airflow_users
 
-PASSWORDS = {"reference_owner": "r", "oltp_owner": "o", "warehouse_owner": "w", "paydata_cdc": "c"}
+PASSWORDS = {"reference_owner": "r", "oltp_owner": "o", "warehouse_owner": "w", "paydata_cdc": "c",
+             "paydata_keystore": "k"}
 AIRFLOW_SECRETS = {"fernet_key": "f", "jwt_secret": "j", "api_secret_key": "a"}
 MONGO_PASSWORDS = {user: "m" for user in settings.MONGO_USERS.values()}
 

@@ -99,9 +99,9 @@ def _dump_database(database: str, path: Path, key: BackupKey, backup_id: str, ch
 
 
 def _export_mongo(path: Path, key: BackupKey, backup_id: str, chunk_size: int) -> dict:
-    client = settings.mongo_client()
+    client = settings.mongo_client(settings.MONGO_BACKUP_CONN_ID)
     try:
-        conn = settings.connection(settings.MONGO_CONN_ID)
+        conn = settings.connection(settings.MONGO_BACKUP_CONN_ID)
         database = client[conn.schema or settings.MONGO_DATABASE]
         started = time.perf_counter()
         pieces, stats = mongo_export(database)
@@ -242,9 +242,13 @@ def restore(root: Path, backup_id: str | None = None, *, targets: dict[str, str]
             if not keep:
                 last_lsn = _clear_database(conn_id, target)
         else:
-            client = settings.mongo_client()
+            drill_target = settings.restore_drill_database(artifact["database"])
+            target = targets.get(name, drill_target)
+            # The backup user may write only the drill's scratch database; any other target (a real
+            # restore) needs the administrator.
+            client = settings.mongo_client(settings.MONGO_BACKUP_CONN_ID if target == drill_target
+                                           else settings.MONGO_CONN_ID)
             try:
-                target = targets.get(name, settings.restore_drill_database(artifact["database"]))
                 database = client[target]
                 client.drop_database(target)
                 mongo_import(database, pieces)

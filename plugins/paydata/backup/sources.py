@@ -219,6 +219,8 @@ def mongo_import(database, pieces: Iterable[bytes]) -> None:
                 flush()
                 name = document[MONGO_MARKER]
                 database.drop_collection(name)
+                # Created explicitly: a collection without documents or indexes must exist after a restore too.
+                database.create_collection(name)
                 collection = database.get_collection(name, codec_options=options)
                 for index in document["indexes"]:
                     collection.create_index([tuple(key) for key in index["keys"]], unique=index["unique"],
