@@ -62,7 +62,9 @@ def advance_cdc_slots(threshold: str, oltp_conn) -> None:
     from paydata.cdc.engine import engine_for_source
     from paydata.keystore.window import parse_lsn, push_wal, wal_state
 
-    for round_ in range(4):
+    # A slot's restart point moves only once a run has decoded a running-transactions record past it
+    # and confirmed beyond it: on a busy machine a run may end before the walsender got there.
+    for round_ in range(12):
         state = wal_state(default_keystore().connection())
         blocking = [name for name, restart, _ in state.slots if restart <= parse_lsn(threshold)]
         if not blocking:

@@ -398,8 +398,10 @@ def test_a_keepalive_after_a_relation_never_confirms_a_received_but_unapplied_tr
     # The keepalive's reply and the keep-alive updates during the apply report nothing applied yet.
     assert while_applying and all(flush == 0 for flush, _ in while_applying)
     assert any(not reply for _, reply in while_applying)  # the apply-time keep-alives ask for nothing
-    # Once the sink returned: T1's end, and never the keepalive's WAL end (T2 is still open).
-    assert [flush for flush, _ in after] == [1008]
+    # Once the sink returned: T1's end, and never the keepalive's WAL end (T2 is still open). A
+    # keep-alive sent just before the sink returned may still report 0 (on a busy machine).
+    flushes = [flush for flush, _ in after]
+    assert flushes and flushes[-1] == 1008 and set(flushes) <= {0, 1008} and flushes == sorted(flushes)
     assert outcome["caught_up"] is False and sink.batches == [[(Position(1000, 0), 1)]]
     assert ledger.lsn == 1008
 
