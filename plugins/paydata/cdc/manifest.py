@@ -13,7 +13,7 @@ and against the source catalog at the start of every run (:meth:`Manifest.check_
 manifest column missing from the source is an error naming it (a dropped or renamed column would
 otherwise be captured as NULL forever); a source column the manifest does not list is a warning and
 is ignored (an ``ADD COLUMN`` must not stop the pipeline, and must not leak a new PII column
-either). The same two rules apply to every decoded change (:meth:`Manifest.capture`).
+either). The same two rules apply to every decoded change (:meth:`Manifest.capture_raw`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any, Literal
 import yaml
 
 from paydata.cdc.model import CapturedChange, CapturedKind, CapturedRow, Position, RowLayout, TableSpec
-from paydata.cdc.pgoutput import UNCHANGED_TOAST, Change, RawChange, Relation
+from paydata.cdc.pgoutput import UNCHANGED_TOAST, RawChange, Relation
 from paydata.cdc.types import parser_for
 from paydata.settings import REPO_ROOT
 
@@ -280,52 +280,18 @@ class Manifest:
             frozenset(unchanged) if unchanged else frozenset(),
         )
 
-    def capture(self, change: Change) -> list[CapturedChange]:
-        """The :class:`CapturedChange` list for one decoded change (empty if its table is not captured).
-
-        An update that changes the key becomes a delete of the old key followed by an update of the
-        new one, both at the change's position (they touch different rows, so per-row guards keep
-        them independent). Raises :class:`SchemaDriftError` naming every manifest column the change
-        lacks; warns once per column about source columns the manifest does not list.
-        """
-        table = self.tables.get(change.table) if change.schema == SOURCE_SCHEMA else None
-        if table is None:
-            return []
-        position = Position(change.lsn_commit, change.index_in_txn)
-        if change.kind == "truncate":
-            return [
-                CapturedChange(self.source, change.table, "truncate", position, change.commit_time, {}, None)
-            ]
-        if change.kind == "delete":
-            old = change.old or {}
-            self._check_columns(table, old, ())
-            return [
-                CapturedChange(
-                    self.source, change.table, "delete", position, change.commit_time, self._key(table, old), None
-                )
-            ]
-        new = change.new or {}
-        self._check_columns(table, new, table.columns)
-        captured = self._capture_checked_row(table, new, change.kind, position, change.commit_time)
-        if change.kind == "update" and change.old is not None:
-            # Raises if the old tuple lacks the key (a replica identity without it): a key change
-            # could not be seen, as for deletes.
-            old_key = self._key(table, change.old)
-            if old_key != captured.key:
-                deleted = CapturedChange(
-                    self.source, change.table, "delete", position, change.commit_time, old_key, None
-                )
-                captured.moved_from = old_key
-                return [deleted, captured]
-        return [captured]
-
     # -- the hot path: unparsed rows -----------------------------------------------------------------
 
     def capture_raw(self, change: RawChange) -> list[CapturedRow]:
-        """The :class:`CapturedRow` list for one unparsed change; same rules as :meth:`capture`.
+        """The :class:`CapturedRow` list for one decoded change (empty if its table is not captured).
+
+        An update that changes the key becomes a delete of the old key followed by an update of the
+        new one, both at the change's position, the update carrying ``moved_from`` (the old key).
+        Raises :class:`SchemaDriftError` naming every manifest column the change lacks; warns once
+        per column about source columns the manifest does not list.
 
         Values stay as the source's output text; only tokenised columns are parsed (to tokenise
-        the same string :meth:`capture` would) and each distinct value is tokenised once while the
+        the same string a snapshot row's value gives) and each distinct value is tokenised once while the
         token key ring stays the same (a bounded memo, see :data:`TOKEN_MEMO_ENTRIES`). The
         per-relation plan (projection, key, schema-drift check) is built once per Relation message.
         Call inside :meth:`pinned_tokeniser` on a hot loop.
@@ -341,11 +307,11 @@ class Manifest:
             return []
         kind = change.kind
         if kind == "truncate":
-            return [CapturedRow(self.source, plan.table.name, "truncate", change.lsn_commit, change.index_in_txn,
+            return [CapturedRow(self.source, plan.table.name, "truncate", change.commit_lsn, change.index_in_txn,
                                 change.commit_time, None, None, plan.layout)]
         if kind == "delete":
             key = plan.old_key(self, change)
-            return [CapturedRow(self.source, plan.table.name, "delete", change.lsn_commit, change.index_in_txn,
+            return [CapturedRow(self.source, plan.table.name, "delete", change.commit_lsn, change.index_in_txn,
                                 change.commit_time, key, None, plan.layout)]
         if plan.missing:
             raise self._drift_error(plan.table, plan.missing)
@@ -368,12 +334,12 @@ class Manifest:
                     "key (an unchanged TOASTed key column) and carries no old key"
                 )
             key = plan.old_key(self, change)
-        captured = CapturedRow(self.source, plan.table.name, kind, change.lsn_commit, change.index_in_txn,
+        captured = CapturedRow(self.source, plan.table.name, kind, change.commit_lsn, change.index_in_txn,
                                change.commit_time, key, values, plan.layout, has_unchanged)
         if kind == "update" and change.old is not None:
             old_key = plan.old_key(self, change)
             if old_key != key:
-                deleted = CapturedRow(self.source, plan.table.name, "delete", change.lsn_commit,
+                deleted = CapturedRow(self.source, plan.table.name, "delete", change.commit_lsn,
                                       change.index_in_txn, change.commit_time, old_key, None, plan.layout)
                 captured.moved_from = old_key
                 return [deleted, captured]
@@ -536,7 +502,7 @@ class Manifest:
 
 
 def format_position(change: RawChange) -> str:
-    return f"{change.lsn_commit:X}:{change.index_in_txn}"
+    return f"{change.commit_lsn:X}:{change.index_in_txn}"
 
 
 def _never(values: tuple) -> tuple:

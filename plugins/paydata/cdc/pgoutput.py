@@ -26,17 +26,17 @@ strings are NUL-terminated UTF-8. A decoded transaction arrives as::
 LSNs: which one is recorded where
 ---------------------------------
 * ``Begin.final_lsn`` equals ``Commit.commit_lsn``: the WAL position where the commit record
-  *starts*. Because it is known at Begin, every :class:`Change` carries it as ``lsn_commit``.
+  *starts*. Because it is known at Begin, every :class:`RawChange` carries it as ``commit_lsn``.
 * ``Commit.end_lsn`` is the position just past the commit record; it is what a consumer reports
   back to the slot (``flush_lsn``) once the whole transaction is durable in every sink, so the
   server may recycle WAL and will not resend that transaction.
 * The ``wal_start_lsn`` passed to :meth:`PgOutputDecoder.feed` (the XLogData header's WAL start,
-  or the ``lsn`` column of ``pg_logical_slot_*_binary_changes``) is kept as ``Change.lsn`` and,
-  for the Begin, ``Transaction.begin_lsn``, for diagnostics only. For a change it is a WAL
-  position inside the transaction, *not* monotonic across transactions (transactions interleave
-  in WAL but are emitted in commit order); for a Commit the server reports ``end_lsn``.
+  or the ``lsn`` column of ``pg_logical_slot_*_binary_changes``) is kept, for the Begin, as
+  ``Transaction.begin_lsn``, for diagnostics only. For a change it is a WAL position inside the
+  transaction, *not* monotonic across transactions (transactions interleave in WAL but are
+  emitted in commit order); for a Commit the server reports ``end_lsn``.
 
-Why ``(lsn_commit, index_in_txn)`` is the sinks' exactly-once position
+Why ``(commit_lsn, index_in_txn)`` is the sinks' exactly-once position
 --------------------------------------------------------------------
 Logical decoding emits whole transactions in commit order and commit LSNs strictly increase, so
 the pair (commit LSN, 0-based ordinal of the change within its transaction) is unique per change
@@ -48,7 +48,7 @@ and so applies each change exactly once without coordinating with the other sink
 Unchanged TOAST
 ---------------
 An ``UPDATE`` that does not modify a TOASTed (large, out-of-line) column does not send it; the
-column's value in ``Change.new`` is the :data:`UNCHANGED_TOAST` sentinel. Sinks must treat it as
+column's value in ``RawChange.new`` is the :data:`UNCHANGED_TOAST` sentinel. Sinks must treat it as
 "keep the value already stored": leave the column out of the UPDATE's SET list (or merge with the
 previously stored row). It never appears in inserts, and it must never be written as a value
 (it refuses ``bool()`` so that a careless truth test fails loudly instead of acting like NULL).
@@ -62,13 +62,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from paydata.cdc.types import PARSE_ERRORS, conversion_error, parser_for
 from paydata.speedups import ACCELERATOR
 
 __all__ = [
     "UNCHANGED_TOAST",
     "Begin",
-    "Change",
     "Commit",
     "DecodeError",
     "Delete",
@@ -488,44 +486,10 @@ ChangeKind = Literal["insert", "update", "delete", "truncate"]
 
 
 @dataclass(slots=True)
-class Change:
-    """One row change (or one truncated table), converted to Python values.
-
-    ``new``: the full new row for insert/update (``UNCHANGED_TOAST`` for unsent TOASTed columns),
-    ``None`` for delete/truncate. ``old``: the old key columns (replica identity changed) or the
-    whole old row (``REPLICA IDENTITY FULL``) when the server sent it, else ``None``. ``key``: the
-    replica-identity columns identifying the row (from ``old`` when present, else from ``new``);
-    empty for truncate and for tables without a replica identity. ``index_in_txn`` is 0-based
-    over the transaction's changes; ``(lsn_commit, index_in_txn)`` is the exactly-once position.
-
-    Treat it as read-only. (It is not a frozen dataclass because a frozen constructor costs a
-    microsecond per change, a third of the decoding budget.)
-    """
-
-    kind: ChangeKind
-    schema: str
-    table: str
-    lsn_commit: int
-    xid: int
-    commit_time: datetime
-    index_in_txn: int
-    new: dict[str, Any] | None
-    old: dict[str, Any] | None
-    key: dict[str, Any]
-    lsn: int = 0
-    truncate_cascade: bool = False
-    truncate_restart_identity: bool = False
-
-    @property
-    def position(self) -> tuple[int, int]:
-        return (self.lsn_commit, self.index_in_txn)
-
-
-@dataclass(slots=True)
 class RawChange:
     """One row change (or one truncated table) with its values as the server sent them.
 
-    What :class:`PgOutputDecoder` produces with ``parse_values=False``: ``new``/``old`` are tuples in
+    What :class:`PgOutputDecoder` produces: ``new``/``old`` are tuples in
     the relation's column order of ``str`` (the type's output text), ``None`` (NULL),
     :data:`UNCHANGED_TOAST` or ``bytes`` (binary format). Nothing is parsed: a consumer that writes
     the values back into PostgreSQL (COPY text) lets the server parse them, and one that needs
@@ -537,7 +501,7 @@ class RawChange:
 
     kind: ChangeKind
     relation: Relation
-    lsn_commit: int
+    commit_lsn: int
     index_in_txn: int
     commit_time: datetime
     new: tuple[TupleValue, ...] | None
@@ -557,7 +521,7 @@ class Transaction:
     commit_time: datetime
     begin_lsn: int
     origin: str | None = None
-    changes: list[Change] | list[RawChange] = field(default_factory=list)
+    changes: list[RawChange] = field(default_factory=list)
     messages: list[LogicalMessage] = field(default_factory=list)
 
 
@@ -566,7 +530,6 @@ class _CachedRelation:
     relation: Relation
     schema: str
     names: tuple[str, ...]
-    parsers: tuple[Callable[[str], Any] | None, ...]
     key_names: tuple[str, ...]
     type_oids: tuple[int, ...]
 
@@ -578,22 +541,25 @@ class PgOutputDecoder:
     definitions are cached across transactions (a new connection re-sends them before use, so
     the cache may outlive a reconnect, but an open transaction may not: call :meth:`reset`).
 
+    Transactions hold :class:`RawChange` objects: the values stay as sent (no type parsing, no
+    per-column dict); whoever needs Python values parses the columns it uses
+    (:meth:`paydata.cdc.manifest.Manifest.capture_raw`), and a sink writing into PostgreSQL lets the
+    server parse them.
+
     Raises :class:`DecodeError` for malformed payloads, changes outside Begin..Commit, a Begin
     inside an open transaction, a Commit whose LSN differs from its Begin, a change naming a
-    relation that was never described, a tuple whose column count differs from its relation, a
-    binary-format column, or a text value that does not parse as its column's type.
-
-    With ``parse_values=False`` transactions hold :class:`RawChange` objects instead of
-    :class:`Change`: the values stay as sent (no type parsing, no per-column dict), which is what
-    the CDC engine uses on its hot path; column counts are still checked.
+    relation that was never described, or a tuple whose column count differs from its relation.
     """
 
-    def __init__(self, *, parse_values: bool = True) -> None:
+    # Row messages are decoded straight into RawChange without a message object (the hot path).
+    # A subclass that wants the message objects (a test oracle) sets this to False and overrides
+    # _apply_message.
+    _raw_rows = True
+
+    def __init__(self) -> None:
         self._relations: dict[int, _CachedRelation] = {}
         self.types: dict[int, TypeMessage] = {}
         self._open: Transaction | None = None
-        self._apply = self._apply_change if parse_values else self._apply_raw_change
-        self._raw_rows = not parse_values
 
     @property
     def in_transaction(self) -> bool:
@@ -626,7 +592,7 @@ class PgOutputDecoder:
         if kind is Insert or kind is Update or kind is Delete or kind is Truncate:
             if current is None:
                 raise DecodeError(f"{kind.__name__} at {format_lsn(wal_start_lsn)} arrived outside a transaction")
-            self._apply(current, message, wal_start_lsn)
+            self._apply_message(current, message, wal_start_lsn)
             return []
         if kind is Begin:
             if current is not None:
@@ -689,7 +655,6 @@ class PgOutputDecoder:
             relation=relation,
             schema=relation.namespace or "pg_catalog",
             names=tuple(c.name for c in columns),
-            parsers=tuple(parser_for(c.type_oid) for c in columns),
             key_names=tuple(c.name for c in columns if c.is_key),
             type_oids=tuple(c.type_oid for c in columns),
         )
@@ -702,80 +667,8 @@ class PgOutputDecoder:
             )
         return cached
 
-    def _row(self, cached: _CachedRelation, values: tuple[TupleValue, ...]) -> dict[str, Any]:
-        names = cached.names
-        if len(values) != len(names):
-            raise DecodeError(
-                f"{cached.schema}.{cached.relation.name}: tuple has {len(values)} columns, "
-                f"relation has {len(names)}"
-            )
-        row: dict[str, Any] = {}
-        name = ""
-        try:
-            for name, parse, value in zip(names, cached.parsers, values):  # noqa: B905 (length checked above)
-                if type(value) is str:
-                    row[name] = value if parse is None else parse(value)
-                elif value is None or value is UNCHANGED_TOAST:
-                    row[name] = value
-                else:
-                    raise DecodeError(
-                        f"{cached.schema}.{cached.relation.name}.{name}: binary column values are not "
-                        "supported (do not set the 'binary' option)"
-                    )
-        except DecodeError:
-            raise
-        except PARSE_ERRORS as exc:
-            index = names.index(name)
-            failed = conversion_error(cached.type_oids[index], values[index], exc)
-            raise DecodeError(f"{cached.schema}.{cached.relation.name}.{name}: {failed}") from failed
-        return row
-
-    def _apply_change(self, txn: Transaction, message: Any, lsn: int) -> None:
-        kind = type(message)
-        changes = txn.changes
-        if kind is Truncate:
-            for relation_id in message.relation_ids:
-                cached = self._cached(relation_id)
-                changes.append(
-                    Change(
-                        "truncate", cached.schema, cached.relation.name, txn.commit_lsn, txn.xid,
-                        txn.commit_time, len(changes), None, None, {}, lsn,
-                        message.cascade, message.restart_identity,
-                    )
-                )
-            return
-        cached = self._cached(message.relation_id)
-        key_names = cached.key_names
-        if kind is Insert:
-            new = self._row(cached, message.new)
-            change = Change(
-                "insert", cached.schema, cached.relation.name, txn.commit_lsn, txn.xid,
-                txn.commit_time, len(changes), new, None, {k: new[k] for k in key_names}, lsn,
-            )
-        elif kind is Update:
-            new = self._row(cached, message.new)
-            old = None
-            if message.old is not None:
-                old = self._row(cached, message.old)
-                if message.old_kind == "K":
-                    old = {k: old[k] for k in key_names}
-            source = new if old is None else old
-            change = Change(
-                "update", cached.schema, cached.relation.name, txn.commit_lsn, txn.xid,
-                txn.commit_time, len(changes), new, old, {k: source[k] for k in key_names}, lsn,
-            )
-        else:
-            old = self._row(cached, message.old)
-            if message.old_kind == "K":
-                old = {k: old[k] for k in key_names}
-            change = Change(
-                "delete", cached.schema, cached.relation.name, txn.commit_lsn, txn.xid,
-                txn.commit_time, len(changes), None, old, {k: old[k] for k in key_names}, lsn,
-            )
-        changes.append(change)
-
-    def _apply_raw_change(self, txn: Transaction, message: Any, lsn: int) -> None:
-        # Row messages never get here in this mode (feed hands them to _raw_row): only truncates.
+    def _apply_message(self, txn: Transaction, message: Any, lsn: int) -> None:
+        # Row messages never get here (feed hands them to _raw_row): only truncates.
         changes = txn.changes
         for relation_id in message.relation_ids:
             changes.append(
@@ -786,7 +679,7 @@ class PgOutputDecoder:
             )
 
     def _raw_row(self, txn: Transaction, buf: bytes) -> None:
-        """Insert/Update/Delete straight to a :class:`RawChange` (the hot path of ``parse_values=False``).
+        """Insert/Update/Delete straight to a :class:`RawChange` (the hot path).
 
         The same parsing (:func:`_row_parts`) and checks as :func:`decode_message`, without the
         intermediate message object.
