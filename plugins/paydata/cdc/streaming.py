@@ -29,7 +29,7 @@ from paydata.cdc.health import (
     check_slot_identity,
     heartbeat_time,
 )
-from paydata.cdc.model import CapturedChange, CapturedRow, Position, Sink
+from paydata.cdc.model import CapturedChange, CapturedRow, Position, RowSink, Sink
 from paydata.cdc.pgoutput import LogicalMessage, PgOutputDecoder, format_lsn, parse_lsn
 from paydata.cdc.wire import ReplicationStream
 
@@ -67,11 +67,10 @@ class StreamSteps:
     """The streaming half of :class:`paydata.cdc.engine.CdcEngine` (its attributes are the engine's)."""
 
     def _apply_rows(self, sink: Sink, rows: list[CapturedRow]) -> Position:
-        """Streamed rows to one sink: as text rows if it takes them (``apply_rows``), else parsed."""
-        apply_rows = getattr(sink, "apply_rows", None)
-        if apply_rows is None:
+        """Streamed rows to one sink: as text rows if it takes them (:class:`RowSink`), else parsed."""
+        if not isinstance(sink, RowSink):
             return self._apply(sink, [row.typed() for row in rows])
-        return self._checked(sink, apply_rows(self.source, rows), rows[-1].position)
+        return self._checked(sink, sink.apply_rows(self.source, rows), rows[-1].position)
 
     def _apply(self, sink: Sink, changes: list[CapturedChange]) -> Position:
         return self._checked(sink, sink.apply(self.source, changes), changes[-1].position)
