@@ -28,6 +28,8 @@ BASE = {
                 "email_enc": "drop",
                 "memo": "keep",
             },
+            "mongo": {"collection": "payments", "fields": {"ip_address": "device.ip_token"},
+                      "token_fields": ["device.ip_token"]},
         },
         "customer": {
             "key": ["customer_id"],
@@ -211,3 +213,50 @@ def test_pinned_tokeniser_gives_the_same_tokens_as_the_unpinned_path(tmp_path, m
     finally:
         monkeypatch.undo()
         reload_keys()  # later tests must see the process's own key files again
+
+
+@pytest.mark.parametrize(
+    ("mongo", "match"),
+    [
+        (None, "routed to the mongo sink but has no mongo: block"),
+        ({"collection": "payments", "fields": {"email_enc": "email"}}, "only captured columns"),
+        ({"collection": "payments", "fields": {"nope": "x"}}, "only captured columns"),
+        ({"collection": "payments", "fields": {"memo": "_id"}}, "not a usable field path"),
+        ({"collection": "payments", "fields": {"memo": "memo"}, "token_fields": ["memo"]}, "is not tokenised"),
+        ({"collection": "payments", "fields": {"memo": "memo"}, "token_fields": ["other"]}, "not one of the fields"),
+        ({"collection": "Bad Name", "fields": {"memo": "memo"}}, "expected a collection name"),
+        ({"collection": "payments", "fields": {"memo": "memo"}, "embed": {"array": "x"}}, "embed"),
+        ({"collection": "payments", "fields": {"memo": "memo"}, "embed": {"array": "x", "parent": "ip_address"}},
+         "must be a kept column"),
+        ({"collection": "payments", "fields": {"memo": "memo"}, "colour": "red"}, "unknown keys"),
+    ],
+)
+def test_a_bad_document_map_is_refused_naming_the_place(mongo, match):
+    data = copy.deepcopy(BASE)
+    if mongo is None:
+        del data["tables"]["charge"]["mongo"]
+    else:
+        data["tables"]["charge"]["mongo"] = mongo
+    with pytest.raises(ManifestError, match=match) as raised:
+        load_manifest(data)
+    assert "tables.charge" in str(raised.value)
+
+
+def test_a_document_map_without_the_mongo_sink_is_refused():
+    data = copy.deepcopy(BASE)
+    data["tables"]["charge"]["sinks"] = ["warehouse"]
+    with pytest.raises(ManifestError, match="not routed to the mongo sink"):
+        load_manifest(data)
+
+
+def test_the_shipped_manifests_declare_the_document_model():
+    from paydata.cdc.sinks.mongo import document_models
+
+    models = document_models()
+    assert {table for _, table in models.top_level} == {"merchant", "customer", "payment_intent", "charge"}
+    assert {(table, model.embed_array) for (_, table), model in models.embedded.items()} == {
+        ("refund", "refunds"), ("dispute", "disputes")}
+    charge = models.top_level[("oltp", "charge")]
+    assert "failure_message" not in charge.fields, "processor free text must never reach Mongo"
+    assert charge.token_fields == {"device.ip_token"}
+    assert models.top_level[("oltp", "customer")].key_is_token

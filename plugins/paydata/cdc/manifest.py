@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import yaml
 
+from paydata.cdc.document_map import DocumentMap, DocumentMapError, parse_document_map
 from paydata.cdc.model import CapturedChange, CapturedKind, CapturedRow, Position, RowLayout, TableSpec
 from paydata.cdc.pgoutput import UNCHANGED_TOAST, RawChange, Relation
 from paydata.cdc.types import parser_for
@@ -49,7 +50,7 @@ so at most ~120 MB; a stream that repeats customers within that many distinct va
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _DOMAIN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _TOP_LEVEL_KEYS = {"source", "slot", "publication", "tables"}
-_TABLE_KEYS = {"key", "sinks", "history", "columns", "on_error"}
+_TABLE_KEYS = {"key", "sinks", "history", "columns", "on_error", "mongo"}
 ON_ERROR_POLICIES = ("dead_letter", "stop")
 
 PolicyAction = Literal["keep", "tokenise", "drop"]
@@ -108,6 +109,7 @@ class TableManifest:
     # A change the policy cannot be applied to (a value that cannot be tokenised): recorded as a dead
     # letter while the stream goes on, or the run stops (tables where a gap corrupts what is built on them).
     on_error: str = "dead_letter"
+    document: DocumentMap | None = None  # the table's Mongo document map (tables routed to the mongo sink)
 
     @cached_property
     def captured_columns(self) -> tuple[str, ...]:
@@ -642,4 +644,14 @@ def _table(name: str, raw: object, where: str) -> TableManifest:
     on_error = raw.get("on_error", "dead_letter")
     if on_error not in ON_ERROR_POLICIES:
         raise ManifestError(f"{where}.on_error: expected one of {list(ON_ERROR_POLICIES)}, got {on_error!r}")
-    return TableManifest(name, key, sinks, history, columns, on_error)
+    document = None
+    if "mongo" in sinks:
+        if "mongo" not in raw:
+            raise ManifestError(f"{where}: routed to the mongo sink but has no mongo: block (its document map)")
+        try:
+            document = parse_document_map(raw["mongo"], key, columns, f"{where}.mongo")
+        except DocumentMapError as exc:
+            raise ManifestError(str(exc)) from None
+    elif "mongo" in raw:
+        raise ManifestError(f"{where}: has a mongo: block but is not routed to the mongo sink")
+    return TableManifest(name, key, sinks, history, columns, on_error, document)

@@ -1,6 +1,9 @@
 """The MongoDB sink: CDC changes become operational documents in the ``paydata`` database.
 
-Document model (reasoning in ``docs/mongo.md``):
+Document model (reasoning in ``docs/mongo.md``). Which columns become which fields, in which
+collection, and which tables are embedded where, is data: the ``mongo:`` block of each table in the
+capture manifests (:mod:`paydata.cdc.document_map`, :func:`document_models`). What is code here is
+the behaviour per collection:
 
 * ``merchant_profiles`` from ``reference.merchant``: ``_id`` merchant_id, current attributes and a
   ``history`` array of the last :data:`MERCHANT_HISTORY_LIMIT` risk tier / MCC / payout schedule versions.
@@ -32,11 +35,13 @@ Before anything is written, every string in every document is checked with
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from bson.decimal128 import Decimal128
@@ -45,6 +50,7 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
 from paydata.cdc import failpoints
+from paydata.cdc.document_map import DocumentMap
 from paydata.cdc.model import CapturedChange, Position, TableSpec
 from paydata.crypto.errors import InvalidInput
 from paydata.crypto.pii import find_pii
@@ -93,111 +99,48 @@ class DefinitionsNotApplied(MongoSinkError):
 UNAUTHORIZED = 13
 
 
-# Column -> document field, per top-level table. Columns not listed are never written, so a column
-# the manifest keeps by mistake (e.g. failure_message free text) cannot leak into Mongo.
 @dataclass(frozen=True)
-class _TableModel:
-    collection: str
-    key: str
-    fields: dict[str, str]
-    token_fields: frozenset[str] = frozenset()  # document fields that must hold a paydata token
+class DocumentModels:
+    """The document maps of every table the manifests route to Mongo (their ``mongo:`` blocks)."""
+
+    top_level: dict[tuple[str, str], DocumentMap]
+    embedded: dict[tuple[str, str], DocumentMap]
+
+    @property
+    def supported(self) -> frozenset[tuple[str, str]]:
+        return frozenset(self.top_level) | frozenset(self.embedded)
+
+    def arrays(self) -> tuple[str, ...]:
+        """The element arrays of a payment document, in manifest order."""
+        return tuple(model.embed_array for model in self.embedded.values())
 
 
-_MERCHANT = _TableModel(
-    MERCHANT_PROFILES,
-    "merchant_id",
-    {
-        "legal_name": "legal_name",
-        "mcc": "mcc",
-        "country_code": "country_code",
-        "default_currency_code": "default_currency",
-        "payout_schedule": "payout_schedule",
-        "risk_tier_code": "risk_tier_code",
-        "status": "status",
-        "created_at": "created_at",
-        "updated_at": "updated_at",
-    },
-)
-_CUSTOMER = _TableModel(
-    CUSTOMERS,
-    "customer_id",
-    {
-        "merchant_id": "merchant_id",
-        "country_code": "country_code",
-        "created_at": "created_at",
-        "updated_at": "updated_at",
-        "erased_at": "erased_at",
-    },
-)
-_PAYMENT_INTENT = _TableModel(
-    PAYMENT_INTENTS,
-    "payment_intent_id",
-    {
-        "merchant_id": "merchant_id",
-        "customer_id": "customer",
-        "amount": "amount",
-        "currency_code": "currency",
-        "status": "status",
-        "created_at": "created_at",
-        "updated_at": "updated_at",
-    },
-    token_fields=frozenset({"customer"}),
-)
-_CHARGE = _TableModel(
-    PAYMENTS,
-    "charge_id",
-    {
-        "payment_intent_id": "payment_intent_id",
-        "payment_method_id": "payment_method_id",
-        "amount": "amount",
-        "currency_code": "currency",
-        "status": "status",
-        "failure_code": "failure_code",
-        "captured": "captured",
-        "session_id": "session_id",
-        "created_at": "created_at",
-        "updated_at": "updated_at",
-        "device_id": "device.device_id",
-        "ip_address": "device.ip_token",
-    },
-    token_fields=frozenset({"device.ip_token"}),
-)
-_REFUND = _TableModel(
-    PAYMENTS,
-    "refund_id",
-    {
-        "amount": "amount",
-        "status": "status",
-        "reason": "reason",
-        "created_at": "created_at",
-        "updated_at": "updated_at",
-    },
-)
-_DISPUTE = _TableModel(
-    PAYMENTS,
-    "dispute_id",
-    {
-        "amount": "amount",
-        "reason": "reason",
-        "status": "status",
-        "opened_at": "opened_at",
-        "closed_at": "closed_at",
-        "updated_at": "updated_at",
-    },
-)
+@functools.lru_cache(maxsize=4)
+def _load_models(manifest_dir: str) -> DocumentModels:
+    from paydata.cdc.manifest import load_manifest
 
-TOP_LEVEL_TABLES: dict[tuple[str, str], _TableModel] = {
-    ("reference", "merchant"): _MERCHANT,
-    ("oltp", "customer"): _CUSTOMER,
-    ("oltp", "payment_intent"): _PAYMENT_INTENT,
-    ("oltp", "charge"): _CHARGE,
-}
-# Embedded tables: (model, array field in the payment document).
-EMBEDDED_TABLES: dict[tuple[str, str], tuple[_TableModel, str]] = {
-    ("oltp", "refund"): (_REFUND, "refunds"),
-    ("oltp", "dispute"): (_DISPUTE, "disputes"),
-}
-SUPPORTED_TABLES = frozenset(TOP_LEVEL_TABLES) | frozenset(EMBEDDED_TABLES)
+    top_level: dict[tuple[str, str], DocumentMap] = {}
+    embedded: dict[tuple[str, str], DocumentMap] = {}
+    for path in sorted(Path(manifest_dir).glob("*.yaml")):
+        manifest = load_manifest(path)
+        for table in manifest.tables.values():
+            model = table.document
+            if model is None:
+                continue
+            if model.embedded and model.collection != PAYMENTS:
+                raise UnsupportedChange(
+                    f"{path}: {manifest.source}.{table.name} embeds into {model.collection!r}; the Mongo sink "
+                    f"embeds elements only into {PAYMENTS!r} documents"
+                )
+            (embedded if model.embedded else top_level)[(manifest.source, table.name)] = model
+    return DocumentModels(top_level, embedded)
+
+
+def document_models() -> DocumentModels:
+    """The document maps declared by the manifests in the manifest folder (read once per folder)."""
+    from paydata import settings
+
+    return _load_models(str(settings.cdc_manifest_dir()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,8 +214,8 @@ def document_id(change: CapturedChange) -> Any:
     """The ``_id`` of the top-level document ``change`` affects (embedded tables: the element id)."""
     model = _model_of(change)
     value = _key_value(change, model.key)
-    if model is _CUSTOMER:
-        _require_token(value, change, "customer_id")
+    if model.key_is_token:
+        _require_token(value, change, model.key)
     return value
 
 
@@ -297,19 +240,18 @@ def _require_token(value: Any, change: CapturedChange, column: str) -> None:
         ) from None
 
 
-def _model_of(change: CapturedChange) -> _TableModel:
-    found = TOP_LEVEL_TABLES.get((change.source, change.table))
-    if found is None and (change.source, change.table) in EMBEDDED_TABLES:
-        found = EMBEDDED_TABLES[(change.source, change.table)][0]
+def _model_of(change: CapturedChange) -> DocumentMap:
+    models = document_models()
+    found = models.top_level.get((change.source, change.table)) or models.embedded.get((change.source, change.table))
     if found is None:
         raise UnsupportedChange(
-            f"the Mongo sink has no document model for {change.source}.{change.table}; "
-            f"supported tables: {sorted('.'.join(t) for t in SUPPORTED_TABLES)}"
+            f"the Mongo sink has no document model for {change.source}.{change.table} (no mongo: block in its "
+            f"manifest); supported tables: {sorted('.'.join(t) for t in models.supported)}"
         )
     return found
 
 
-def mapped_fields(model: _TableModel, change: CapturedChange) -> dict[str, Any]:
+def mapped_fields(model: DocumentMap, change: CapturedChange) -> dict[str, Any]:
     """Document fields (dotted paths) from the columns ``change.row`` carries.
 
     Unchanged-TOAST columns are absent from the row and therefore absent here, so merging keeps
@@ -356,13 +298,13 @@ def merge_top_level(
         for path, value in mapped_fields(model, change).items():
             _set_path(document, path, value)
         document["deleted"] = False
-        if model is _CUSTOMER:
+        if model.collection == CUSTOMERS:
             document["erased"] = document.get("erased_at") is not None
-        if model is _MERCHANT:
+        if model.collection == MERCHANT_PROFILES:
             _extend_history(document, change)
-    if model is _CHARGE:
-        document.setdefault("refunds", [])
-        document.setdefault("disputes", [])
+    if model.collection == PAYMENTS:
+        for array in document_models().arrays():
+            document.setdefault(array, [])
     document["_pos"] = position_doc(change.position)
     document["_commit_time"] = bson_value(change.commit_time)
     return document
@@ -383,7 +325,7 @@ def merge_element(
     current: dict[str, Any] | None, change: CapturedChange
 ) -> dict[str, Any] | None:
     """A refund/dispute element after ``change``, or ``None`` if the change is not newer than ``current``."""
-    model, _ = EMBEDDED_TABLES[(change.source, change.table)]
+    model = document_models().embedded[(change.source, change.table)]
     if change.kind not in {"insert", "update", "snapshot", "delete"}:
         raise UnsupportedChange(f"merge_element cannot apply a {change.kind!r} change")
     if not is_newer(change.position, current):
@@ -400,7 +342,7 @@ def merge_element(
 
 def new_payment_stub(charge_id: Any) -> dict[str, Any]:
     """A payment document holding only embedded elements until its charge arrives (no ``_pos``)."""
-    return {"_id": charge_id, "refunds": [], "disputes": []}
+    return {"_id": charge_id, **{array: [] for array in document_models().arrays()}}
 
 
 def _deep_copy(value: Any) -> Any:
@@ -468,9 +410,9 @@ class _Working:
             revs[document["_id"]] = document.get("_rev", 0)
             if collection == PAYMENTS:
                 self._index_payment(document)
-                for model, array in EMBEDDED_TABLES.values():
-                    for element in document.get(array, []):
-                        self.element_parent.setdefault(array, {})[element[model.key]] = document["_id"]
+                for model in document_models().embedded.values():
+                    for element in document.get(model.embed_array, []):
+                        self.element_parent.setdefault(model.embed_array, {})[element[model.key]] = document["_id"]
 
     def _index_payment(self, document: dict[str, Any]) -> None:
         intent_id = document.get("payment_intent_id")
@@ -533,7 +475,7 @@ class MongoSink:
 
         routed = {(spec.source, spec.table): spec for spec in specs if self.name in spec.sinks}
         for (source, table), spec in routed.items():
-            if (source, table) not in SUPPORTED_TABLES:
+            if (source, table) not in document_models().supported:
                 raise UnsupportedChange(
                     f"manifest routes {source}.{table} to the mongo sink, which has no document model for it"
                 )
@@ -647,8 +589,9 @@ class MongoSink:
         if not segment:
             return
         working = self._read_affected(segment, session)
+        embedded = document_models().embedded
         for change in segment:
-            if (change.source, change.table) in EMBEDDED_TABLES:
+            if (change.source, change.table) in embedded:
                 self._merge_embedded(working, change)
             else:
                 self._merge_top_level(working, change)
@@ -658,20 +601,21 @@ class MongoSink:
         ids: dict[str, set[Any]] = {}
         intent_ids: set[Any] = set()
         element_ids: dict[str, set[Any]] = {}
+        models = document_models()
         for change in segment:
-            if (change.source, change.table) in EMBEDDED_TABLES:
-                model, array = EMBEDDED_TABLES[(change.source, change.table)]
-                element_ids.setdefault(array, set()).add(_key_value(change, model.key))
-                if change.row is not None and change.row.get("charge_id") is not None:
-                    ids.setdefault(PAYMENTS, set()).add(change.row["charge_id"])
+            if (change.source, change.table) in models.embedded:
+                model = models.embedded[(change.source, change.table)]
+                element_ids.setdefault(model.embed_array, set()).add(_key_value(change, model.key))
+                if change.row is not None and change.row.get(model.parent_key) is not None:
+                    ids.setdefault(PAYMENTS, set()).add(change.row[model.parent_key])
                 continue
             model = _model_of(change)
             ids.setdefault(model.collection, set()).add(document_id(change))
             if change.moved_from is not None and change.unchanged:
                 ids[model.collection].add(moved_document_id(change))
-            if model is _PAYMENT_INTENT:
+            if model.collection == PAYMENT_INTENTS:
                 intent_ids.add(document_id(change))
-            if model is _CHARGE and change.row and change.row.get("payment_intent_id") is not None:
+            if model.collection == PAYMENTS and change.row and change.row.get("payment_intent_id") is not None:
                 ids.setdefault(PAYMENT_INTENTS, set()).add(change.row["payment_intent_id"])
         db = self.database
         working = _Working()
@@ -685,9 +629,9 @@ class MongoSink:
             payment_filters.append({"_id": {"$in": list(ids[PAYMENTS])}})
         if intent_ids:
             payment_filters.append({"payment_intent_id": {"$in": list(intent_ids)}})
-        for model, array in EMBEDDED_TABLES.values():
-            if element_ids.get(array):
-                payment_filters.append({f"{array}.{model.key}": {"$in": list(element_ids[array])}})
+        for model in models.embedded.values():
+            if element_ids.get(model.embed_array):
+                payment_filters.append({f"{model.embed_array}.{model.key}": {"$in": list(element_ids[model.embed_array])}})
         # One indexed query per filter instead of one $or: SecantusDB does not use the indexes for
         # an $or of $in branches and scans the collection once per branch value.
         found: dict[Any, dict[str, Any]] = {}
@@ -706,10 +650,10 @@ class MongoSink:
         merged = merge_top_level(current, change, moved_from)
         if merged is None:
             return
-        if model is _CHARGE:
+        if model.collection == PAYMENTS:
             self._denormalise_intent(working, merged)
         working.put(model.collection, merged)
-        if model is _PAYMENT_INTENT:
+        if model.collection == PAYMENT_INTENTS:
             for payment_id in sorted(working.payments_by_intent.get(merged["_id"], ()), key=str):
                 payment = working.get(PAYMENTS, payment_id)
                 if payment is None or payment.get("payment_intent_id") != merged["_id"]:
@@ -728,7 +672,8 @@ class MongoSink:
                     payment[name] = intent[name]
 
     def _merge_embedded(self, working: _Working, change: CapturedChange) -> None:
-        model, array = EMBEDDED_TABLES[(change.source, change.table)]
+        model = document_models().embedded[(change.source, change.table)]
+        array = model.embed_array
         element_id = _key_value(change, model.key)
         parents = working.element_parent.setdefault(array, {})
         old_parent_id = parents.get(element_id)
@@ -742,9 +687,9 @@ class MongoSink:
         element = merge_element(current, change)
         if element is None:
             return
-        target_id = (change.row or {}).get("charge_id", old_parent_id)
+        target_id = (change.row or {}).get(model.parent_key, old_parent_id)
         if target_id is None:
-            raise UnsupportedChange(f"{change.source}.{change.table} {element_id} has no charge_id")
+            raise UnsupportedChange(f"{change.source}.{change.table} {element_id} has no {model.parent_key}")
         if old_parent is not None and old_parent_id != target_id:
             moved_from = _deep_copy(old_parent)
             moved_from[array] = [e for e in moved_from[array] if e[model.key] != element_id]
@@ -805,19 +750,19 @@ class MongoSink:
             return
         db = self.database
         at_or_below = _at_or_below(change.position)
-        if (change.source, change.table) in EMBEDDED_TABLES:
-            model, array = EMBEDDED_TABLES[(change.source, change.table)]
+        models = document_models()
+        if (change.source, change.table) in models.embedded:
+            array = models.embedded[(change.source, change.table)].embed_array
             keep_newer = {
                 "$filter": {"input": f"${array}", "as": "e", "cond": _newer_expression("$$e._pos", change.position)}
             }
             db[PAYMENTS].update_many(
                 {f"{array}.0": {"$exists": True}}, [{"$set": {array: keep_newer}}], session=session
             )
-            db[PAYMENTS].delete_many(
-                {"_pos": {"$exists": False}, "refunds": {"$size": 0}, "disputes": {"$size": 0}}, session=session
-            )
+            empty = {name: {"$size": 0} for name in models.arrays()}
+            db[PAYMENTS].delete_many({"_pos": {"$exists": False}, **empty}, session=session)
         else:
-            collection = TOP_LEVEL_TABLES[(change.source, change.table)].collection
+            collection = models.top_level[(change.source, change.table)].collection
             db[collection].delete_many(at_or_below, session=session)
             if collection == PAYMENTS:
                 # Stubs carry no _pos of their own: they go when no element is newer than the truncate.
@@ -840,7 +785,7 @@ class MongoSink:
 
 def _element_positions(payment: dict[str, Any]) -> list[Position]:
     positions = []
-    for _, array in EMBEDDED_TABLES.values():
+    for array in document_models().arrays():
         for element in payment.get(array, []):
             found = stored_position(element)
             if found is not None:
