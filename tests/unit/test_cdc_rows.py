@@ -22,8 +22,7 @@ from decimal import Decimal
 
 import pytest
 
-from paydata.cdc import collector
-from paydata.cdc import manifest as manifest_module
+from paydata.cdc import capturer, collector
 from paydata.cdc import types as pgtypes
 from paydata.cdc.collector import collector_paused
 from paydata.cdc.manifest import SchemaDriftError, load_manifest
@@ -658,7 +657,7 @@ def test_each_distinct_value_is_tokenised_once():
 
 
 def test_memo_starts_over_when_it_reaches_its_bound(monkeypatch):
-    monkeypatch.setattr(manifest_module, "TOKEN_MEMO_ENTRIES", 3)
+    monkeypatch.setattr(capturer, "TOKEN_MEMO_ENTRIES", 3)
     tokenise = CountingTokeniser()
     loaded = manifest(tokenise)
     sequence = ["1", "2", "3", "1", "2", "3", "4", "1", "4", "5", "6", "4"]
