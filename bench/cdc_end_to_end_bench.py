@@ -47,7 +47,7 @@ from paydata.cdc.engine import CdcEngine, EngineLimits
 from paydata.cdc.manifest import Manifest, load_manifest
 from paydata.cdc.model import STAGING_SCHEMA, Position, staging_table
 from paydata.cdc.pgoutput import parse_lsn
-from paydata.sql import load_sql
+from paydata.sql import SqlLibrary
 from paydata.stack import admin_connect
 from paydata.stack.config import PG_SUPERUSER
 from paydata.stack.postgres import sql_statement
@@ -86,8 +86,11 @@ def manifest_dict(slot: str) -> dict:
     }
 
 
+BENCH_SQL = SqlLibrary(Path(__file__).resolve().parent / "sql")
+
+
 def bench_sql(name: str, **parts: sql.Composable) -> sql.Composed | str:
-    text = load_sql(f"cdc_bench/{name}.sql")
+    text = BENCH_SQL.load(f"cdc/{name}.sql")
     return sql.SQL(text).format(**parts) if parts else text
 
 

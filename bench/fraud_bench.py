@@ -30,11 +30,14 @@ from ml.training.run import evaluate
 from ml.training.synthetic import InMemorySessions, SyntheticHistory
 from paydata import settings
 from paydata.generator.config import TrafficConfig
-from paydata.sql import load_sql
+from paydata.settings import REPO_ROOT
+from paydata.sql import SqlLibrary
 from paydata.stack import admin_connect, ensure_up
 from paydata.stack.config import PG_SUPERUSER
 from paydata.stack.postgres import sql_statement
 from paydata.warehouse import build
+
+TEST_SQL = SqlLibrary(REPO_ROOT / "tests" / "sql")  # the staging layout the tests use
 
 START = dt.datetime(2025, 9, 1, tzinfo=dt.UTC)
 PLAIN_SCAN = "SELECT customer_id, count(*), sum(amount_usd) FROM marts.fct_charge GROUP BY customer_id"
@@ -54,7 +57,7 @@ def _drop(admin, name: str) -> None:
 
 def _history(conn, payments: int, days: int, seed: int, sessions=None, batches: int = 6) -> SyntheticHistory:
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("warehouse/testing/staging_layout.sql"))
+        cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
     conn.commit()
     history = SyntheticHistory(conn, merchants=80, seed=seed)
     history.reference(START.date() - dt.timedelta(days=1), days + 2, seed)

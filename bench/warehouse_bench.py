@@ -36,11 +36,14 @@ import psycopg2.extensions
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
-from paydata.sql import load_sql  # noqa: E402
+from paydata.sql import SqlLibrary, load_sql  # noqa: E402
 from paydata.stack import admin_connect  # noqa: E402
 from paydata.stack.config import PG_SUPERUSER  # noqa: E402
 from paydata.stack.postgres import sql_statement  # noqa: E402
 from paydata.warehouse import build  # noqa: E402
+
+BENCH_SQL = SqlLibrary(REPO_ROOT / "bench" / "sql")
+TEST_SQL = SqlLibrary(REPO_ROOT / "tests" / "sql")  # the staging layout the tests use
 
 MERCHANTS = 1000
 CUSTOMERS = 50_000
@@ -98,7 +101,7 @@ def seed_payments(conn, first_id: int, last_id: int, chunk: int) -> None:
     params = {"merchants": MERCHANTS, "customers": CUSTOMERS}
     for start in range(first_id, last_id + 1, chunk):
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("warehouse/testing/bench_seed_payments.sql"),
+            cursor.execute(BENCH_SQL.load("warehouse/seed_payments.sql"),
                            dict(params, first_id=start, last_id=min(start + chunk - 1, last_id)))
         conn.commit()
 
@@ -113,8 +116,8 @@ def run_size(admin, facts: int, changes: int, repeats: int, chunk: int) -> dict:
         statement_seconds: defaultdict[str, float] = defaultdict(float)
         conn.cursor_factory = profiling_cursor(statement_seconds)
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("warehouse/testing/staging_layout.sql"))
-            cursor.execute(load_sql("warehouse/testing/bench_seed_reference.sql"),
+            cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
+            cursor.execute(BENCH_SQL.load("warehouse/seed_reference.sql"),
                            {"merchants": MERCHANTS, "customers": CUSTOMERS})
         conn.commit()
         seed_s, _ = timed(lambda: seed_payments(conn, 1, facts, chunk))
@@ -131,7 +134,7 @@ def run_size(admin, facts: int, changes: int, repeats: int, chunk: int) -> dict:
 
         load_before = load_average()
         with conn.cursor() as cursor:
-            plain_s, _ = timed(lambda: cursor.execute(load_sql("warehouse/testing/bench_plain_insert.sql")))
+            plain_s, _ = timed(lambda: cursor.execute(BENCH_SQL.load("warehouse/plain_insert.sql")))
             conn.commit()
         plain_load = (load_before, load_average())
         print(f"[{facts:,}] plain insert {plain_s:.1f} s (load {plain_load[0]:.2f} -> {plain_load[1]:.2f})",

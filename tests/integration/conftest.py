@@ -8,7 +8,10 @@ import datetime as dt
 import pytest
 from psycopg2 import sql
 
-from paydata.sql import load_sql
+from paydata.settings import REPO_ROOT
+from paydata.sql import SqlLibrary
+
+TEST_SQL = SqlLibrary(REPO_ROOT / "tests" / "sql")
 
 UTC = dt.UTC
 
@@ -122,7 +125,7 @@ class Staging:
 def warehouse(stack, admin_connect, fresh_database):
     conn = admin_connect(fresh_database(prefix="warehouse"))
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("warehouse/testing/staging_layout.sql"))
+        cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
     conn.commit()
     return conn
 

@@ -53,6 +53,8 @@ def manifest_dict(slot: str) -> dict:
                 "sinks": ["warehouse", "mongo"],
                 "history": True,
                 "columns": {**{column: "keep" for column in COLUMNS}, "contact_enc": "drop"},
+                "mongo": {"collection": "merchant_profiles",
+                          "fields": {column: column for column in COLUMNS if column != "merchant_id"}},
             }
         },
     }

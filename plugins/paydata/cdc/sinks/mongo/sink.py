@@ -1,33 +1,5 @@
-"""The MongoDB sink: CDC changes become operational documents in the ``paydata`` database.
-
-Document model (reasoning in ``docs/mongo.md``):
-
-* ``merchant_profiles`` from ``reference.merchant``: ``_id`` merchant_id, current attributes and a
-  ``history`` array of the last :data:`MERCHANT_HISTORY_LIMIT` risk tier / MCC / payout schedule versions.
-* ``customers`` from ``oltp.customer``: ``_id`` is the customer token; no personal data.
-* ``payment_intents`` from ``oltp.payment_intent``: the charge's merchant and customer live on the
-  intent, so the sink keeps intents to denormalise ``merchant_id`` and ``customer`` into payments.
-* ``payments`` from ``oltp.charge``: ``_id`` charge_id, an embedded ``device`` sub-document, a
-  ``session_id`` reference into ``sessions``, and embedded ``refunds`` / ``disputes`` arrays fed by
-  ``oltp.refund`` / ``oltp.dispute``. A refund or dispute that arrives before its charge creates a
-  stub payment (no ``_pos``) that the charge fills in later.
-
-Exactly-once. Every document and every embedded element carries ``_pos: {lsn, idx}``, the
-position of the source change it reflects. A batch is applied in one transaction when the server
-supports them (replica set, mongos, SecantusDB): the affected documents are read, every change is
-merged in memory in commit order and only if its position is greater than the stored one, and
-each changed document is written back with one bulk write, conditional on the ``_rev`` it was read
-with (a concurrent writer makes the batch fail instead of losing an update). The offsets document
-``cdc_offsets {_id: source, lsn, idx}`` is written in the same transaction. Without transactions
-each document write is still atomic and guarded, so replaying a batch after a crash skips what
-was applied and redoes the rest. Deletes leave tombstones (``deleted: true`` with the delete's
-position) so an older change replayed later cannot resurrect the row; a TRUNCATE removes the
-documents at or below its position and records a per-table watermark in ``cdc_truncations``
-below which changes of that table are ignored.
-
-Before anything is written, every string in every document is checked with
-:func:`paydata.crypto.pii.find_pii`; an email, card number or IP address raises
-:class:`PiiInDocument` and the batch writes nothing.
+"""The Mongo sink: batches of captured changes applied to the documents (:mod:`.documents`), with
+their offsets, in one transaction; truncates; preparing the collections. See :mod:`paydata.cdc.sinks.mongo`.
 """
 
 from __future__ import annotations
@@ -35,416 +7,41 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any
 
-from bson.decimal128 import Decimal128
 from pymongo import InsertOne, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
 from paydata.cdc import failpoints
 from paydata.cdc.model import CapturedChange, Position, TableSpec
-from paydata.crypto.errors import InvalidInput
-from paydata.crypto.pii import find_pii
-from paydata.crypto.tokens import token_key_id
+from paydata.cdc.sinks.mongo.documents import (
+    CUSTOMERS,
+    MERCHANT_PROFILES,
+    OFFSETS_COLLECTION,
+    PAYMENT_INTENTS,
+    PAYMENTS,
+    TRUNCATIONS_COLLECTION,
+    UNAUTHORIZED,
+    ConcurrentWrite,
+    DefinitionsNotApplied,
+    UnsupportedChange,
+    _deep_copy,
+    _key_value,
+    _model_of,
+    assert_no_pii,
+    document_id,
+    document_models,
+    merge_element,
+    merge_top_level,
+    moved_document_id,
+    new_payment_stub,
+    position_doc,
+    stored_position,
+)
 
 log = logging.getLogger(__name__)
-
-MERCHANT_HISTORY_LIMIT = 10
-OFFSETS_COLLECTION = "cdc_offsets"
-TRUNCATIONS_COLLECTION = "cdc_truncations"
-MAX_LSN = 2**63 - 1  # BSON int64; real LSNs stay far below
-
-MERCHANT_PROFILES = "merchant_profiles"
-CUSTOMERS = "customers"
-PAYMENT_INTENTS = "payment_intents"
-PAYMENTS = "payments"
-
-# Personal-data kinds that must never reach Mongo. Phone numbers are not checked: a tokenised or
-# numeric value never has the "+" form, and the national forms match too many references.
-GUARDED_PII_KINDS = frozenset({"email", "pan", "ipv4", "ipv6"})
-
-HISTORY_ATTRIBUTES = ("risk_tier_code", "mcc", "payout_schedule")
-
-
-class MongoSinkError(RuntimeError):
-    """The sink cannot apply a batch; nothing of the batch was committed (with transactions)."""
-
-
-class UnsupportedChange(MongoSinkError, ValueError):
-    """A change names a table, kind or value the Mongo document model does not handle."""
-
-
-class PiiInDocument(MongoSinkError, ValueError):
-    """A document about to be written holds personal data; the message names the field, never the value."""
-
-
-class ConcurrentWrite(MongoSinkError):
-    """A document changed between the batch's read and write: another writer is applying the same source."""
-
-
-class DefinitionsNotApplied(MongoSinkError):
-    """The collection definitions differ from the server and this sink's user may not change them."""
-
-
-# MongoDB's "Unauthorized": the user's roles do not allow the operation.
-UNAUTHORIZED = 13
-
-
-# Column -> document field, per top-level table. Columns not listed are never written, so a column
-# the manifest keeps by mistake (e.g. failure_message free text) cannot leak into Mongo.
-@dataclass(frozen=True)
-class _TableModel:
-    collection: str
-    key: str
-    fields: dict[str, str]
-    token_fields: frozenset[str] = frozenset()  # document fields that must hold a paydata token
-
-
-_MERCHANT = _TableModel(
-    MERCHANT_PROFILES,
-    "merchant_id",
-    {
-        "legal_name": "legal_name",
-        "mcc": "mcc",
-        "country_code": "country_code",
-        "default_currency_code": "default_currency",
-        "payout_schedule": "payout_schedule",
-        "risk_tier_code": "risk_tier_code",
-        "status": "status",
-        "created_at": "created_at",
-        "updated_at": "updated_at",
-    },
-)
-_CUSTOMER = _TableModel(
-    CUSTOMERS,
-    "customer_id",
-    {
-        "merchant_id": "merchant_id",
-        "country_code": "country_code",
-        "created_at": "created_at",
-        "updated_at": "updated_at",
-        "erased_at": "erased_at",
-    },
-)
-_PAYMENT_INTENT = _TableModel(
-    PAYMENT_INTENTS,
-    "payment_intent_id",
-    {
-        "merchant_id": "merchant_id",
-        "customer_id": "customer",
-        "amount": "amount",
-        "currency_code": "currency",
-        "status": "status",
-        "created_at": "created_at",
-        "updated_at": "updated_at",
-    },
-    token_fields=frozenset({"customer"}),
-)
-_CHARGE = _TableModel(
-    PAYMENTS,
-    "charge_id",
-    {
-        "payment_intent_id": "payment_intent_id",
-        "payment_method_id": "payment_method_id",
-        "amount": "amount",
-        "currency_code": "currency",
-        "status": "status",
-        "failure_code": "failure_code",
-        "captured": "captured",
-        "session_id": "session_id",
-        "created_at": "created_at",
-        "updated_at": "updated_at",
-        "device_id": "device.device_id",
-        "ip_address": "device.ip_token",
-    },
-    token_fields=frozenset({"device.ip_token"}),
-)
-_REFUND = _TableModel(
-    PAYMENTS,
-    "refund_id",
-    {
-        "amount": "amount",
-        "status": "status",
-        "reason": "reason",
-        "created_at": "created_at",
-        "updated_at": "updated_at",
-    },
-)
-_DISPUTE = _TableModel(
-    PAYMENTS,
-    "dispute_id",
-    {
-        "amount": "amount",
-        "reason": "reason",
-        "status": "status",
-        "opened_at": "opened_at",
-        "closed_at": "closed_at",
-        "updated_at": "updated_at",
-    },
-)
-
-TOP_LEVEL_TABLES: dict[tuple[str, str], _TableModel] = {
-    ("reference", "merchant"): _MERCHANT,
-    ("oltp", "customer"): _CUSTOMER,
-    ("oltp", "payment_intent"): _PAYMENT_INTENT,
-    ("oltp", "charge"): _CHARGE,
-}
-# Embedded tables: (model, array field in the payment document).
-EMBEDDED_TABLES: dict[tuple[str, str], tuple[_TableModel, str]] = {
-    ("oltp", "refund"): (_REFUND, "refunds"),
-    ("oltp", "dispute"): (_DISPUTE, "disputes"),
-}
-SUPPORTED_TABLES = frozenset(TOP_LEVEL_TABLES) | frozenset(EMBEDDED_TABLES)
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure document building
-
-
-def position_doc(position: Position) -> dict[str, int]:
-    """``{lsn, idx}`` as stored in ``_pos``; raises :class:`UnsupportedChange` outside BSON int64."""
-    if not 0 <= position.commit_lsn <= MAX_LSN:
-        raise UnsupportedChange(f"commit LSN {position.commit_lsn} does not fit a BSON int64")
-    return {"lsn": position.commit_lsn, "idx": position.index_in_txn}
-
-
-def stored_position(document: dict[str, Any] | None) -> Position | None:
-    """The ``_pos`` of a document or element, ``None`` if it has none (absent, or a stub)."""
-    if not document or "_pos" not in document:
-        return None
-    pos = document["_pos"]
-    return Position(int(pos["lsn"]), int(pos["idx"]))
-
-
-def is_newer(position: Position, document: dict[str, Any] | None) -> bool:
-    """True when a change at ``position`` must replace what ``document`` reflects."""
-    current = stored_position(document)
-    return current is None or position > current
-
-
-def bson_value(value: Any) -> Any:
-    """A captured value in a form BSON stores without loss of meaning.
-
-    ``Decimal`` becomes ``Decimal128``; a ``date`` becomes midnight UTC; naive datetimes are
-    taken as UTC (pgoutput's ``timestamp without time zone``); lists and dicts are converted deeply.
-    """
-    if isinstance(value, Decimal):
-        return Decimal128(value)
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, date):
-        return datetime.combine(value, time(), tzinfo=UTC)
-    if isinstance(value, list):
-        return [bson_value(item) for item in value]
-    if isinstance(value, dict):
-        return {key: bson_value(item) for key, item in value.items()}
-    return value
-
-
-def _set_path(document: dict[str, Any], path: str, value: Any) -> None:
-    head, _, rest = path.partition(".")
-    if rest:
-        _set_path(document.setdefault(head, {}), rest, value)
-    else:
-        document[head] = value
-
-
-def _get_path(document: dict[str, Any], path: str) -> Any:
-    head, _, rest = path.partition(".")
-    value = document.get(head)
-    return _get_path(value, rest) if rest and isinstance(value, dict) else (None if rest else value)
-
-
-def _key_value(change: CapturedChange, key: str) -> Any:
-    source = change.row if change.row is not None and key in change.row else change.key
-    if key not in source or source[key] is None:
-        raise UnsupportedChange(
-            f"{change.source}.{change.table} change at {change.position} has no value for key {key!r}"
-        )
-    return source[key]
-
-
-def document_id(change: CapturedChange) -> Any:
-    """The ``_id`` of the top-level document ``change`` affects (embedded tables: the element id)."""
-    model = _model_of(change)
-    value = _key_value(change, model.key)
-    if model is _CUSTOMER:
-        _require_token(value, change, "customer_id")
-    return value
-
-
-def moved_document_id(change: CapturedChange) -> Any:
-    """The ``_id`` of the old key's document, for the update half of a key change."""
-    model = _model_of(change)
-    value = (change.moved_from or {}).get(model.key)
-    if value is None:
-        raise UnsupportedChange(
-            f"{change.source}.{change.table} key change at {change.position} has no old value for key {model.key!r}"
-        )
-    return value
-
-
-def _require_token(value: Any, change: CapturedChange, column: str) -> None:
-    try:
-        token_key_id(value)
-    except InvalidInput:
-        raise UnsupportedChange(
-            f"{change.source}.{change.table}.{column} at {change.position} is not a paydata token: "
-            "the capture manifest must tokenise it (policy tokenise:<domain>)"
-        ) from None
-
-
-def _model_of(change: CapturedChange) -> _TableModel:
-    found = TOP_LEVEL_TABLES.get((change.source, change.table))
-    if found is None and (change.source, change.table) in EMBEDDED_TABLES:
-        found = EMBEDDED_TABLES[(change.source, change.table)][0]
-    if found is None:
-        raise UnsupportedChange(
-            f"the Mongo sink has no document model for {change.source}.{change.table}; "
-            f"supported tables: {sorted('.'.join(t) for t in SUPPORTED_TABLES)}"
-        )
-    return found
-
-
-def mapped_fields(model: _TableModel, change: CapturedChange) -> dict[str, Any]:
-    """Document fields (dotted paths) from the columns ``change.row`` carries.
-
-    Unchanged-TOAST columns are absent from the row and therefore absent here, so merging keeps
-    the stored value. Raises :class:`UnsupportedChange` when a token field holds a non-token.
-    """
-    row = change.row or {}
-    fields: dict[str, Any] = {}
-    for column, path in model.fields.items():
-        if column not in row:
-            continue
-        value = row[column]
-        if path in model.token_fields and value is not None:
-            _require_token(value, change, column)
-        fields[path] = bson_value(value)
-    return fields
-
-
-def merge_top_level(
-    current: dict[str, Any] | None, change: CapturedChange, moved_from: dict[str, Any] | None = None
-) -> dict[str, Any] | None:
-    """The document after applying ``change`` to ``current``, or ``None`` if the change is not newer.
-
-    Insert/update/snapshot set the mapped fields (keeping unchanged-TOAST ones), clear ``deleted``
-    and stamp ``_pos``; delete keeps the last values as a tombstone with ``deleted: true``. The
-    update half of a key change takes its unchanged-TOAST fields from ``moved_from``, the document
-    of the old key (the new key's document does not hold them). Payment documents keep their
-    ``refunds``/``disputes``; merchant profiles extend ``history``. Pure: neither document is modified.
-    """
-    model = _model_of(change)
-    if change.kind not in {"insert", "update", "snapshot", "delete"}:
-        raise UnsupportedChange(f"merge_top_level cannot apply a {change.kind!r} change")
-    if not is_newer(change.position, current):
-        return None
-    doc_id = document_id(change)
-    document = _deep_copy(current) if current else {"_id": doc_id}
-    if change.kind == "delete":
-        document["deleted"] = True
-    else:
-        if moved_from is not None:
-            for column in change.unchanged:
-                path = model.fields.get(column)
-                if path is not None and _get_path(moved_from, path) is not None:
-                    _set_path(document, path, _deep_copy(_get_path(moved_from, path)))
-        for path, value in mapped_fields(model, change).items():
-            _set_path(document, path, value)
-        document["deleted"] = False
-        if model is _CUSTOMER:
-            document["erased"] = document.get("erased_at") is not None
-        if model is _MERCHANT:
-            _extend_history(document, change)
-    if model is _CHARGE:
-        document.setdefault("refunds", [])
-        document.setdefault("disputes", [])
-    document["_pos"] = position_doc(change.position)
-    document["_commit_time"] = bson_value(change.commit_time)
-    return document
-
-
-def _extend_history(document: dict[str, Any], change: CapturedChange) -> None:
-    history = document.setdefault("history", [])
-    attributes = {name: document.get(name) for name in HISTORY_ATTRIBUTES}
-    if history and all(history[-1].get(name) == value for name, value in attributes.items()):
-        return
-    history.append(
-        {**attributes, "valid_from": bson_value(change.commit_time), "_pos": position_doc(change.position)}
-    )
-    del history[:-MERCHANT_HISTORY_LIMIT]
-
-
-def merge_element(
-    current: dict[str, Any] | None, change: CapturedChange
-) -> dict[str, Any] | None:
-    """A refund/dispute element after ``change``, or ``None`` if the change is not newer than ``current``."""
-    model, _ = EMBEDDED_TABLES[(change.source, change.table)]
-    if change.kind not in {"insert", "update", "snapshot", "delete"}:
-        raise UnsupportedChange(f"merge_element cannot apply a {change.kind!r} change")
-    if not is_newer(change.position, current):
-        return None
-    element = _deep_copy(current) if current else {model.key: _key_value(change, model.key)}
-    if change.kind == "delete":
-        element["deleted"] = True
-    else:
-        element.update(mapped_fields(model, change))
-        element["deleted"] = False
-    element["_pos"] = position_doc(change.position)
-    return element
-
-
-def new_payment_stub(charge_id: Any) -> dict[str, Any]:
-    """A payment document holding only embedded elements until its charge arrives (no ``_pos``)."""
-    return {"_id": charge_id, "refunds": [], "disputes": []}
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _deep_copy(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(item) for item in value]
-    return value
-
-
-def _may_hold_guarded_pii(text: str) -> bool:
-    # Cheap necessary conditions: an email has "@", an IPv4 ".", an IPv6 ":", a PAN 13+ digits.
-    if "@" in text or "." in text or ":" in text:
-        return True
-    return len(text) >= 13 and sum(ch.isdigit() for ch in text) >= 13
-
-
-def pii_findings(document: Any, path: str = "") -> list[tuple[str, str]]:
-    """``(field path, kind)`` for every string in ``document`` holding an email, card number or IP."""
-    found: list[tuple[str, str]] = []
-    if isinstance(document, dict):
-        for key, value in document.items():
-            found += pii_findings(value, f"{path}.{key}" if path else str(key))
-    elif isinstance(document, list):
-        for index, value in enumerate(document):
-            found += pii_findings(value, f"{path}.{index}")
-    elif isinstance(document, str) and _may_hold_guarded_pii(document):
-        found += [(path, kind) for kind, _ in find_pii(document) if kind in GUARDED_PII_KINDS]
-    return found
-
-
-def assert_no_pii(collection: str, documents: Iterable[dict[str, Any]]) -> None:
-    """Raise :class:`PiiInDocument` naming collection, ``_id`` and field of the first finding."""
-    for document in documents:
-        findings = pii_findings(document)
-        if findings:
-            where = ", ".join(f"{path} ({kind})" for path, kind in findings)
-            doc_id = document.get("_id")
-            shown_id = doc_id if not any(path == "_id" for path, _ in findings) else "<redacted>"
-            raise PiiInDocument(
-                f"refusing to write {collection} document {shown_id!r}: personal data in {where}; "
-                "the capture manifest must drop or tokenise the column"
-            )
-
 
 # ---------------------------------------------------------------------------------------------
 # Batch application
@@ -468,9 +65,9 @@ class _Working:
             revs[document["_id"]] = document.get("_rev", 0)
             if collection == PAYMENTS:
                 self._index_payment(document)
-                for model, array in EMBEDDED_TABLES.values():
-                    for element in document.get(array, []):
-                        self.element_parent.setdefault(array, {})[element[model.key]] = document["_id"]
+                for model in document_models().embedded.values():
+                    for element in document.get(model.embed_array, []):
+                        self.element_parent.setdefault(model.embed_array, {})[element[model.key]] = document["_id"]
 
     def _index_payment(self, document: dict[str, Any]) -> None:
         intent_id = document.get("payment_intent_id")
@@ -533,7 +130,7 @@ class MongoSink:
 
         routed = {(spec.source, spec.table): spec for spec in specs if self.name in spec.sinks}
         for (source, table), spec in routed.items():
-            if (source, table) not in SUPPORTED_TABLES:
+            if (source, table) not in document_models().supported:
                 raise UnsupportedChange(
                     f"manifest routes {source}.{table} to the mongo sink, which has no document model for it"
                 )
@@ -647,8 +244,9 @@ class MongoSink:
         if not segment:
             return
         working = self._read_affected(segment, session)
+        embedded = document_models().embedded
         for change in segment:
-            if (change.source, change.table) in EMBEDDED_TABLES:
+            if (change.source, change.table) in embedded:
                 self._merge_embedded(working, change)
             else:
                 self._merge_top_level(working, change)
@@ -658,20 +256,21 @@ class MongoSink:
         ids: dict[str, set[Any]] = {}
         intent_ids: set[Any] = set()
         element_ids: dict[str, set[Any]] = {}
+        models = document_models()
         for change in segment:
-            if (change.source, change.table) in EMBEDDED_TABLES:
-                model, array = EMBEDDED_TABLES[(change.source, change.table)]
-                element_ids.setdefault(array, set()).add(_key_value(change, model.key))
-                if change.row is not None and change.row.get("charge_id") is not None:
-                    ids.setdefault(PAYMENTS, set()).add(change.row["charge_id"])
+            if (change.source, change.table) in models.embedded:
+                model = models.embedded[(change.source, change.table)]
+                element_ids.setdefault(model.embed_array, set()).add(_key_value(change, model.key))
+                if change.row is not None and change.row.get(model.parent_key) is not None:
+                    ids.setdefault(PAYMENTS, set()).add(change.row[model.parent_key])
                 continue
             model = _model_of(change)
             ids.setdefault(model.collection, set()).add(document_id(change))
             if change.moved_from is not None and change.unchanged:
                 ids[model.collection].add(moved_document_id(change))
-            if model is _PAYMENT_INTENT:
+            if model.collection == PAYMENT_INTENTS:
                 intent_ids.add(document_id(change))
-            if model is _CHARGE and change.row and change.row.get("payment_intent_id") is not None:
+            if model.collection == PAYMENTS and change.row and change.row.get("payment_intent_id") is not None:
                 ids.setdefault(PAYMENT_INTENTS, set()).add(change.row["payment_intent_id"])
         db = self.database
         working = _Working()
@@ -685,9 +284,9 @@ class MongoSink:
             payment_filters.append({"_id": {"$in": list(ids[PAYMENTS])}})
         if intent_ids:
             payment_filters.append({"payment_intent_id": {"$in": list(intent_ids)}})
-        for model, array in EMBEDDED_TABLES.values():
-            if element_ids.get(array):
-                payment_filters.append({f"{array}.{model.key}": {"$in": list(element_ids[array])}})
+        for model in models.embedded.values():
+            if element_ids.get(model.embed_array):
+                payment_filters.append({f"{model.embed_array}.{model.key}": {"$in": list(element_ids[model.embed_array])}})
         # One indexed query per filter instead of one $or: SecantusDB does not use the indexes for
         # an $or of $in branches and scans the collection once per branch value.
         found: dict[Any, dict[str, Any]] = {}
@@ -706,10 +305,10 @@ class MongoSink:
         merged = merge_top_level(current, change, moved_from)
         if merged is None:
             return
-        if model is _CHARGE:
+        if model.collection == PAYMENTS:
             self._denormalise_intent(working, merged)
         working.put(model.collection, merged)
-        if model is _PAYMENT_INTENT:
+        if model.collection == PAYMENT_INTENTS:
             for payment_id in sorted(working.payments_by_intent.get(merged["_id"], ()), key=str):
                 payment = working.get(PAYMENTS, payment_id)
                 if payment is None or payment.get("payment_intent_id") != merged["_id"]:
@@ -728,7 +327,8 @@ class MongoSink:
                     payment[name] = intent[name]
 
     def _merge_embedded(self, working: _Working, change: CapturedChange) -> None:
-        model, array = EMBEDDED_TABLES[(change.source, change.table)]
+        model = document_models().embedded[(change.source, change.table)]
+        array = model.embed_array
         element_id = _key_value(change, model.key)
         parents = working.element_parent.setdefault(array, {})
         old_parent_id = parents.get(element_id)
@@ -742,9 +342,9 @@ class MongoSink:
         element = merge_element(current, change)
         if element is None:
             return
-        target_id = (change.row or {}).get("charge_id", old_parent_id)
+        target_id = (change.row or {}).get(model.parent_key, old_parent_id)
         if target_id is None:
-            raise UnsupportedChange(f"{change.source}.{change.table} {element_id} has no charge_id")
+            raise UnsupportedChange(f"{change.source}.{change.table} {element_id} has no {model.parent_key}")
         if old_parent is not None and old_parent_id != target_id:
             moved_from = _deep_copy(old_parent)
             moved_from[array] = [e for e in moved_from[array] if e[model.key] != element_id]
@@ -805,19 +405,19 @@ class MongoSink:
             return
         db = self.database
         at_or_below = _at_or_below(change.position)
-        if (change.source, change.table) in EMBEDDED_TABLES:
-            model, array = EMBEDDED_TABLES[(change.source, change.table)]
+        models = document_models()
+        if (change.source, change.table) in models.embedded:
+            array = models.embedded[(change.source, change.table)].embed_array
             keep_newer = {
                 "$filter": {"input": f"${array}", "as": "e", "cond": _newer_expression("$$e._pos", change.position)}
             }
             db[PAYMENTS].update_many(
                 {f"{array}.0": {"$exists": True}}, [{"$set": {array: keep_newer}}], session=session
             )
-            db[PAYMENTS].delete_many(
-                {"_pos": {"$exists": False}, "refunds": {"$size": 0}, "disputes": {"$size": 0}}, session=session
-            )
+            empty = {name: {"$size": 0} for name in models.arrays()}
+            db[PAYMENTS].delete_many({"_pos": {"$exists": False}, **empty}, session=session)
         else:
-            collection = TOP_LEVEL_TABLES[(change.source, change.table)].collection
+            collection = models.top_level[(change.source, change.table)].collection
             db[collection].delete_many(at_or_below, session=session)
             if collection == PAYMENTS:
                 # Stubs carry no _pos of their own: they go when no element is newer than the truncate.
@@ -840,7 +440,7 @@ class MongoSink:
 
 def _element_positions(payment: dict[str, Any]) -> list[Position]:
     positions = []
-    for _, array in EMBEDDED_TABLES.values():
+    for array in document_models().arrays():
         for element in payment.get(array, []):
             found = stored_position(element)
             if found is not None:

@@ -1,0 +1,42 @@
+"""One way to read SQL: product SQL from include/sql, bench and test SQL from their own folders."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from paydata.settings import REPO_ROOT
+from paydata.sql import SQL_ROOT, SqlLibrary, load_sql
+
+PYTHON_FOLDERS = ("plugins", "ml", "dags", "bench", "tests")
+
+
+def test_a_name_outside_the_library_or_missing_is_refused(tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "one.sql").write_text("SELECT 1;\n")
+    (tmp_path / "secret.sql").write_text("SELECT 'outside';\n")
+    library = SqlLibrary(tmp_path / "lib")
+    assert library.load("one.sql") == "SELECT 1;\n"
+    with pytest.raises(ValueError, match="points outside"):
+        library.load("../secret.sql")
+    with pytest.raises(FileNotFoundError, match="two.sql"):
+        library.load("two.sql")
+    with pytest.raises(ValueError, match="points outside"):
+        load_sql("../../README.md")
+
+
+def test_include_sql_holds_product_sql_only():
+    """Benchmark and test SQL lives beside its code (bench/sql, tests/sql), not among product SQL."""
+    folders = {path.relative_to(SQL_ROOT).parts[0] for path in SQL_ROOT.rglob("*.sql")}
+    assert not {folder for folder in folders if "bench" in folder or "test" in folder}
+    assert not [path for path in SQL_ROOT.rglob("*.sql") if "testing" in path.parts]
+
+
+def test_no_module_reads_sql_files_itself():
+    """Every .sql file is read through paydata.sql (one loader, one root per library)."""
+    reading = re.compile(r"\.sql\"\)?\s*\)?\.read_text\(|\.sql['\"]\)\.read_text\(")
+    offenders = [str(path.relative_to(REPO_ROOT)) for folder in PYTHON_FOLDERS
+                 for path in (REPO_ROOT / folder).rglob("*.py")
+                 if reading.search(path.read_text()) and path.name != "test_sql_library.py"]
+    assert offenders == []
