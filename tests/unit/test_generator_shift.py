@@ -84,7 +84,7 @@ def test_covariate_shift_moves_card_testing_and_grows_amounts_only():
         return statistics.median(r["amount"] for r in rows
                                  if r["merchant"] == 1 and r["currency"] == "USD" and r["pattern"] == "none")
 
-    assert 1.45 < median_usd(after) / median_usd(before) < 1.75
+    assert 1.8 < median_usd(after) / median_usd(before) < 2.2
     # the fraud process itself is unchanged: same share of stolen-card charges, no new pattern
     assert {r["pattern"] for r in after} == {"none", "stolen_card", "card_testing"}
     share = [sum(r["pattern"] == "stolen_card" for r in rows) / len(rows) for rows in (before, after)]

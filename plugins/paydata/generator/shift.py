@@ -25,7 +25,7 @@ from dataclasses import dataclass
 class WorldShift:
     covariate: bool = False
     new_fraud_pattern: bool = False
-    amount_growth: float = 1.6
+    amount_growth: float = 2.0
     # digital goods, fast food, taxis: low-ticket, not high-risk (the usual card-testing targets
     # are the high-risk categories, favoured through the fraud merchant weights)
     card_testing_mccs: tuple[str, ...] = ("5817", "5814", "4121")
