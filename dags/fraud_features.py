@@ -17,6 +17,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, dag, task
 
+from paydata.dagconfig import DAG_FAILURE, default_args
+
 CHARGE_ASSET = Asset("paydata://warehouse/marts/fct_charge")
 FEATURES_ASSET = Asset("paydata://warehouse/features/charge_features")
 ONLINE_ASSET = Asset("paydata://mongo/features")
@@ -26,11 +28,14 @@ ONLINE_ASSET = Asset("paydata://mongo/features")
     dag_id="fraud_features",
     schedule=CHARGE_ASSET,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    description="Point-in-time fraud features: offline store in the warehouse, online documents in Mongo",
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=pendulum.duration(hours=2),
     tags=["paydata", "ml", "features"],
     doc_md=__doc__,
-    default_args={"owner": "ml", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    on_failure_callback=DAG_FAILURE,
+    default_args=default_args(execution_timeout=pendulum.duration(hours=1)),
 )
 def fraud_features():
     @task(multiple_outputs=False, outlets=[FEATURES_ASSET])
