@@ -26,8 +26,8 @@ _registered = False
 def _psi_quantile(reference: pd.Series, current: pd.Series, feature_type, threshold: float,
                   bins: int = 10) -> tuple[float, bool]:
     """PSI over the reference's quantile bins (empty bins floored at 1e-4, as is customary)."""
-    edges = np.unique(np.quantile(np.asarray(reference, dtype=float), np.linspace(0, 1, bins + 1)))
-    edges[0], edges[-1] = -np.inf, np.inf
+    quantiles = np.unique(np.quantile(np.asarray(reference, dtype=float), np.linspace(0, 1, bins + 1)))
+    edges = np.concatenate(([-np.inf], quantiles[1:-1], [np.inf]))   # ties merge bins
     expected = np.histogram(reference, edges)[0] / len(reference)
     actual = np.histogram(current, edges)[0] / len(current)
     expected, actual = np.clip(expected, 1e-4, None), np.clip(actual, 1e-4, None)
@@ -73,7 +73,7 @@ def compare_columns(reference: pd.DataFrame, current: pd.DataFrame, checks: dict
         counts = (int(reference[column].notna().sum()), int(current[column].notna().sum()))
         row = {"column": column, "method": check.method, "threshold": check.threshold,
                "reference_values": counts[0], "current_values": counts[1], "score": None, "status": INSUFFICIENT}
-        if min(counts) >= min_values and reference[column].nunique() + current[column].nunique() > 1:
+        if min(counts) >= min_values and pd.concat([reference[column], current[column]]).nunique() > 1:
             compared.append(column)
         results.append(row)
     if not compared:
@@ -101,6 +101,9 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, config: Monito
     Status ``drift`` when that share reaches ``feature_drift.drift_share``; ``insufficient_data``
     when the current window has fewer than ``windows.min_current_rows`` rows or no input could be
     compared (then nothing alerts). Raises ValueError when a column is missing from either frame."""
+    missing = sorted({c for c in columns if c not in reference.columns or c not in current.columns})
+    if missing:
+        raise ValueError(f"columns {missing} are missing from the reference or the current window")
     if len(current) < config.min_current_rows:
         return {"status": INSUFFICIENT, "share": None, "compared": 0, "drifted": [], "columns": [],
                 "snapshot": None, "reason": f"{len(current)} current rows, fewer than {config.min_current_rows}"}
