@@ -100,6 +100,8 @@ def parse_config(raw: dict) -> MonitoringConfig:
     """A checked :class:`MonitoringConfig` from the parsed YAML (raises ConfigError)."""
     if not isinstance(raw, dict):
         raise ConfigError("the monitoring settings must be a mapping")
+    for path in ("model.name", "model.alias"):
+        _get(raw, path)
     per_column = _get(raw, "feature_drift.per_column") or {}
     segments = tuple(_get(raw, "performance.segments") or ())
     unknown = set(segments) - SEGMENTS
