@@ -11,12 +11,17 @@ def run_pass(params: dict[str, Any]) -> dict[str, Any]:
     OLTP commit the marts hold (a time from the data: reruns agree). Returns its summary."""
     from ml.monitoring.run import monitor
     from paydata import settings
+    from paydata.sql import load_sql
     from paydata.warehouse.labels import default_as_of
 
     conn = settings.pg_connect(settings.WAREHOUSE_CONN_ID)
     try:
+        with conn.cursor() as cursor:
+            cursor.execute(load_sql("monitoring/table_exists.sql"), {"table": "marts.freshness"})
+            built = cursor.fetchone()[0]
+        conn.rollback()
         text = params.get("as_of")
-        as_of = dt.datetime.fromisoformat(text) if text else default_as_of(conn)
+        as_of = dt.datetime.fromisoformat(text) if text else (default_as_of(conn) if built else None)
         if as_of is None:
             return {"decision": "insufficient_data", "alert": False, "reason": "the marts were never built"}
         if as_of.tzinfo is None:
