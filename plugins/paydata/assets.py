@@ -25,6 +25,16 @@ def marts(table: str) -> str:
     return f"{SCHEME}://warehouse/marts/{table}"
 
 
+def model(name: str) -> str:
+    """A registered model of the MLflow registry (updated when a training run registered a version)."""
+    return f"{SCHEME}://mlflow/models/{name}"
+
+
+def retrain_request(name: str) -> str:
+    """Updated when monitoring requests that ``name`` be retrained (drift or a performance drop)."""
+    return f"{SCHEME}://mlflow/models/{name}/retrain"
+
+
 # The sink of each capture Asset (paydata.cdc.sinks: WarehouseSink.name, MongoSink.name).
 CAPTURE_SINKS = {"warehouse": cdc_staging, "mongo": cdc_mongo}
 

@@ -29,6 +29,7 @@ PIPELINE_DAGS: list[str] = [
     "warehouse_build",
     "fraud_features",
     "fraud_train",
+    "fraud_monitor",
     "backup",
 ]
 # Labels mature 60 days after a charge, so a model needs older history than the demo's own day of
@@ -153,6 +154,46 @@ def model_summary() -> dict | None:
     return {"name": MODEL_NAME, "aliases": dict(model.aliases), "latest_version": str(latest.version),
             "metrics": run.data.metrics, "params": run.data.params,
             "decision": run.data.tags.get("gate.reason", "")}
+
+
+def monitoring_summary() -> dict | None:
+    """The latest monitoring pass (ml.monitoring_run), or None before the first."""
+    from paydata.sql import load_sql
+
+    with settings.pg_connect(settings.WAREHOUSE_CONN_ID) as conn:
+        with conn.cursor() as cur:
+            cur.execute(load_sql("monitoring/table_exists.sql"), {"table": "ml.monitoring_run"})
+            if not cur.fetchone()[0]:
+                return None
+            cur.execute(load_sql("monitoring/latest_run.sql"))
+            names = [column.name for column in cur.description]
+            row = cur.fetchone()
+        conn.rollback()
+    return dict(zip(names, row, strict=True)) if row else None
+
+
+def print_monitoring_summary() -> None:
+    found = monitoring_summary()
+    if found is None:
+        print("Fraud monitoring: no pass yet (see the fraud_monitor log)")
+        return
+    evidence = found["evidence"] or {}
+    drift, scores, matured = (evidence.get(key) or {} for key in ("feature_drift", "prediction_drift", "performance"))
+    version = f"v{found['model_version']}" if found["model_version"] else "no champion"
+    print(f"Fraud monitoring of {found['model_name']} {version} at {found['as_of']}:")
+    share = drift.get("share")
+    print(f"  feature drift: {drift.get('status', 'n/a')}, drift share "
+          f"{'n/a' if share is None else f'{share:.1%}'}; drifted: {', '.join(drift.get('drifted') or []) or 'none'}")
+    psi = scores.get("score")
+    print(f"  prediction drift: {scores.get('status', 'n/a')}, {scores.get('method', 'psi')} "
+          f"{'n/a' if psi is None else f'{psi:.4f}'} (alert at {scores.get('threshold')})")
+    pr_auc, floor = matured.get("pr_auc"), matured.get("floor")
+    print(f"  matured performance: {matured.get('status', 'n/a')}, PR-AUC "
+          f"{'n/a' if pr_auc is None else f'{pr_auc:.4f}'} on {matured.get('labelled', 0)} matured labels "
+          f"({matured.get('fraud', 0)} fraud), floor {'n/a' if floor is None else f'{floor:.4f}'}")
+    print(f"  decision: {found['decision']} ({found['reason']})")
+    if found["mlflow_run_id"]:
+        print(f"  reports: MLflow run {found['mlflow_run_id']} (experiment fraud_monitoring, reports/*.html)")
 
 
 def postgres_table_counts(conn_id: str) -> list[tuple[str, int]]:
@@ -326,6 +367,7 @@ def print_summary(timings: dict[str, float]) -> None:
             ours, theirs = model["metrics"].get(f"model.{metric}"), model["metrics"].get(f"baseline.{metric}")
             if ours is not None:
                 print(f"  {metric:<24} {ours:>10.4f} {theirs:>15.4f}")
+    print_monitoring_summary()
     print_backup_summary()
     print(f"MLflow tracking store: {settings.mlflow_tracking_uri()}")
     print(f"Logs of each DAG run: {settings.stack_dir() / 'demo-logs'}")

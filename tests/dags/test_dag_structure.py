@@ -44,6 +44,7 @@ EXPECTED_DOWNSTREAM = {
     },
     "fraud_features": {"build_offline": {"refresh_online"}, "refresh_online": set()},
     "fraud_train": {"training_set": {"train"}, "train": set()},
+    "fraud_monitor": {"monitor": {"request_retrain"}, "request_retrain": set()},
 }
 
 
@@ -142,7 +143,10 @@ def test_features_follow_the_charge_fact_and_training_follows_the_features(dags)
     build = dags["warehouse_build"].get_task("build")
     assert "paydata://warehouse/marts/fct_charge" in {outlet.uri for outlet in build.outlets}
     assert dags["fraud_features"].timetable.asset_condition.uri == "paydata://warehouse/marts/fct_charge"
-    assert dags["fraud_train"].timetable.asset_condition.uri == "paydata://warehouse/features/charge_features"
+    condition = dags["fraud_train"].timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"
+    assert {asset.uri for asset in condition.objects} == {"paydata://warehouse/features/charge_features",
+                                                          "paydata://mlflow/models/fraud_scoring/retrain"}
     features = dags["fraud_features"].get_task("build_offline")
     assert {outlet.uri for outlet in features.outlets} == {"paydata://warehouse/features/charge_features"}
     assert set(dags["fraud_train"].params) == {"window_start", "window_end", "label_as_of", "maturity_days"}
@@ -152,3 +156,18 @@ def test_warehouse_build_also_runs_daily_for_the_full_quality_scan(dags):
     timetable = dags["warehouse_build"].timetable
     assert type(timetable).__name__ == "AssetOrTimeSchedule"
     assert timetable.timetable.expression == "30 2 * * *"
+
+
+def test_monitoring_runs_daily_and_on_new_scores_and_its_retrain_request_schedules_training(dags):
+    monitor = dags["fraud_monitor"]
+    timetable = monitor.timetable
+    assert type(timetable).__name__ == "AssetOrTimeSchedule"
+    assert timetable.asset_condition.uri == "paydata://warehouse/marts/fct_fraud_score"
+    assert monitor.max_active_runs == 1 and monitor.catchup is False
+    # only the publishing task carries the retrain Asset (it skips when no retraining was decided)
+    assert not monitor.get_task("monitor").outlets
+    published = [outlet.uri for outlet in monitor.get_task("request_retrain").outlets]
+    assert published == ["paydata://mlflow/models/fraud_scoring/retrain"]
+    awaited = {asset.uri for asset in dags["fraud_train"].timetable.asset_condition.objects}
+    assert set(published) <= awaited
+    assert set(monitor.params) == {"as_of"}

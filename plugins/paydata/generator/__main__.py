@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--chunk-size", type=int, default=20_000)
         sub.add_argument("--landing-dir", type=Path, default=None)
         sub.add_argument("--no-progress", action="store_true")
+        sub.add_argument("--shift", default="none",
+                         help="a shifted world for monitoring tests: covariate, new_fraud_pattern, both "
+                              "comma-separated, or none (paydata.generator.shift)")
 
     seed = commands.add_parser("seed-reference", help="currencies, countries, FX, tiers, merchants")
     seed.add_argument("--merchants", type=_non_negative, default=200)
@@ -80,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config(args) -> TrafficConfig:
+    from paydata.generator.shift import WorldShift
+
     return TrafficConfig(payments=args.payments, start=args.start, days=args.days, seed=args.seed,
-                         chunk_size=args.chunk_size)
+                         chunk_size=args.chunk_size, shift=WorldShift.parse(args.shift))
 
 
 def _run(args, settings) -> dict:

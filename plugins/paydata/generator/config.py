@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from paydata.generator.shift import NO_SHIFT, WorldShift
+
 
 class GeneratorError(ValueError):
     """Bad generator input (counts, dates, rates, currencies); the message says what and why."""
@@ -30,6 +32,8 @@ class TrafficConfig:
     fraud_customer_rate: float = 0.02
     card_testing_rate: float = 0.01
     cross_border_rate: float = 0.15
+    # a shifted world for monitoring tests (paydata.generator.shift); off by default
+    shift: WorldShift = NO_SHIFT
 
     def __post_init__(self) -> None:
         if isinstance(self.payments, bool) or not isinstance(self.payments, int) or self.payments < 0:
@@ -46,6 +50,8 @@ class TrafficConfig:
             value = getattr(self, name)
             if not 0 <= value <= 0.5:
                 raise GeneratorError(f"{name} must be between 0 and 0.5, got {value!r}")
+        if not isinstance(self.shift, WorldShift):
+            raise GeneratorError(f"shift must be a WorldShift, got {self.shift!r}")
 
     @property
     def end(self) -> dt.datetime:
@@ -58,7 +64,7 @@ class TrafficConfig:
             self.seed, self.start.astimezone(dt.UTC).isoformat(), self.days, self.payments,
             self.chunk_size, self.customers_per_payment, self.fraud_customer_rate,
             self.card_testing_rate, self.cross_border_rate,
-        ))
+        ) + ((self.shift.key(),) if self.shift.active else ()))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property

@@ -42,6 +42,7 @@ from paydata.generator.config import GeneratorError, TrafficConfig
 from paydata.generator.fraud import FRAUD, FraudModel, draw_offset_seconds
 from paydata.generator.identities import Identity, derive_seed, identity_pool, make_identity
 from paydata.generator.reference import MerchantProfile, base_rate
+from paydata.generator.shift import card_testing_targets
 
 PanSink = Callable[[str], None]
 
@@ -134,7 +135,7 @@ class Charge(NamedTuple):
     device_id: str
     session_id: str
     created_at: dt.datetime
-    fraud_pattern: str  # "none", "stolen_card" or "card_testing": ground truth for the landing labels
+    fraud_pattern: str  # "none", "stolen_card", "card_testing" (or "account_takeover" when shifted): ground truth
 
 
 class Refund(NamedTuple):
@@ -392,6 +393,11 @@ class TrafficGenerator:
         self._market_choice = WeightedChoice(self._markets)
         self._merchant_choice = WeightedChoice(self._merchant_weights, values=self.merchants)
         self._fraud_merchant_choice = WeightedChoice(self._fraud_weights, values=self.merchants)
+        self.shift = config.shift
+        self._card_testing_choice = self._fraud_merchant_choice
+        if self.shift.covariate:
+            targets = card_testing_targets(self.merchants, self.shift)
+            self._card_testing_choice = WeightedChoice([1.0] * len(targets), values=targets)
         self._phase = (config.start.astimezone(dt.UTC) - config.start.astimezone(dt.UTC).replace(
             hour=0, minute=0, second=0, microsecond=0)).total_seconds()
         self._span = config.days * 86400.0
@@ -429,6 +435,7 @@ class _ChunkBuilder:
         self.chunk = TrafficChunk(batch_key=self.config.batch_key, index=index)
         self.customer_devices: dict[int, list[str]] = {}
         self.customer_cards: dict[int, list[int]] = {}
+        self.taken_over: set[int] = set()  # account takeover (a shifted world only)
         from paydata.crypto import default_tokeniser
 
         self.tokeniser = default_tokeniser()
@@ -512,6 +519,8 @@ class _ChunkBuilder:
         category = CATEGORY_BY_MCC[merchant.mcc]
         usd = self.rng.lognormvariate(math.log(category.median_usd), category.sigma)
         usd *= PRICE_LEVEL.get(merchant.country_code, 0.8) * multiplier
+        if self.g.shift.covariate:
+            usd *= self.g.shift.amount_growth
         return self._minor(min(max(usd, 0.5), 25_000.0), currency)
 
     def _fee(self, amount: int, currency: str) -> int:
@@ -538,6 +547,8 @@ class _ChunkBuilder:
             is_fraud = rng.random() < config.fraud_customer_rate
             merchant = (g._fraud_merchant_choice if is_fraud else g._merchant_choice).pick(rng)
             customers.append((self._new_customer(merchant, is_fraud=is_fraud), merchant))
+            if g.shift.new_fraud_pattern and not is_fraud and rng.random() < g.shift.takeover_customer_rate:
+                self.taken_over.add(customers[-1][0].local_id)
             activity.append(rng.lognormvariate(0.0, 0.8))
         # Every customer pays at least once; the rest follows the activity weights.
         assignments = list(range(customer_count))[:remaining]
@@ -585,6 +596,9 @@ class _ChunkBuilder:
                                   self.g.ip_plan.address(rng, ip_country), device,
                                   f"ses_{rng.getrandbits(64):016x}", created,
                                   "stolen_card" if is_fraud else "none")
+        if customer.local_id in self.taken_over:   # looks like the customer, disputed as fraud
+            charge = self.chunk.charges[-1] = charge._replace(fraud_pattern="account_takeover")
+            is_fraud = True
         if status == "succeeded":
             self._after_success(charge, merchant, is_fraud)
 
@@ -592,7 +606,7 @@ class _ChunkBuilder:
         rng = self.rng
         g = self.g
         fraud = self.fraud
-        merchant = g._fraud_merchant_choice.pick(rng)
+        merchant = g._card_testing_choice.pick(rng)
         customer = self._new_customer(merchant, is_fraud=True)
         card = self.customer_cards[customer.local_id][0]
         device = self._device()

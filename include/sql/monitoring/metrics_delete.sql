@@ -1,0 +1,1 @@
+DELETE FROM ml.monitoring WHERE monitoring_run_id = %(monitoring_run_id)s;
