@@ -162,6 +162,9 @@ def test_migrations_apply_as_a_non_superuser_owner_and_grant_cdc_reads(stack, ad
             conn.autocommit = True
             with conn.cursor() as cursor:
                 cursor.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)))
+                # The warehouse's migration creates its schemas, as its database owner may.
+                cursor.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                    sql.Identifier(dbname), sql.Identifier(owner)))
                 cursor.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
             conn.autocommit = False
             assert apply_migrations(conn, name)
