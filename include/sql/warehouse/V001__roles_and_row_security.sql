@@ -76,11 +76,12 @@ CREATE TABLE security.analyst_merchant (
     PRIMARY KEY (role_name, merchant_id)
 );
 
--- The merchants of the current role, for the policies; SECURITY DEFINER so analysts need no
--- access to the mapping itself (and cannot read each other's).
+-- The merchants of the session's login role, for the policies; SECURITY DEFINER so analysts need
+-- no access to the mapping itself (and cannot read each other's). Keyed by session_user (inside a
+-- SECURITY DEFINER function current_user is the owner), so SET ROLE does not change the scope.
 CREATE FUNCTION security.current_merchant_ids() RETURNS SETOF bigint
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT merchant_id FROM security.analyst_merchant WHERE role_name = current_user
+    SELECT merchant_id FROM security.analyst_merchant WHERE role_name = session_user
 $$;
 REVOKE ALL ON FUNCTION security.current_merchant_ids() FROM PUBLIC;
 
