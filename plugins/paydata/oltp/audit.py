@@ -115,27 +115,29 @@ def verify_chain(conn, *, anchor: tuple[int, str] | None = None, batch_size: int
     """
     expected_position, previous = 1, GENESIS_HASH
     anchor_seen = anchor is None or anchor[0] == 0
-
-    def broken(position, audit_log_id, problem) -> ChainReport:
-        conn.rollback()
-        return ChainReport(False, position - 1, position - 1, previous.hex(), position, audit_log_id, problem)
-
+    failure: tuple[int, int, str] | None = None
     with conn.cursor(name="audit_chain") as cursor:
         cursor.itersize = batch_size
         cursor.execute(_sql("oltp", "audit_chain_rows"))
         for position, audit_log_id, prev_hash, stored_hash, canonical in cursor:
             if position != expected_position:
-                return broken(expected_position, audit_log_id,
-                              f"position {position} follows {expected_position - 1}: a row is missing or was moved")
-            if bytes(prev_hash) != previous:
-                return broken(position, audit_log_id, "prev_hash does not match the previous row's hash")
-            if row_hash(canonical, previous) != bytes(stored_hash):
-                return broken(position, audit_log_id, "row_hash does not match the row's fields: the row was edited")
-            if anchor is not None and position == anchor[0]:
+                failure = (expected_position, audit_log_id,
+                           f"position {position} follows {expected_position - 1}: a row is missing or was moved")
+            elif bytes(prev_hash) != previous:
+                failure = (position, audit_log_id, "prev_hash does not match the previous row's hash")
+            elif row_hash(canonical, previous) != bytes(stored_hash):
+                failure = (position, audit_log_id, "row_hash does not match the row's fields: the row was edited")
+            elif anchor is not None and position == anchor[0]:
                 if bytes(stored_hash).hex() != anchor[1].lower():
-                    return broken(position, audit_log_id, "the anchored head's hash changed: the chain was rewritten")
+                    failure = (position, audit_log_id, "the anchored head's hash changed: the chain was rewritten")
                 anchor_seen = True
+            if failure:
+                break
             previous, expected_position = bytes(stored_hash), position + 1
+    conn.rollback()
+    if failure:
+        position = failure[0]
+        return ChainReport(False, position - 1, position - 1, previous.hex(), *failure)
     rows = expected_position - 1
     with conn.cursor() as cursor:
         cursor.execute(_sql("oltp", "audit_chain_head"))
