@@ -7,6 +7,8 @@ disable the table's triggers. ``verify_chain`` runs as a member of ``auditor``.
 
 from __future__ import annotations
 
+import re
+
 import psycopg2
 import pytest
 from psycopg2 import sql
@@ -168,3 +170,41 @@ def test_the_cli_exits_1_and_names_the_broken_link(chain, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["audit-verify", "--anchor", "not-an-anchor"])
     assert "anchor must look like" in capsys.readouterr().err
+
+
+def test_reading_a_customer_through_the_application_leaves_an_audit_row_and_a_log_line(stack, stack_oltp):
+    """On the real stack, as the application's own login (``paydata_oltp_app``)."""
+    from paydata import settings
+    from paydata.oltp import app
+    from paydata.stack import pgroles
+    from paydata.stack.postgres import resolve_binaries
+
+    from .conftest import MERCHANT
+
+    conn = settings.pg_connect(settings.OLTP_APP_CONN_ID)
+    auditor = settings.pg_connect(settings.OLTP_AUDITOR_CONN_ID)
+    try:
+        customer_id = app.create_customer(conn, MERCHANT, "reader@example.com", name="Rita Reader")
+        log_offset = stack.pg_log.stat().st_size
+        assert app.read_customer(conn, customer_id, purpose="fraud_review")["email"] == "reader@example.com"
+        events = audit.audit_events(auditor, "customer", customer_id)
+        assert [(e["action"], e["actor"], e["reason"], e["detail"]) for e in events] == [
+            ("personal_data_read", "paydata_app", "fraud_review", {"fields": ["email", "name"]})]
+        assert "reader@example.com" not in str(events) and "Rita" not in str(events)
+        assert audit.verify_chain(auditor).ok
+        with pytest.raises(audit.InvalidRequest, match="purpose"):
+            app.read_customer(conn, customer_id, purpose="asked by reader@example.com")
+    finally:
+        conn.close()
+        auditor.close()
+    with open(stack.pg_log, "rb") as handle:
+        handle.seek(log_offset)
+        logged = handle.read().decode(errors="replace")
+    has_pgaudit = pgroles.pgaudit_library(resolve_binaries(stack.pg_binaries).bin_dir) is not None
+    # One entry per log record: a statement's continuation lines carry no prefix of their own.
+    lines = [entry for entry in re.split(r"\n(?=\d{4}-\d\d-\d\d )", logged) if "user=paydata_app db=oltp" in entry]
+    if has_pgaudit:
+        assert any("AUDIT: SESSION" in line and "customer" in line for line in lines), logged[-2000:]
+    else:
+        assert any("statement:" in line and "FROM customer" in line for line in lines), logged[-2000:]
+        assert any("statement:" in line and "audit_append" in line for line in lines), logged[-2000:]
