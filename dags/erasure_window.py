@@ -14,6 +14,11 @@ with the checks still open (in XCom). The longest wait is the backup retention
 (`PAYDATA_BACKUP_RETENTION_DAYS`); docs/security.md states the window.
 
 Idempotent: completed erasures are never checked or recorded twice.
+
+`audit_verify` (independent of the two above) recomputes the OLTP audit log's hash chain as the
+auditor (`paydata_oltp_auditor`, read-only) and fails, naming the first broken link, when a row
+was edited, removed, reordered or forged; its XCom is the report with the chain head
+(`python -m paydata.oltp audit-verify` does the same by hand; docs/security.md).
 """
 
 from __future__ import annotations
@@ -66,7 +71,24 @@ def erasure_window():
         finally:
             conn.close()
 
+    @task(multiple_outputs=False)
+    def audit_verify() -> dict:
+        from paydata.oltp.audit import verify_chain
+        from paydata.settings import OLTP_AUDITOR_CONN_ID, load_env_file, pg_connect
+
+        load_env_file(missing_ok=True)
+        conn = pg_connect(OLTP_AUDITOR_CONN_ID)
+        try:
+            report = verify_chain(conn)
+        finally:
+            conn.close()
+        if not report.ok:
+            raise RuntimeError(f"audit chain broken at position {report.broken_at} "
+                               f"(audit_log_id {report.audit_log_id}): {report.problem}")
+        return report.as_dict()
+
     erasure_complete(close_window())
+    audit_verify()
 
 
 erasure_window()

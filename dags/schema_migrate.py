@@ -93,7 +93,7 @@ def schema_migrate():
             database.client.close()
 
     moved = move_legacy_keys(apply_keystore())
-    moved >> apply.expand(database=SOURCE_DATABASES)
+    moved >> apply.expand(database=[*SOURCE_DATABASES, "warehouse"])
     apply_mongo_definitions()
 
 

@@ -69,6 +69,36 @@ GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_waldir() TO :"role";
 SQL
 }
 
+# create_group_role ROLE: a NOLOGIN role that carries privileges.
+create_group_role() {
+    run_sql postgres -v role="$1" <<'SQL'
+CREATE ROLE :"role" NOLOGIN;
+SQL
+}
+
+# grant_connect DATABASE ROLE
+grant_connect() {
+    run_sql postgres -v db="$1" -v role="$2" <<'SQL'
+GRANT CONNECT ON DATABASE :"db" TO :"role";
+SQL
+}
+
+# create_login_user USER GROUP PASSWORD_VARIABLE
+create_login_user() {
+    require "$3"
+    run_sql postgres -v role="$1" -v grp="$2" -v password="${!3}" <<'SQL'
+CREATE ROLE :"role" LOGIN PASSWORD :'password' IN ROLE :"grp";
+SQL
+}
+
+# enable_pgaudit DATABASE: session audit logging of reads, writes, role changes and DDL.
+enable_pgaudit() {
+    run_sql "$1" -v db="$1" <<'SQL'
+CREATE EXTENSION IF NOT EXISTS pgaudit;
+ALTER DATABASE :"db" SET pgaudit.log = 'read, write, role, ddl';
+SQL
+}
+
 create_database reference reference_owner PAYDATA_REFERENCE_OWNER_PASSWORD
 create_database oltp oltp_owner PAYDATA_OLTP_OWNER_PASSWORD
 create_database warehouse warehouse_owner PAYDATA_WAREHOUSE_OWNER_PASSWORD
@@ -83,3 +113,27 @@ grant_wal_maintenance paydata_keystore
 create_cdc_role paydata_cdc PAYDATA_CDC_PASSWORD
 grant_cdc reference reference_owner paydata_cdc
 grant_cdc oltp oltp_owner paydata_cdc
+
+# The role matrix (paydata/privileges.py, docs/security.md): NOLOGIN groups, CONNECT where each
+# group works, one login per job kind. The migrations grant on their own objects by group name.
+create_group_role oltp_app
+create_group_role warehouse_loader
+create_group_role analyst
+create_group_role merchant_analyst
+create_group_role ml
+create_group_role auditor
+grant_connect oltp oltp_app
+grant_connect oltp auditor
+grant_connect reference auditor
+grant_connect warehouse warehouse_loader
+grant_connect warehouse analyst
+grant_connect warehouse merchant_analyst
+grant_connect warehouse ml
+create_login_user paydata_app oltp_app PAYDATA_APP_PASSWORD
+create_login_user paydata_auditor auditor PAYDATA_AUDITOR_PASSWORD
+create_login_user paydata_loader warehouse_loader PAYDATA_LOADER_PASSWORD
+create_login_user paydata_wh_analyst analyst PAYDATA_WH_ANALYST_PASSWORD
+create_login_user paydata_ml ml PAYDATA_ML_PASSWORD
+
+enable_pgaudit reference
+enable_pgaudit oltp

@@ -31,7 +31,7 @@ from paydata.sql import SQL_ROOT, load_sql
 # Databases whose schema this module owns; ``--db all`` applies these, in this order. The key
 # store comes first: the sources' data keys move into it before their migrations drop the old
 # tables (see :func:`apply_all`).
-MANAGED_DATABASES = ("keystore", "reference", "oltp")
+MANAGED_DATABASES = ("keystore", "reference", "oltp", "warehouse")
 
 MIGRATION_FILENAME = re.compile(r"^V(?P<version>\d{3,})__(?P<name>[a-z0-9]+(?:_[a-z0-9]+)*)\.sql$")
 

@@ -43,6 +43,14 @@ MONGO_USERS = {
 MONGO_AUTH_SOURCE = "admin"
 # The key store: wrapped data keys, in a database no capture or analyst role may connect to.
 KEYSTORE_CONN_ID = "paydata_keystore"
+# Least-privilege Postgres connections, one per login user (paydata/privileges.py, docs/security.md,
+# *Roles and privileges*). The owner connections above are for migrations and the jobs that still
+# need an owner (DDL); everything else should use one of these.
+OLTP_APP_CONN_ID = "paydata_oltp_app"  # the payment API's write path and the audit function
+OLTP_AUDITOR_CONN_ID = "paydata_oltp_auditor"  # reads the audit log (audit-verify)
+WAREHOUSE_LOADER_CONN_ID = "paydata_warehouse_loader"  # staging and marts data, no DDL
+WAREHOUSE_ANALYST_CONN_ID = "paydata_warehouse_analyst"  # marts and analytics views, read only
+WAREHOUSE_ML_CONN_ID = "paydata_warehouse_ml"  # marts and features read, schema ml write
 
 # Logical database name -> connection id; the database name equals the logical name.
 POSTGRES_DATABASES = {

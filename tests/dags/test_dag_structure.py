@@ -9,7 +9,7 @@ EXPECTED_DOWNSTREAM = {
     "schema_migrate": {"apply_keystore": {"move_legacy_keys"}, "move_legacy_keys": {"apply"}, "apply": set(),
                        "apply_mongo_definitions": set()},
     "backup": {"take": {"restore_drill"}, "restore_drill": {"expire"}, "expire": set()},
-    "erasure_window": {"close_window": {"erasure_complete"}, "erasure_complete": set()},
+    "erasure_window": {"close_window": {"erasure_complete"}, "erasure_complete": set(), "audit_verify": set()},
     "workload_generate": {
         "seed_reference": {"sync_replicas"},
         "sync_replicas": {"generate_traffic"},

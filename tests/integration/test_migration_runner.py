@@ -54,6 +54,13 @@ def test_apply_creates_schema_records_history_and_second_apply_is_a_noop(
             "payment_intent", "charge", "refund", "dispute", "payout", "balance_transaction",
         } <= tables
         assert "customer_data_key" not in tables, "data keys live in the key store"
+    elif database == "warehouse":
+        # The warehouse's tables come from the jobs that fill them; its migrations set up roles.
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT nspname FROM pg_namespace")
+            schemas = {row[0] for row in cursor.fetchall()}
+        conn.rollback()
+        assert {"staging", "marts", "analytics", "features", "ml", "security"} <= schemas
     else:
         assert {"customer_data_key", "merchant_data_key", "key_destruction", "key_table_compaction"} <= tables
 
@@ -155,6 +162,9 @@ def test_migrations_apply_as_a_non_superuser_owner_and_grant_cdc_reads(stack, ad
             conn.autocommit = True
             with conn.cursor() as cursor:
                 cursor.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)))
+                # The warehouse's migration creates its schemas, as its database owner may.
+                cursor.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                    sql.Identifier(dbname), sql.Identifier(owner)))
                 cursor.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
             conn.autocommit = False
             assert apply_migrations(conn, name)

@@ -52,7 +52,7 @@ def customer_with_card(conn, email="ada@example.com"):
 def test_customer_round_trip_decrypts_inputs_and_stores_no_plaintext(oltp):
     customer_id = app.create_customer(oltp, ACTIVE, "Ada@Example.com", "Ada Lovelace", "+44 20 7946 0000", "gb")
 
-    read = app.read_customer(oltp, customer_id)
+    read = app.read_customer(oltp, customer_id, purpose="support_request")
     assert read["email"] == "Ada@Example.com"
     assert read["name"] == "Ada Lovelace"
     assert read["phone"] == "+44 20 7946 0000"

@@ -113,11 +113,11 @@ def test_erasure_crypto_shreds_and_is_idempotent(oltp):
     assert result.charges_wiped == 1
     with pytest.raises(KeyDestroyed):
         db_resolver(oltp).decrypt(email_copy, table="customer", column="email", pk=customer_id)
-    read = app.read_customer(oltp, customer_id)
+    read = app.read_customer(oltp, customer_id, purpose="support_request")
     assert (read["email"], read["name"], read["phone"]) == (None, None, None)
     assert read["erased_at"] == result.erased_at
     assert app.find_customer_by_email(oltp, MERCHANT, "erin@example.com") == []
-    assert app.read_customer(oltp, kept)["email"] == "keep@example.com", "other customers are untouched"
+    assert app.read_customer(oltp, kept, purpose="support_request")["email"] == "keep@example.com", "other customers are untouched"
     # History stays: the charge and its ledger row still reference the customer's card.
     assert rows(oltp, "SELECT count(*) FROM charge WHERE charge_id = %s", (payment.charge_id,)) == [(1,)]
 
@@ -142,8 +142,8 @@ def test_erasure_rejects_bad_requests(oltp):
         erase_customer(oltp, customer_id, "because I said so: erin@example.com")
     with pytest.raises(NotFound):
         erase_customer(oltp, 424242, "data_subject_request")
-    assert app.read_customer(oltp, customer_id)["email"] == "erin@example.com"
-    assert audit_events(oltp) == []
+    assert app.read_customer(oltp, customer_id, purpose="support_request")["email"] == "erin@example.com"
+    assert [event["action"] for event in audit_events(oltp)] == ["personal_data_read"], "no erasure recorded"
 
 
 def test_a_failing_hook_rolls_the_erasure_back_and_a_rerun_finishes_it(oltp):
@@ -155,9 +155,9 @@ def test_a_failing_hook_rolls_the_erasure_back_and_a_rerun_finishes_it(oltp):
 
     with pytest.raises(ConnectionError):
         erase_customer(oltp, customer_id, "data_subject_request", hooks={"nosql": broken})
-    assert app.read_customer(oltp, customer_id)["email"] == "erin@example.com", "nothing was erased"
+    assert app.read_customer(oltp, customer_id, purpose="support_request")["email"] == "erin@example.com", "nothing was erased"
     assert len(default_keystore().key_ids("customer", customer_id)) == 1
-    assert audit_events(oltp) == []
+    assert [event["action"] for event in audit_events(oltp)] == ["personal_data_read"], "no erasure recorded"
 
     calls = []
     result = erase_customer(oltp, customer_id, "data_subject_request",
@@ -229,7 +229,7 @@ def test_kek_rotation_rewraps_every_key_and_old_data_still_decrypts(oltp, tmp_ke
     assert first.batches == 2
     assert {wrapped_kek_id(w) for w in stored_wrapped_keys()} == {new_kek}
     for customer_id in customers[1:]:
-        assert app.read_customer(oltp, customer_id)["name"] == "Erin Example"
+        assert app.read_customer(oltp, customer_id, purpose="support_request")["name"] == "Erin Example"
     assert rewrap_data_keys(oltp, "customer_data_key", batch_size=2).rewrapped == 0
     events = audit_events(oltp, "customer_data_key")
     assert len(events) == 1 and events[0]["action"] == "data_keys_rewrapped"
@@ -276,11 +276,12 @@ def test_customer_data_key_rotation_reencrypts_and_retires_the_old_key(oltp):
                                  (customer_id,))[0]
     assert key_id_of(new_email) == rotation.new_key_id
     assert bytes(new_bidx) == bytes(old_bidx) == blind_index("erin@example.com", domain="email")
-    read = app.read_customer(oltp, customer_id)
+    read = app.read_customer(oltp, customer_id, purpose="support_request")
     assert (read["email"], read["name"], read["phone"]) == ("erin@example.com", "Erin Example", "+1 555 0100 200")
     with pytest.raises(KeyDestroyed):
         db_resolver(oltp).decrypt(old_email, table="customer", column="email", pk=customer_id)
-    assert [e["action"] for e in audit_events(oltp, "customer", customer_id)] == ["customer_data_key_rotated"]
+    assert [e["action"] for e in audit_events(oltp, "customer", customer_id)] == [
+        "customer_data_key_rotated", "personal_data_read"]
     with pytest.raises(InvalidRequest, match="reason"):
         rotate_customer_data_key(oltp, customer_id, reason="whim")
     with pytest.raises(NotFound):

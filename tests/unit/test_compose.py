@@ -20,10 +20,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.fernet import Fernet
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from paydata import settings
+from paydata import privileges, settings
 from paydata.stack import config as stack_config
 
 REPO = settings.REPO_ROOT
@@ -127,7 +126,8 @@ def load_make_certs():
 def test_airflow_common_defines_exactly_the_project_connections(common_env):
     expected = {
         conn_env_name(conn_id)
-        for conn_id in [*settings.POSTGRES_DATABASES.values(), *settings.MONGO_USERS, *CDC_CONN_IDS.values()]
+        for conn_id in [*settings.POSTGRES_DATABASES.values(), *settings.MONGO_USERS, *CDC_CONN_IDS.values(),
+                        *privileges.role_connections()]
     }
     defined = {key for key in common_env if key.startswith("AIRFLOW_CONN_")}
     assert defined == expected
@@ -286,6 +286,26 @@ def test_connection_passwords_match_the_roles_init_creates(common_env, services)
     ).group(1)
     for conn_id in CDC_CONN_IDS.values():
         assert json.loads(common_env[conn_env_name(conn_id)])["password"] == postgres_env[cdc_var]
+    logins = {user: variable for user, _, variable in
+              re.findall(r"^create_login_user\s+(\S+)\s+(\S+)\s+(\S+)", (POSTGRES_DIR / "init.sh").read_text(), re.M)}
+    for conn_id, user in privileges.role_connections().items():
+        data = json.loads(common_env[conn_env_name(conn_id)])
+        assert (data["login"], data["schema"]) == (user.name, user.database)
+        assert data["password"] == postgres_env[logins[user.name]], conn_id
+        assert data["extra"]["sslmode"] == "verify-full"
+
+
+def test_init_script_creates_the_role_matrix_of_the_local_stack():
+    init = (POSTGRES_DIR / "init.sh").read_text()
+    assert re.findall(r"^create_group_role\s+(\S+)$", init, re.M) == list(privileges.GROUP_ROLES)
+    granted: dict[str, set[str]] = {}
+    for database, role in re.findall(r"^grant_connect\s+(\S+)\s+(\S+)$", init, re.M):
+        granted.setdefault(role, set()).add(database)
+    assert granted == {group: set(databases) for group, databases in privileges.GROUP_DATABASES.items()}
+    users = re.findall(r"^create_login_user\s+(\S+)\s+(\S+)\s+\S+$", init, re.M)
+    assert users == [(user.name, user.group) for user in privileges.LOGIN_USERS]
+    assert re.findall(r"^enable_pgaudit\s+(\S+)$", init, re.M) == list(privileges.PGAUDIT_DATABASES)
+    assert f"pgaudit.log = '{privileges.PGAUDIT_CLASSES}'" in init
 
 
 # -- paydata-postgres --------------------------------------------------------------------------
@@ -293,7 +313,12 @@ def test_connection_passwords_match_the_roles_init_creates(common_env, services)
 
 def test_paydata_postgres_runs_the_repo_config(services):
     service = services["paydata-postgres"]
-    assert service["image"] == "postgres:17"
+    assert service["build"] == {"context": "./compose/postgres"}
+    dockerfile = (POSTGRES_DIR / "Dockerfile").read_text()
+    assert re.findall(r"^FROM\s+(\S+)", dockerfile, re.M) == ["postgres:17"]
+    assert '"postgresql-${PG_MAJOR}-pgaudit"' in dockerfile
+    conf = parse_postgresql_conf((POSTGRES_DIR / "postgresql.conf").read_text())
+    assert conf["shared_preload_libraries"] == "pgaudit" and conf["pgaudit.log_parameter"] == "off"
     mounts = dict(volume.split(":")[:2] for volume in service["volumes"])
     assert mounts["./compose/postgres/postgresql.conf"] == "/etc/postgresql/postgresql.conf"
     assert mounts["./compose/postgres/pg_hba.conf"] == "/etc/postgresql/pg_hba.conf"
@@ -402,7 +427,7 @@ def test_init_script_creates_every_database_with_its_owner_and_the_cdc_role(serv
 def test_init_script_passes_names_to_sql_only_as_psql_variables():
     init = (POSTGRES_DIR / "init.sh").read_text()
     sql_blocks = re.findall(r"<<'SQL'\n(.*?)\nSQL\n", init, re.S)
-    assert len(sql_blocks) == 5
+    assert len(sql_blocks) == 9
     for block in sql_blocks:
         assert "$" not in block, "shell expansion inside SQL; use psql -v variables"
 
@@ -541,18 +566,19 @@ def test_private_tls_volume_is_mounted_only_where_the_key_is_needed(services):
     assert holders == {"tls-init", "paydata-postgres", "mongodb"}
 
 
-def test_no_plaintext_secrets_only_documented_local_defaults(compose, services, common_env):
+def test_every_secret_is_required_and_documented_never_defaulted(compose, services, common_env):
     text = COMPOSE_FILE.read_text()
     docs = DOCS.read_text()
     secret_variables = {m["name"] for m in INTERPOLATION.finditer(text) if is_secret_name(m["name"])}
-    assert secret_variables, "secret variables must be interpolated from the environment"
+    assert {"AIRFLOW_FERNET_KEY", "AIRFLOW_ADMIN_PASSWORD", "PAYDATA_ADMIN_PASSWORD", "PAYDATA_APP_PASSWORD"} <= (
+        secret_variables)
     for match in INTERPOLATION.finditer(text):
-        if match["name"] in secret_variables and not match["required"]:
-            assert LOCAL_DEFAULT_MARKER in (match["default"] or ""), (
-                f"{match['name']} default is not marked local-only"
-            )
-        if match["name"].startswith("PAYDATA_MONGO_") and is_secret_name(match["name"]):
-            assert match["required"] == ":?", f"{match['name']} must be required, never defaulted"
+        if match["name"] in secret_variables:
+            # ${VAR:?message}: `docker compose config` with an empty .env stops with "required variable
+            # VAR is missing a value: message".
+            assert match["required"] == ":?", f"{match['name']} has a fallback; make it ${{VAR:?...}}"
+            assert match["message"].strip(), f"{match['name']}: say where to set it"
+    assert LOCAL_DEFAULT_MARKER not in text
     for variable in secret_variables:
         assert variable in docs, f"{variable} is not documented in docs/compose.md"
 
@@ -572,8 +598,42 @@ def test_no_plaintext_secrets_only_documented_local_defaults(compose, services, 
                     assert INTERPOLATION.fullmatch(password), f"{owner}.{key}: literal password"
 
 
-def test_fernet_default_is_a_usable_key(common_env):
-    Fernet(expand(common_env["AIRFLOW__CORE__FERNET_KEY"]))
+def interpolate(text: str, environment: dict[str, str]) -> str:
+    """Compose's interpolation as ``docker compose config`` does it; raises naming a missing required variable."""
+
+    def replace(match: re.Match[str]) -> str:
+        value = environment.get(match["name"], "")
+        if match["required"]:
+            if not value:
+                raise ValueError(f"required variable {match['name']} is missing a value: {match['message']}")
+            return value
+        return value or (match["default"] or "")
+
+    return INTERPOLATION.sub(replace, text)
+
+
+def test_an_empty_env_file_stops_compose_naming_the_first_missing_secret():
+    text = COMPOSE_FILE.read_text()
+    with pytest.raises(ValueError, match=r"AIRFLOW_DB_PASSWORD is missing a value: set AIRFLOW_DB_PASSWORD"):
+        interpolate(text, {})
+    required = {m["name"] for m in INTERPOLATION.finditer(text) if m["required"]}
+    everything_set = {name: "x" for name in required}
+    assert "local-only" not in interpolate(text, everything_set)
+    for name in sorted(required):
+        with pytest.raises(ValueError, match=name):
+            interpolate(text, {key: value for key, value in everything_set.items() if key != name})
+
+
+def test_published_ports_bind_loopback_unless_told_otherwise(services):
+    published = {name: service["ports"] for name, service in services.items() if service.get("ports")}
+    assert {"paydata-postgres", "mongodb", "mlflow", "airflow-apiserver"} <= set(published)
+    for name, ports in published.items():
+        for port in ports:
+            assert port.startswith("${PAYDATA_BIND:-127.0.0.1}:"), f"{name}: {port} would bind every interface"
+            assert expand(port).startswith("127.0.0.1:"), port
+    env = yaml.safe_load(COMPOSE_FILE.read_text())["x-airflow-common"]["environment"]
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")
+    assert "SIMPLE_AUTH_MANAGER_ALL_ADMINS" not in str(env) or env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "False"
 
 
 def test_dockerignore_keeps_keys_and_local_state_out_of_the_image():

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from paydata import alerts, settings
+from paydata import alerts, privileges, settings
 
 REPO = Path(__file__).resolve().parents[2]
 VALUES = REPO / "helm" / "airflow-values.yaml"
@@ -73,6 +73,7 @@ def test_values_use_the_kubernetes_executor_the_image_and_the_pinned_airflow(val
 
 def test_every_connection_comes_from_a_secret(values, secrets):
     needed = {*settings.POSTGRES_DATABASES.values(), *settings.MONGO_USERS, alerts.ALERT_CONN_ID,
+              *privileges.role_connections(),
               *(settings.capture_conn_id(source) for source in settings.cdc_sources())}
     from_secrets = {entry["envName"]: entry for entry in values["secret"]}
     for conn_id in needed:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from paydata import settings
+from paydata import privileges, settings
 from paydata.stack import StackConfig, airflow_services, envfile
 from paydata.stack.secretstore import AIRFLOW_USERS, ensure_airflow_users
 
 PASSWORDS = {"reference_owner": "r", "oltp_owner": "o", "warehouse_owner": "w", "paydata_cdc": "c",
-             "paydata_keystore": "k"}
+             "paydata_keystore": "k", **{user.name: "l" for user in privileges.LOGIN_USERS}}
 AIRFLOW_SECRETS = {"fernet_key": "f", "jwt_secret": "j", "api_secret_key": "a"}
 MONGO_PASSWORDS = {user: "m" for user in settings.MONGO_USERS.values()}
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from paydata import settings
+from paydata import privileges, settings
 from paydata.stack import StackConfig, StackError, envfile
 
 PASSWORDS = {"reference_owner": "r-pw", "oltp_owner": "o'pw", "warehouse_owner": "w-pw", "paydata_cdc": "c-pw",
-             "paydata_keystore": "k-pw"}
+             "paydata_keystore": "k-pw", **{user.name: f"{user.name}-pw" for user in privileges.LOGIN_USERS}}
 AIRFLOW_SECRETS = {"fernet_key": "f", "jwt_secret": "j", "api_secret_key": "a"}
 MONGO_PASSWORDS = {user: f"{user}-pw/+:@" for user in settings.MONGO_USERS.values()}
 

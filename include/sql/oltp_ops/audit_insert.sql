@@ -1,4 +1,3 @@
--- actor and occurred_at are stamped by the audit_log trigger.
-INSERT INTO audit_log (action, subject_table, subject_id, reason, detail)
-VALUES (%(action)s, %(subject_table)s, %(subject_id)s, %(reason)s, %(detail)s)
-RETURNING audit_log_id;
+-- Through the SECURITY DEFINER function: the caller has no INSERT on audit_log. The trigger
+-- stamps actor and occurred_at, checks the subject exists and links the row into the hash chain.
+SELECT audit_append(%(action)s, %(subject_table)s, %(subject_id)s, %(reason)s, %(detail)s);

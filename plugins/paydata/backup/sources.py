@@ -66,7 +66,9 @@ def pg_dump_stream(conn_id: str, snapshot: str | None = None, extra: tuple[str, 
     With ``snapshot`` the dump sees exactly that exported snapshot (so counts taken in the same
     snapshot match it). Raises :class:`BackupSourceError` if pg_dump fails.
     """
-    command = [pg_binary("pg_dump"), "--format=custom", "--no-password", *extra]
+    # The marts' row security is FORCEd, so the owner reads through its policy (every row); without
+    # --enable-row-security pg_dump would refuse those tables instead of reading them.
+    command = [pg_binary("pg_dump"), "--format=custom", "--no-password", "--enable-row-security", *extra]
     if snapshot:
         command.append(f"--snapshot={snapshot}")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=libpq_env(conn_id))

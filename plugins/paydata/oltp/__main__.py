@@ -1,9 +1,14 @@
-"""``python -m paydata.oltp erase --customer ID [--reason CODE]``: a data subject's erasure.
+"""``python -m paydata.oltp erase|audit-verify``: a data subject's erasure; the audit chain's check.
 
-Runs :func:`paydata.oltp.erasure.erase_customer` with the downstream hooks the platform has: the
+``erase --customer ID [--reason CODE]`` runs :func:`paydata.oltp.erasure.erase_customer` as the
+application role (connection ``paydata_oltp_app``) with the downstream hooks the platform has: the
 customer's sessions, events, telemetry samples and feedback out of MongoDB (as the ingest writer,
 connection ``paydata_mongo_ingest``) and out of the landing files still retained. Prints the
 result as JSON. Rerunning it is harmless; a hook that fails rolls the erasure back.
+
+``audit-verify [--anchor POSITION:SHA256]`` recomputes the OLTP audit log's hash chain as the
+auditor (connection ``paydata_oltp_auditor``), prints the report as JSON and exits 1 when a link
+is broken, naming the first one (:func:`paydata.oltp.audit.verify_chain`).
 """
 
 from __future__ import annotations
@@ -13,20 +18,14 @@ import dataclasses
 import json
 
 
-def main(argv: list[str] | None = None) -> int:
+def _erase(args) -> int:
     from paydata import settings
     from paydata.generator.landing import default_landing_dir
     from paydata.nosql.hygiene import erasure_hook
-    from paydata.oltp.erasure import ERASURE_REASONS, erase_customer
+    from paydata.oltp.erasure import erase_customer
 
-    parser = argparse.ArgumentParser(prog="python -m paydata.oltp", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("erase",))
-    parser.add_argument("--customer", type=int, required=True, help="OLTP customer_id")
-    parser.add_argument("--reason", choices=ERASURE_REASONS, default="data_subject_request")
-    args = parser.parse_args(argv)
-    settings.load_env_file(missing_ok=True)
     mongo = settings.mongo_database(settings.MONGO_INGEST_CONN_ID)
-    conn = settings.pg_connect(settings.OLTP_CONN_ID)
+    conn = settings.pg_connect(settings.OLTP_APP_CONN_ID)
     try:
         result = erase_customer(conn, args.customer, args.reason,
                                 hooks={"nosql": erasure_hook(mongo, default_landing_dir())})
@@ -35,6 +34,41 @@ def main(argv: list[str] | None = None) -> int:
         mongo.client.close()
     print(json.dumps(dataclasses.asdict(result), default=str, indent=2))
     return 0
+
+
+def _audit_verify(args) -> int:
+    from paydata import settings
+    from paydata.oltp.audit import parse_anchor, verify_chain
+
+    anchor = parse_anchor(args.anchor) if args.anchor else None
+    conn = settings.pg_connect(settings.OLTP_AUDITOR_CONN_ID)
+    try:
+        report = verify_chain(conn, anchor=anchor)
+    finally:
+        conn.close()
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0 if report.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    from paydata import settings
+    from paydata.oltp.erasure import ERASURE_REASONS
+    from paydata.oltp.errors import InvalidRequest
+
+    parser = argparse.ArgumentParser(prog="python -m paydata.oltp", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    erase = commands.add_parser("erase", help="erase a data subject")
+    erase.add_argument("--customer", type=int, required=True, help="OLTP customer_id")
+    erase.add_argument("--reason", choices=ERASURE_REASONS, default="data_subject_request")
+    verify = commands.add_parser("audit-verify", help="recompute the audit log's hash chain")
+    verify.add_argument("--anchor", help="POSITION:SHA256 of a head recorded earlier, outside the database")
+    args = parser.parse_args(argv)
+    settings.load_env_file(missing_ok=True)
+    try:
+        return _erase(args) if args.command == "erase" else _audit_verify(args)
+    except InvalidRequest as exc:
+        parser.error(str(exc))
+    return 2
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from paydata.crypto import (
     validate_pan,
 )
 from paydata.keystore import KeyStore, default_keystore
+from paydata.oltp import audit
 from paydata.oltp._db import oltp_sql, transaction
 from paydata.oltp.cards import (
     BRANDS,
@@ -217,31 +218,40 @@ def find_customer_by_email(conn, merchant_id: int, email: str) -> list[int]:
         return [customer_id for (customer_id,) in cursor.fetchall()]
 
 
-def read_customer(conn, customer_id: int, *, keys: KeyStore | None = None) -> dict[str, Any]:
-    """The customer with personal fields decrypted.
+def read_customer(conn, customer_id: int, *, purpose: str, keys: KeyStore | None = None) -> dict[str, Any]:
+    """The customer with personal fields decrypted, and an audit row saying so.
 
     Keys: customer_id, merchant_id, email, name, phone, country_code, created_at, updated_at,
-    erased_at. An erased customer comes back with ``None`` personal fields. Raises
-    :class:`NotFound`, or :class:`paydata.crypto.KeyDestroyed` if ciphertext exists but its data
-    key is not in the key store (which the erasure path never leaves behind).
+    erased_at. ``purpose`` is why the personal data is read, as a code (``support_request``,
+    ``fraud_review``, ...): it is written with the caller's login role and the fields decrypted
+    to the audit log (action ``personal_data_read``) in the same transaction as the read, so no
+    plaintext is returned unless that row committed. An erased customer comes back with ``None``
+    personal fields and no audit row (nothing was decrypted). Raises :class:`InvalidRequest` for a
+    malformed purpose, :class:`NotFound`, or :class:`paydata.crypto.KeyDestroyed` if ciphertext
+    exists but its data key is not in the key store (which the erasure path never leaves behind).
     """
     _require_id(customer_id, "customer_id")
+    if not isinstance(purpose, str) or not audit.REASON_CODE.fullmatch(purpose):
+        raise InvalidRequest(f"purpose must be a code like 'support_request', got {purpose!r}")
     with transaction(conn, "read customer") as cursor:
         cursor.execute(oltp_sql("customer_select"), {"customer_id": customer_id})
         found = cursor.fetchone()
         columns = [column.name for column in cursor.description]
-    if found is None:
-        raise NotFound(f"customer {customer_id} does not exist")
-    row = dict(zip(columns, found, strict=True))
-    result = {key: row[key] for key in (
-        "customer_id", "merchant_id", "country_code", "created_at", "updated_at", "erased_at")}
-    if row["country_code"] is not None:
-        result["country_code"] = row["country_code"].strip()
-    blob = next((row[f"{field}_enc"] for field in CUSTOMER_FIELDS if row[f"{field}_enc"] is not None), None)
-    if blob is None:
-        return {**result, **dict.fromkeys(CUSTOMER_FIELDS)}
-    cipher = (keys or default_keystore()).cipher(CUSTOMER_TABLE, key_id_of(blob))
-    return {**result, **decrypt_customer_fields(cipher, customer_id, row)}
+        if found is None:
+            raise NotFound(f"customer {customer_id} does not exist")
+        row = dict(zip(columns, found, strict=True))
+        result = {key: row[key] for key in (
+            "customer_id", "merchant_id", "country_code", "created_at", "updated_at", "erased_at")}
+        if row["country_code"] is not None:
+            result["country_code"] = row["country_code"].strip()
+        present = [field for field in CUSTOMER_FIELDS if row[f"{field}_enc"] is not None]
+        if not present:
+            return {**result, **dict.fromkeys(CUSTOMER_FIELDS)}
+        cipher = (keys or default_keystore()).cipher(CUSTOMER_TABLE, key_id_of(row[f"{present[0]}_enc"]))
+        personal = decrypt_customer_fields(cipher, customer_id, row)
+        audit.record(cursor, "personal_data_read", CUSTOMER_TABLE, customer_id, reason=purpose,
+                     detail={"fields": present})
+    return {**result, **personal}
 
 
 # -- cards -------------------------------------------------------------------------------------

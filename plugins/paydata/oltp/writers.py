@@ -225,7 +225,7 @@ class _Worker:
         if not self.customers:
             return self.create_customer()
         customer = self.rng.choice(self.customers)
-        if app.read_customer(self.conn, customer.customer_id)["email"] != customer.email:
+        if app.read_customer(self.conn, customer.customer_id, purpose="integrity_check")["email"] != customer.email:
             raise InvalidRequest(f"customer {customer.customer_id} did not decrypt to what was written")
         return "read_customer"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from paydata import settings
-from paydata.stack import airflow_home, envfile, mongo, postgres
+from paydata import privileges, settings
+from paydata.stack import airflow_home, envfile, mongo, pgroles, postgres
 from paydata.stack.config import (
     PG_CDC_ROLE,
     PG_SUPERUSER,
@@ -28,7 +28,8 @@ from paydata.stack.secretstore import (
 from paydata.stack.system import service_user
 from paydata.stack.tls import ensure_mongo_tls, ensure_tls
 
-PG_ROLES = (PG_SUPERUSER, *settings.DATABASE_OWNERS.values(), PG_CDC_ROLE)
+PG_ROLES = (PG_SUPERUSER, *settings.DATABASE_OWNERS.values(), PG_CDC_ROLE,
+            *(user.name for user in privileges.LOGIN_USERS))
 
 
 def _services(services: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -146,6 +147,7 @@ def _postgres_status(config: StackConfig) -> dict:
     else:
         row["endpoint"] = str(config.pg_socket_dir)
         row["notes"] = f"Postgres {binaries.major} ({binaries.kind}); unix socket only (binaries lack OpenSSL)"
+    row["notes"] += "; audit: " + pgroles.describe(pgroles.pgaudit_library(binaries.bin_dir) is not None)
     if not (config.pg_data / "PG_VERSION").exists():
         row["health"] = "not initialised"
         return row

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from paydata import settings
+from paydata import privileges, settings
 from paydata.stack.config import CDC_DATABASES, PG_CDC_ROLE, StackConfig, StackError
 from paydata.stack.secretstore import AIRFLOW_USERS, write_private
 
@@ -63,7 +63,7 @@ def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow
     ``pg_bin_dir`` is the Postgres ``bin`` folder the stack runs; backups use its ``pg_dump`` and
     ``pg_restore``, whose major version must match the server's.
 
-    ``passwords`` maps role names (owners, paydata_cdc) to passwords; ``airflow_secrets`` holds
+    ``passwords`` maps role names (owners, paydata_cdc, the login users of ``paydata.privileges``) to passwords; ``airflow_secrets`` holds
     ``fernet_key``, ``jwt_secret`` and ``api_secret_key``; ``mongo_passwords`` maps MongoDB user
     names (``settings.MONGO_USERS``) to passwords. Raises KeyError when one is missing.
     """
@@ -104,6 +104,11 @@ def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow
         values[_conn_env(CDC_CONN_PREFIX + database)] = json.dumps(
             postgres_connection(config, False, PG_CDC_ROLE, passwords[PG_CDC_ROLE], database), separators=(",", ":")
         )
+    # Least-privilege logins (paydata.privileges): same transport as the owners' connections.
+    for user in privileges.LOGIN_USERS:
+        values[_conn_env(user.conn_id)] = json.dumps(
+            postgres_connection(config, tls, user.name, passwords[user.name], user.database), separators=(",", ":")
+        )
     for conn_id, user in settings.MONGO_USERS.items():
         values[_conn_env(conn_id)] = json.dumps(
             mongo_connection(config, user, mongo_passwords[user]), separators=(",", ":")
@@ -122,7 +127,7 @@ def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow
 
 def required_keys() -> list[str]:
     conn_ids = [*settings.POSTGRES_DATABASES.values(), *(CDC_CONN_PREFIX + db for db in CDC_DATABASES),
-                *settings.MONGO_USERS]
+                *privileges.role_connections(), *settings.MONGO_USERS]
     return ["PAYDATA_STACK_DIR", "AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
             "MLFLOW_TRACKING_URI", "PAYDATA_KEK_FILE", "PAYDATA_TOKEN_KEY_FILE",
             *(_conn_env(conn_id) for conn_id in conn_ids)]

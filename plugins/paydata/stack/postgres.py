@@ -11,6 +11,7 @@ from pathlib import Path
 
 from paydata import settings
 from paydata.sql import load_sql
+from paydata.stack import pgroles
 from paydata.stack.config import (
     CDC_DATABASES,
     KEYSTORE_DATABASES,
@@ -122,8 +123,9 @@ def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def render_postgresql_conf(config: StackConfig, tls: bool) -> str:
-    """The settings the stack owns, included from postgresql.conf (``include 'paydata.conf'``)."""
+def render_postgresql_conf(config: StackConfig, tls: bool, pgaudit: bool = False) -> str:
+    """The settings the stack owns, included from postgresql.conf (``include 'paydata.conf'``);
+    ``pgaudit`` preloads the audit extension (docs/security.md, *Database audit*)."""
     lines = [
         "# Written by `python -m paydata.stack up` on every start; edit StackConfig, not this file.",
         f"port = {config.pg_port}",
@@ -165,6 +167,7 @@ def render_postgresql_conf(config: StackConfig, tls: bool) -> str:
             "listen_addresses = ''",
             "ssl = off",
         ]
+    lines += pgroles.conf_lines(pgaudit)
     return "\n".join(lines) + "\n"
 
 
@@ -272,7 +275,8 @@ def init_cluster(config: StackConfig, binaries: PgBinaries, user: ServiceUser, a
 
 
 def write_config(config: StackConfig, binaries: PgBinaries, user: ServiceUser) -> None:
-    for name, text in ((CONF_INCLUDE, render_postgresql_conf(config, binaries.tls)),
+    pgaudit = pgroles.pgaudit_library(binaries.bin_dir) is not None
+    for name, text in ((CONF_INCLUDE, render_postgresql_conf(config, binaries.tls, pgaudit)),
                        ("pg_hba.conf", render_pg_hba(binaries.tls))):
         target = config.pg_data / name
         target.write_text(text)
@@ -393,6 +397,7 @@ def bootstrap(config: StackConfig, passwords: dict[str, str]) -> None:
                 cursor.execute(sql_statement("lock_down_database", database=database, owner=owner))
             for database in CDC_DATABASES:
                 cursor.execute(sql_statement("grant_connect", database=database, role=PG_CDC_ROLE))
+            pgroles.ensure_roles(cursor, passwords)
     finally:
         conn.close()
     # The erasure window (paydata.keystore.window) switches WAL segments, checkpoints and lists
@@ -457,6 +462,8 @@ def ensure_running(config: StackConfig, binaries: PgBinaries, user: ServiceUser,
         if not wait_until(lambda: healthy(config, passwords[PG_SUPERUSER]), 30, 0.2):
             raise StackError(f"Postgres did not come back after a restart for changed settings; see {config.pg_log}.")
     bootstrap(config, passwords)
+    pgroles.ensure_audit_logging(lambda dbname: connect(config, passwords[PG_SUPERUSER], dbname=dbname),
+                                 pgroles.pgaudit_library(binaries.bin_dir) is not None)
     return pid
 
 

@@ -15,7 +15,8 @@ MARTS_SCHEMA = "marts"
 def ensure_marts(conn) -> None:
     """Create the ``marts`` and ``analytics`` schemas, tables, materialized views and views if missing.
 
-    Idempotent and committed. An ``agg_authorisation_rate`` of an earlier release (computed from
+    Idempotent and committed. On a migrated warehouse the marts tables with a ``merchant_id`` get
+    their row-level security policies (warehouse migration V001, docs/security.md). An ``agg_authorisation_rate`` of an earlier release (computed from
     staged charges) is replaced by the one on ``marts.fct_charge``, unpopulated until the next
     :func:`refresh_aggregates`.
     """
@@ -23,6 +24,7 @@ def ensure_marts(conn) -> None:
         cursor.execute(load_sql("warehouse/schema/marts.sql"))
         cursor.execute(load_sql("warehouse/schema/aggregates.sql"))
         cursor.execute(load_sql("warehouse/schema/analytics.sql"))
+        cursor.execute(load_sql("warehouse/schema/row_security.sql"))
     conn.commit()
 
 

@@ -1,0 +1,1 @@
+ALTER DATABASE {database} SET log_statement = %(value)s

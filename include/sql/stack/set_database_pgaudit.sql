@@ -1,0 +1,1 @@
+ALTER DATABASE {database} SET pgaudit.log = %(value)s
