@@ -100,7 +100,8 @@ def pass_(args) -> None:
     from ml.monitoring.testing import GeneratedWorld
     from ml.registry.gate import CHAMPION, MODEL_NAME
     from ml.training.run import train_and_register
-    from paydata.sql import load_sql
+    from paydata.settings import REPO_ROOT
+    from paydata.sql import SqlLibrary
     from paydata.stack import admin_connect, ensure_up
     from paydata.stack.config import PG_SUPERUSER
     from paydata.stack.postgres import sql_statement
@@ -115,7 +116,8 @@ def pass_(args) -> None:
     try:
         conn = admin_connect(dbname=name, config=stack)
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("warehouse/testing/staging_layout.sql"))
+            # the staging layout the tests use
+            cursor.execute(SqlLibrary(REPO_ROOT / "tests" / "sql").load("warehouse/staging_layout.sql"))
         conn.commit()
         start = dt.datetime(2025, 3, 3, tzinfo=dt.UTC)
         days = args.reference_days

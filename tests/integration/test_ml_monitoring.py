@@ -30,7 +30,10 @@ from ml.monitoring.testing import GeneratedWorld
 from ml.training.data import model_matrix, time_split
 from ml.training.run import evaluate
 from paydata.generator.shift import WorldShift
-from paydata.sql import SQL_ROOT, load_sql
+from paydata.settings import REPO_ROOT
+from paydata.sql import SqlLibrary, load_sql
+
+TEST_SQL = SqlLibrary(REPO_ROOT / "tests" / "sql")
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +62,7 @@ def world(admin_connect):
     conn = admin_connect(name)
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("warehouse/testing/staging_layout.sql"))
+            cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
         conn.commit()
         generated = GeneratedWorld(conn, START, days_of_fx=370, payments_per_day=1000)
         for number in range(1, 11):
@@ -253,7 +256,7 @@ def test_end_to_end_passes_record_alert_retrain_through_the_gate_and_cool_down(w
 
     # the analyst's example query over the table
     with conn.cursor() as cursor:
-        cursor.execute((SQL_ROOT / "examples" / "monitoring" / "drifted_inputs.sql").read_text(),
+        cursor.execute(load_sql("examples/monitoring/drifted_inputs.sql"),
                        {"as_of": as_of, "days": 30, "limit": 50})
         names = [d.name for d in cursor.description]
         drifted = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
