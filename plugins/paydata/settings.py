@@ -317,6 +317,22 @@ def pg_connect(conn_id: str, **overrides: Any):
     return psycopg2.connect(**connection(conn_id).psycopg2_kwargs(**overrides))
 
 
+# Postgres deadlines of a capture run, as libpq ``options``. Lock waits are bounded everywhere (a
+# publication's DDL or a staging table blocked by someone else's lock fails the run with a clear
+# error instead of hanging it); statements are bounded on bookkeeping connections only, since a
+# snapshot's COPY and a sink's batch load grow with the data.
+PG_LOCK_TIMEOUT_MS = 60_000
+PG_BOOKKEEPING_STATEMENT_TIMEOUT_MS = 120_000
+
+
+def pg_deadlines(*, statements: bool) -> dict[str, str]:
+    """``options`` for :func:`pg_connect`: ``lock_timeout`` always, ``statement_timeout`` if ``statements``."""
+    options = f"-c lock_timeout={PG_LOCK_TIMEOUT_MS}"
+    if statements:
+        options += f" -c statement_timeout={PG_BOOKKEEPING_STATEMENT_TIMEOUT_MS}"
+    return {"options": options}
+
+
 # Every Mongo call is bounded: a server that accepts connections and then stops answering (seen with
 # a wedged wire server) fails the caller with a timeout instead of hanging it. A socket read may
 # wait this long; the Mongo sink's largest batch write measured about 15 s.

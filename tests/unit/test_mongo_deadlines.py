@@ -110,3 +110,50 @@ def test_the_default_deadline_applies_without_overrides(monkeypatch):
     assert client.options.pool_options.socket_timeout == settings.MONGO_DEADLINES["socketTimeoutMS"] / 1000
     assert client.options.server_selection_timeout == settings.MONGO_DEADLINES["serverSelectionTimeoutMS"] / 1000
     client.close()
+
+
+def _plaintext_uri(config, port=None):
+    return f"mongodb://127.0.0.1:{port or config.mongo_port}/?directConnection=true"
+
+
+def test_the_stack_health_ping_gives_up_on_a_wedged_server(wedged_server, monkeypatch, tmp_path):
+    from paydata.stack import StackConfig
+    from paydata.stack import mongo as stack_mongo
+
+    port, wedged = wedged_server
+    monkeypatch.setattr(stack_mongo, "uri", _plaintext_uri)
+    config = StackConfig(state_dir=tmp_path, pg_port=61000, mongo_port=port)
+    started = time.monotonic()
+    assert stack_mongo.ping(config, timeout_ms=500) is False
+    assert time.monotonic() - started < 10
+    assert "ping" in wedged  # the handshake worked; the command was never answered
+
+
+def test_up_restarts_a_server_that_runs_but_never_answers(wedged_server, monkeypatch, tmp_path):
+    from paydata.stack import StackConfig
+    from paydata.stack import mongo as stack_mongo
+
+    port, wedged = wedged_server
+    config = StackConfig(state_dir=tmp_path, pg_port=61000, mongo_port=port)
+    config.mongo_pid_file.parent.mkdir(parents=True, exist_ok=True)
+    stopped: list[int] = []
+
+    class FreshProcess:
+        pid = 777
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(stack_mongo, "uri", _plaintext_uri)
+    monkeypatch.setattr(stack_mongo, "START_TIMEOUT", 1)
+    monkeypatch.setattr(stack_mongo, "running_pid", lambda config: None if stopped else 4242)
+    monkeypatch.setattr(stack_mongo, "_runs_current_options", lambda pid, config: True)
+    monkeypatch.setattr(stack_mongo, "stop", lambda config: stopped.append(4242) or True)
+    monkeypatch.setattr(stack_mongo, "port_in_use", lambda port: False)
+    monkeypatch.setattr(stack_mongo, "_check_installed", lambda python: None)
+    monkeypatch.setattr(stack_mongo, "_spawn", lambda config, args: FreshProcess())
+    monkeypatch.setattr(stack_mongo, "_wait_ready", lambda config, process, port: None)
+
+    assert stack_mongo.start(config) == 777
+    assert stopped == [4242] and "ping" in wedged
+    assert config.mongo_pid_file.read_text().strip() == "777"

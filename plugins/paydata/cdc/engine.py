@@ -346,11 +346,12 @@ def source_connectors(source: str) -> dict[str, Callable[[], Any]]:
     capture_conn_id = settings.capture_conn_id(source)
     owner_conn_id = settings.owner_conn_id(source)
     return {
-        "connect": lambda: settings.pg_connect(capture_conn_id),
+        # The capture connection also reads the snapshot (COPY): its statements are not bounded.
+        "connect": lambda: settings.pg_connect(capture_conn_id, **settings.pg_deadlines(statements=False)),
         "replication_connect": lambda: settings.pg_connect(
             capture_conn_id, connection_factory=LogicalReplicationConnection
         ),
-        "owner_connect": lambda: settings.pg_connect(owner_conn_id),
+        "owner_connect": lambda: settings.pg_connect(owner_conn_id, **settings.pg_deadlines(statements=True)),
         "stream_params": lambda: settings.connection(capture_conn_id).psycopg2_kwargs(),
     }
 
@@ -362,7 +363,7 @@ def default_sinks() -> list[Sink]:
     from paydata.cdc.sinks.warehouse import WarehouseSink
 
     return [
-        WarehouseSink(lambda: settings.pg_connect(settings.WAREHOUSE_CONN_ID)),
+        WarehouseSink(lambda: settings.pg_connect(settings.WAREHOUSE_CONN_ID, **settings.pg_deadlines(statements=False))),
         # The CDC writer may only read and write the CDC collections; definitions are the administrator's.
         MongoSink(lambda: settings.mongo_database(settings.MONGO_CDC_CONN_ID)),
     ]
@@ -380,7 +381,8 @@ def engine_for_source(source: str, sinks: Sequence[Sink] | None = None, limits: 
     return CdcEngine(
         load_manifest(source), default_sinks() if sinks is None else sinks, limits=limits,
         ledger=warehouse_ledger(),
-        dead_letters=PostgresDeadLetterStore(lambda: settings.pg_connect(settings.WAREHOUSE_CONN_ID)),
+        dead_letters=PostgresDeadLetterStore(
+            lambda: settings.pg_connect(settings.WAREHOUSE_CONN_ID, **settings.pg_deadlines(statements=True))),
         **source_connectors(source),
     )
 

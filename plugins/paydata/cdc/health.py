@@ -188,7 +188,8 @@ def warehouse_ledger() -> ConfirmLedger:
     from paydata import settings
     from paydata.cdc.ledger import PostgresConfirmLedger
 
-    return PostgresConfirmLedger(lambda: settings.pg_connect(settings.WAREHOUSE_CONN_ID))
+    return PostgresConfirmLedger(
+        lambda: settings.pg_connect(settings.WAREHOUSE_CONN_ID, **settings.pg_deadlines(statements=True)))
 
 
 def source_health(source: str) -> SlotHealth:

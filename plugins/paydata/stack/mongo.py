@@ -86,7 +86,10 @@ def ping(config: StackConfig, timeout_ms: int = 2000, port: int | None = None) -
     from pymongo.errors import PyMongoError
 
     try:  # a missing CA file (stack never brought up with TLS) fails already here
-        client = MongoClient(uri(config, port), serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
+        # socketTimeoutMS too: a wedged server accepts the connection and answers the handshake but
+        # never answers a command, and a ping without it would wait forever.
+        client = MongoClient(uri(config, port), serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+                             socketTimeoutMS=timeout_ms)
     except (PyMongoError, OSError):
         return False
     try:
@@ -129,8 +132,11 @@ def start(config: StackConfig) -> int:
     if pid and wait_until(lambda: ping(config, 1000), START_TIMEOUT, 0.2):
         return pid
     if pid:
-        raise StackError(f"SecantusDB (pid {pid}) runs but does not answer ping; run `down` then `up`. "
-                         f"Last lines of {config.mongo_log}:\n{_log_tail(config)}")
+        # Running but silent (wedged, e.g. every command waiting on a storage lock): its data is on
+        # disk, so stop it and start a fresh process on the same data.
+        log.warning("SecantusDB (pid %s) runs but has not answered ping for %ss; restarting it. Last lines of %s:\n%s",
+                    pid, START_TIMEOUT, config.mongo_log, _log_tail(config))
+        stop(config)
     config.mongo_pid_file.unlink(missing_ok=True)
     if port_in_use(config.mongo_port):
         raise port_taken_error("SecantusDB", config.mongo_port, "PAYDATA_MONGO_PORT")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -102,11 +103,23 @@ def _load_models(manifest_dir: str) -> DocumentModels:
     return DocumentModels(top_level, embedded)
 
 
+_current_models: tuple[str | None, DocumentModels] | None = None
+
+
 def document_models() -> DocumentModels:
-    """The document maps declared by the manifests in the manifest folder (read once per folder)."""
+    """The document maps declared by the manifests in the manifest folder (read once per folder).
+
+    Called for every change a batch merges: the folder's environment variable is the cache key, so
+    the common case is one dictionary lookup.
+    """
+    global _current_models
     from paydata import settings
 
-    return _load_models(str(settings.cdc_manifest_dir()))
+    override = os.environ.get(settings.CDC_MANIFEST_DIR_VARIABLE)
+    current = _current_models
+    if current is None or current[0] != override:
+        current = _current_models = (override, _load_models(str(settings.cdc_manifest_dir())))
+    return current[1]
 
 
 # ---------------------------------------------------------------------------------------------
