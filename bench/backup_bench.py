@@ -55,12 +55,18 @@ def seed(payments: int) -> None:
 def counts() -> dict:
     from paydata import settings
 
-    with settings.pg_connect(settings.OLTP_CONN_ID) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM charge")
-        charges = cursor.fetchone()[0]
-        cursor.execute("SELECT pg_database_size('oltp'), pg_database_size('warehouse')")
-        oltp_size, warehouse_size = cursor.fetchone()
-    return {"charges": charges, "oltp_db_mb": round(oltp_size / 1e6, 1), "warehouse_db_mb": round(warehouse_size / 1e6, 1)}
+    sizes = {}
+    for database in ("oltp", "warehouse"):
+        # each over its own connection: a database's size needs CONNECT on it, and the OLTP
+        # owner has none on the warehouse
+        with settings.pg_connect(settings.POSTGRES_DATABASES[database]) as conn, conn.cursor() as cursor:
+            if database == "oltp":
+                cursor.execute("SELECT count(*) FROM charge")
+                charges = cursor.fetchone()[0]
+            cursor.execute("SELECT pg_database_size(current_database())")
+            sizes[database] = cursor.fetchone()[0]
+    return {"charges": charges, "oltp_db_mb": round(sizes["oltp"] / 1e6, 1),
+            "warehouse_db_mb": round(sizes["warehouse"] / 1e6, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,11 +28,10 @@ from ml.features.offline import build_features, build_training_set, load_trainin
 from ml.training.data import time_split
 from ml.training.run import evaluate
 from ml.training.synthetic import InMemorySessions, SyntheticHistory
-from paydata import settings
 from paydata.generator.config import TrafficConfig
 from paydata.settings import REPO_ROOT
 from paydata.sql import SqlLibrary
-from paydata.stack import admin_connect, ensure_up
+from paydata.stack import admin_connect, ensure_up, mongo_root_client
 from paydata.stack.config import PG_SUPERUSER
 from paydata.stack.postgres import sql_statement
 from paydata.warehouse import build
@@ -123,7 +122,8 @@ def _online_after_changes(config, admin, charges: int, changes: int, definitions
         history = _history(conn, charges, 60, 5)
         build(conn)
         build_features(conn, definitions)
-        database = settings.mongo_client()[name]
+        # a throwaway database: only the root user may create one (the consumer users own only theirs)
+        database = mongo_root_client(config)[name]
         from ml.features.online import refresh_online
 
         full_s, full = _timed(lambda: refresh_online(conn, definitions, database, full=True))

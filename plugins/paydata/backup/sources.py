@@ -99,8 +99,10 @@ def pg_restore_stream(conn_id: str, dbname: str, pieces: Iterable[bytes]) -> Non
 
     Raises :class:`BackupSourceError` naming pg_restore's error; the first error stops it.
     """
+    # --enable-row-security for the same reason as pg_dump: restoring refreshes the marts' materialized
+    # views, which read FORCEd row-security tables.
     command = [pg_binary("pg_restore"), "--no-password", "--no-owner", "--no-privileges", "--exit-on-error",
-               "--no-publications", "--no-subscriptions",
+               "--no-publications", "--no-subscriptions", "--enable-row-security",
                f"--dbname={dbname}"]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env=libpq_env(conn_id, dbname))
