@@ -39,6 +39,8 @@ MONGO_USERS = {
     MONGO_ANALYST_CONN_ID: "paydata_analyst",
 }
 MONGO_AUTH_SOURCE = "admin"
+# The fraud scoring API (ml/serving): an http connection with the caller's API key as password.
+FRAUD_SCORER_CONN_ID = "paydata_fraud_scorer"
 # The key store: wrapped data keys, in a database no capture or analyst role may connect to.
 KEYSTORE_CONN_ID = "paydata_keystore"
 

@@ -1,0 +1,122 @@
+"""One registered model version, loaded and checked, ready to score.
+
+:func:`load_version` loads ``models:/<name>/<version>`` and its serving configuration (the run's
+``serving/serving.json``: thresholds and the reason reference, :mod:`ml.training.serving_config`)
+and refuses it (:class:`ModelRefused`) unless its inputs are exactly the current definitions'
+``model_features`` and it scores a canary (the reference charge and a charge with every input
+unknown) to finite probabilities in [0, 1]. A refused version never reaches a request.
+
+Reason codes: the inputs whose replacement by the training median lowers the score the most
+(occlusion), one extra model call of ``len(features)`` rows per charge, so the reasons are the
+model's own, not a separate rule set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ml.training.serving_config import SERVING_ARTIFACT
+
+APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
+# A feature is a reason only when it moves the score by at least this much (ties of tiny effects
+# would otherwise list arbitrary features for an ordinary charge).
+MIN_REASON_EFFECT = 0.001
+
+
+class ModelRefused(RuntimeError):
+    """A version that failed to load or its checks; the old model keeps serving."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    run_id: str
+    model: object = field(repr=False)
+    features: tuple[str, ...]
+    review_threshold: float
+    decline_threshold: float
+    reference: np.ndarray = field(repr=False)
+    loaded_at: float = field(default_factory=time.time)
+
+    def probabilities(self, inputs: pd.DataFrame) -> np.ndarray:
+        return self.model.predict_proba(inputs.loc[:, list(self.features)])[:, 1]
+
+    def band(self, score: float) -> str:
+        if score >= self.decline_threshold:
+            return DECLINE
+        return REVIEW if score >= self.review_threshold else APPROVE
+
+    def reasons(self, inputs: pd.DataFrame, scores: np.ndarray, top: int) -> list[list[str]]:
+        """Per row, up to ``top`` feature names whose typical value would lower its score most."""
+        if top <= 0 or inputs.empty:
+            return [[] for _ in range(len(inputs))]
+        values = inputs.loc[:, list(self.features)].to_numpy(dtype=float)
+        rows, width = values.shape
+        known = ~np.isnan(self.reference)
+        occluded = np.repeat(values, width, axis=0).reshape(rows, width, width)
+        columns = np.arange(width)
+        occluded[:, columns[known], columns[known]] = self.reference[known]
+        frame = pd.DataFrame(occluded.reshape(rows * width, width), columns=list(self.features))
+        effects = scores[:, None] - self.model.predict_proba(frame)[:, 1].reshape(rows, width)
+        effects[:, ~known] = 0.0
+        answers = []
+        for row in effects:
+            order = np.argsort(-row, kind="stable")[:top]
+            answers.append([self.features[i] for i in order if row[i] >= MIN_REASON_EFFECT])
+        return answers
+
+
+def _serving_config(run_id: str) -> dict:
+    import mlflow
+
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{SERVING_ARTIFACT}")
+
+
+def check(loaded: LoadedModel) -> None:
+    """The canary: the reference charge and an all-unknown charge score to finite probabilities."""
+    canary = pd.DataFrame([np.nan_to_num(loaded.reference, nan=0.0), np.full(len(loaded.features), np.nan)],
+                          columns=list(loaded.features))
+    try:
+        scores = np.asarray(loaded.probabilities(canary), dtype=float)
+        loaded.reasons(canary.iloc[:1], scores[:1], 1)
+    except Exception as exc:
+        raise ModelRefused(f"v{loaded.version} failed the canary: {type(exc).__name__}: {exc}") from exc
+    if scores.shape != (2,) or not np.all(np.isfinite(scores)) or scores.min() < 0 or scores.max() > 1:
+        raise ModelRefused(f"v{loaded.version} failed the canary: scores {scores!r} are not probabilities")
+
+
+def load_version(client, name: str, version: str, model_features: tuple[str, ...]) -> LoadedModel:
+    """Load, configure and check one version (see the module doc); raises ModelRefused."""
+    import mlflow
+
+    try:
+        registered = client.get_model_version(name, str(version))
+        model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        config = _serving_config(registered.run_id)
+    except Exception as exc:
+        raise ModelRefused(f"v{version} failed to load: {type(exc).__name__}: {exc}") from exc
+    features = tuple(config.get("features") or ())
+    if features != tuple(model_features):
+        raise ModelRefused(f"v{version} was trained on other inputs than the current feature definitions")
+    fitted = getattr(model, "feature_names_in_", None)
+    if fitted is not None and tuple(fitted) != features:
+        raise ModelRefused(f"v{version}: the model's fitted inputs differ from its serving configuration")
+    thresholds = config.get("thresholds") or {}
+    try:
+        review, decline = float(thresholds["review"]), float(thresholds["decline"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelRefused(f"v{version} has no decision thresholds") from exc
+    if not 0.0 <= review <= decline <= 1.0:
+        raise ModelRefused(f"v{version}: thresholds review {review} / decline {decline} are not ordered in [0, 1]")
+    reference = config.get("reason_reference") or {}
+    loaded = LoadedModel(name=name, version=str(version), run_id=registered.run_id, model=model, features=features,
+                         review_threshold=review, decline_threshold=decline,
+                         reference=np.array([np.nan if reference.get(f) is None else float(reference[f])
+                                             for f in features], dtype=float))
+    check(loaded)
+    return loaded
