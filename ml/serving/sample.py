@@ -68,3 +68,36 @@ def payload(row: dict[str, Any]) -> dict[str, Any]:
             "merchant_id": int(row["merchant_id"]), "amount": int(row["amount"]), "currency": row["currency_code"],
             "amount_usd": None if row["amount_usd"] is None else float(row["amount_usd"]),
             "card_country": row["card_country_code"], "created_at": row["created_at"].isoformat()}
+
+
+class ServerThread:
+    """The app under a real uvicorn server on a free port of 127.0.0.1, in a thread (tests):
+    ``with ServerThread(app) as base_url: ...``."""
+
+    def __init__(self, app):
+        import socket
+
+        import uvicorn
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = None
+
+    def __enter__(self) -> str:
+        import threading
+        import time
+
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.listener]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the scoring server did not start")
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=15)
