@@ -44,6 +44,7 @@ EXPECTED_DOWNSTREAM = {
     },
     "fraud_features": {"build_offline": {"refresh_online"}, "refresh_online": set()},
     "fraud_train": {"training_set": {"train"}, "train": set()},
+    "fraud_score": {"score_charges": set()},
 }
 
 
@@ -152,3 +153,13 @@ def test_warehouse_build_also_runs_daily_for_the_full_quality_scan(dags):
     timetable = dags["warehouse_build"].timetable
     assert type(timetable).__name__ == "AssetOrTimeSchedule"
     assert timetable.timetable.expression == "30 2 * * *"
+
+
+def test_fraud_scores_follow_the_charge_fact_the_warehouse_build_publishes(dags):
+    published = {outlet.uri for outlet in dags["warehouse_build"].get_task("build").outlets}
+    condition = dags["fraud_score"].timetable.asset_condition
+    awaited = {asset.uri for asset in getattr(condition, "objects", [condition])}
+    assert "paydata://warehouse/marts/fct_charge" in published
+    assert awaited == {"paydata://warehouse/marts/fct_charge"}
+    assert [o.uri for o in dags["fraud_score"].get_task("score_charges").outlets] == [
+        "paydata://warehouse/marts/fct_fraud_score"]
