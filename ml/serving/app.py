@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 def create_app(*, holder: ModelHolder, scorer: Scorer, keys: auth.ApiKeys, poll: bool = True) -> FastAPI:
     """The app over an already built holder, scorer and key set (``poll``: run the reload thread)."""
     metrics = scorer.metrics
+    # pymongo logs every command with its filter (the tokens) at DEBUG: never from the scorer
+    logging.getLogger("pymongo").setLevel(logging.WARNING)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
