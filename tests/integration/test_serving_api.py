@@ -244,3 +244,27 @@ def _payloads(conn, charge_ids):
         rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     conn.rollback()
     return [payload(row) for row in rows if row["charge_id"] in set(charge_ids)]
+
+
+def test_request_values_in_python_equal_the_sql_request_columns_on_every_offline_row(scoring_world):
+    from ml.features.offline import load_training_frame
+    from ml.features.vector import request_values
+
+    conn, definitions = scoring_world["conn"], scoring_world["definitions"]
+    frame = load_training_frame(conn, definitions, scoring_world["training_set_id"])
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT charge_id, amount_usd, card_country_code, created_at FROM features.charge_event")
+        events = {row[0]: row[1:] for row in cursor.fetchall()}
+    conn.rollback()
+    names = [item["name"] for item in definitions.request]
+    assert len(frame) > 1000
+    for row in frame.itertuples(index=False):
+        amount_usd, country, created_at = events[row.charge_id]
+        python = request_values(definitions, {"amount_usd": amount_usd, "card_country_code": country}, created_at)
+        stored = {name: getattr(row, name) for name in names}
+        assert python["hour_of_day"] == stored["hour_of_day"] and python["card_country_code"] == stored[
+            "card_country_code"]
+        if stored["amount_usd"] != stored["amount_usd"]:  # NaN in the frame: NULL in the store
+            assert python["amount_usd"] is None, row.charge_id
+        else:
+            assert python["amount_usd"] == pytest.approx(stored["amount_usd"], rel=1e-12), row.charge_id
