@@ -51,24 +51,28 @@ class LoadedModel:
             return DECLINE
         return REVIEW if score >= self.review_threshold else APPROVE
 
-    def reasons(self, inputs: pd.DataFrame, scores: np.ndarray, top: int) -> list[list[str]]:
-        """Per row, up to ``top`` feature names whose typical value would lower its score most."""
-        if top <= 0 or inputs.empty:
-            return [[] for _ in range(len(inputs))]
+    def score_with_reasons(self, inputs: pd.DataFrame, top: int) -> tuple[np.ndarray, list[list[str]]]:
+        """Scores, and per row up to ``top`` feature names whose typical value would lower its score
+        most. One model call for both: the rows and their occluded copies are stacked, since a
+        gradient-boosted model's cost per call is mostly per tree, not per row."""
         values = inputs.loc[:, list(self.features)].to_numpy(dtype=float)
         rows, width = values.shape
+        if top <= 0 or rows == 0:
+            return self.probabilities(inputs), [[] for _ in range(rows)]
         known = ~np.isnan(self.reference)
         occluded = np.repeat(values, width, axis=0).reshape(rows, width, width)
         columns = np.arange(width)
         occluded[:, columns[known], columns[known]] = self.reference[known]
-        frame = pd.DataFrame(occluded.reshape(rows * width, width), columns=list(self.features))
-        effects = scores[:, None] - self.model.predict_proba(frame)[:, 1].reshape(rows, width)
+        stacked = np.concatenate([values, occluded.reshape(rows * width, width)])
+        probabilities = self.model.predict_proba(pd.DataFrame(stacked, columns=list(self.features)))[:, 1]
+        scores = probabilities[:rows]
+        effects = scores[:, None] - probabilities[rows:].reshape(rows, width)
         effects[:, ~known] = 0.0
         answers = []
         for row in effects:
             order = np.argsort(-row, kind="stable")[:top]
             answers.append([self.features[i] for i in order if row[i] >= MIN_REASON_EFFECT])
-        return answers
+        return scores, answers
 
 
 def _serving_config(run_id: str) -> dict:
@@ -82,8 +86,7 @@ def check(loaded: LoadedModel) -> None:
     canary = pd.DataFrame([np.nan_to_num(loaded.reference, nan=0.0), np.full(len(loaded.features), np.nan)],
                           columns=list(loaded.features))
     try:
-        scores = np.asarray(loaded.probabilities(canary), dtype=float)
-        loaded.reasons(canary.iloc[:1], scores[:1], 1)
+        scores = np.asarray(loaded.score_with_reasons(canary, 1)[0], dtype=float)
     except Exception as exc:
         raise ModelRefused(f"v{loaded.version} failed the canary: {type(exc).__name__}: {exc}") from exc
     if scores.shape != (2,) or not np.all(np.isfinite(scores)) or scores.min() < 0 or scores.max() > 1:

@@ -68,8 +68,7 @@ class Scorer:
     def score(self, model: LoadedModel, charges: list[ChargeAttributes]) -> list[ScoreResponse]:
         """Score with ``model`` (the caller's snapshot of the served model, kept for the whole request)."""
         inputs, misses, available = self.inputs(charges)
-        scores = model.probabilities(inputs)
-        reasons = model.reasons(inputs, scores, self.reasons)
+        scores, reasons = model.score_with_reasons(inputs, self.reasons)
         results = []
         for charge, score, why, missed in zip(charges, scores, reasons, misses, strict=True):
             band = model.band(float(score))
