@@ -15,10 +15,19 @@ from collections import Counter
 from typing import Any
 
 from ml.registry.gate import MODEL_NAME
-from ml.serving.sample import payload
 from paydata.sql import load_sql
 
 PAGE = 500
+
+
+def charge_request(row: dict[str, Any]) -> dict[str, Any]:
+    """One warehouse charge row (``scoring/charges_in_window.sql``) as a ``/v1/score`` request body."""
+    return {"charge_id": int(row["charge_id"]), "customer_token": row["customer_id"],
+            "card_token": row["card_fingerprint"], "device_token": row["device_id"],
+            "ip_token": row["ip_address_token"], "session_token": row["session_id"],
+            "merchant_id": int(row["merchant_id"]), "amount": int(row["amount"]), "currency": row["currency_code"],
+            "amount_usd": None if row["amount_usd"] is None else float(row["amount_usd"]),
+            "card_country": row["card_country_code"], "created_at": row["created_at"].isoformat()}
 
 
 def ensure_schema(conn) -> None:
@@ -51,7 +60,7 @@ def score_new_charges(conn, client, *, model_name: str = MODEL_NAME, from_lsn: i
             columns = None
             while rows := charges.fetchmany(page):
                 columns = columns or [c.name for c in charges.description]
-                requests = [payload(dict(zip(columns, row, strict=True))) for row in rows]
+                requests = [charge_request(dict(zip(columns, row, strict=True))) for row in rows]
                 created = {r["charge_id"]: r["created_at"] for r in requests}
                 answer = client.score_batch(requests)
                 scored_at = now or dt.datetime.now(dt.UTC)

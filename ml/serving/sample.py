@@ -49,6 +49,7 @@ def prepare(conn, mongo_database, tracking_uri: str, *, weeks: int = 3, payments
 
 def charges(conn, limit: int | None = None) -> list[dict[str, Any]]:
     """Charges of the offline store as scoring-API payloads (JSON-ready), newest first."""
+    from ml.scoring.warehouse import charge_request as payload
     from paydata.sql import load_sql
 
     with conn.cursor() as cursor:
@@ -58,16 +59,6 @@ def charges(conn, limit: int | None = None) -> list[dict[str, Any]]:
         rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     conn.rollback()
     return [payload(row) for row in rows]
-
-
-def payload(row: dict[str, Any]) -> dict[str, Any]:
-    """One warehouse charge row (tokens, amounts, time) as a ``/v1/score`` request body."""
-    return {"charge_id": int(row["charge_id"]), "customer_token": row["customer_id"],
-            "card_token": row["card_fingerprint"], "device_token": row["device_id"],
-            "ip_token": row["ip_address_token"], "session_token": row["session_id"],
-            "merchant_id": int(row["merchant_id"]), "amount": int(row["amount"]), "currency": row["currency_code"],
-            "amount_usd": None if row["amount_usd"] is None else float(row["amount_usd"]),
-            "card_country": row["card_country_code"], "created_at": row["created_at"].isoformat()}
 
 
 class ServerThread:

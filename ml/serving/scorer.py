@@ -44,6 +44,7 @@ class Scorer:
                                    [a["session_id"] for a in attributes if a["session_id"]])
         rows, misses = [], []
         entities = [*self.definitions.aggregate_entities, MERCHANT_LOOKUP]
+        request_names = {item["name"] for item in self.definitions.request}
         for charge, attrs, per_charge in zip(charges, attributes, ids, strict=True):
             if not lookup.available:
                 documents = {}
@@ -58,9 +59,7 @@ class Scorer:
             row = feature_row(self.definitions, documents, attrs, charge.created_at,
                               lookup.sessions.get(attrs["session_id"], []))
             if not lookup.available:  # unknown, not "no history": the store did not say
-                for name in self.definitions.stored_columns:
-                    if name not in {item["name"] for item in self.definitions.request}:
-                        row[name] = None
+                row.update({name: None for name in self.definitions.stored_columns if name not in request_names})
             rows.append(row)
             misses.append(list(missed))
         return model_matrix(pd.DataFrame(rows), self.definitions), misses, lookup.available

@@ -235,7 +235,7 @@ def test_the_scorer_builds_the_inputs_the_offline_store_holds(scoring_world, mon
 
 
 def _payloads(conn, charge_ids):
-    from ml.serving.sample import payload
+    from ml.scoring.warehouse import charge_request as payload
     from paydata.sql import load_sql
 
     with conn.cursor() as cursor:
