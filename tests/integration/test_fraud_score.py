@@ -25,7 +25,7 @@ def rows(conn, statement: str, params=None) -> list[tuple]:
 def example(conn, name: str, params: dict) -> list[tuple]:
     from paydata.sql import load_sql
 
-    return rows(conn, load_sql(f"examples/{name}.sql"), params)
+    return rows(conn, load_sql(f"examples/fraud_scores/{name}.sql"), params)
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_the_example_queries_answer_what_the_rows_say(scored):
     groups = defaultdict(list)
     for _, _, score, band, merchant, tier, _ in of_first:
         groups[(merchant, tier)].append((score, band))
-    answer = example(conn, "fraud_score_by_merchant_tier", {"model_name": MODEL, "model_version": first,
+    answer = example(conn, "by_merchant_tier", {"model_name": MODEL, "model_version": first,
                                                              "limit": 1000})
     assert len(answer) == len(groups)
     for merchant, tier, count, mean, _median, _p90, review, decline in answer:
@@ -118,7 +118,7 @@ def test_the_example_queries_answer_what_the_rows_say(scored):
     labelled = [(band, fraud) for _, _, _, band, _, _, fraud in of_first if fraud is not None]
     assert labelled and any(fraud for _, fraud in labelled)
     overall = sum(f for _, f in labelled) / len(labelled)
-    lift = example(conn, "fraud_score_lift", {"model_name": MODEL, "model_version": first})
+    lift = example(conn, "lift_by_band", {"model_name": MODEL, "model_version": first})
     counts = Counter(band for band, _ in labelled)
     assert [r[0] for r in lift] == [b for b in ("approve", "review", "decline") if counts[b]]
     for band, count, frauds, rate, band_lift in lift:
@@ -131,7 +131,7 @@ def test_the_example_queries_answer_what_the_rows_say(scored):
     # 3. two versions on the same charges
     bands = {v: {f[0]: (f[2], f[3]) for f in facts if f[1] == v} for v in (first, second)}
     moves = Counter((bands[first][c][1], bands[second][c][1]) for c in bands[first])
-    compared = example(conn, "fraud_score_model_compare", {"model_name": MODEL, "version_a": first,
+    compared = example(conn, "model_versions_compared", {"model_name": MODEL, "version_a": first,
                                                            "version_b": second})
     assert {(a, b): n for a, b, n, _ in compared} == dict(moves)
     assert sum(n for _, _, n, _ in compared) == len(bands[first])
