@@ -97,6 +97,9 @@ def load_version(client, name: str, version: str, model_features: tuple[str, ...
     """Load, configure and check one version (see the module doc); raises ModelRefused."""
     import mlflow
 
+    # models:/ and runs:/ URIs resolve against the process-wide tracking URI (the registry URI
+    # follows it unless set): make it the store this client reads, whatever else set it before
+    mlflow.set_tracking_uri(client.tracking_uri)
     try:
         registered = client.get_model_version(name, str(version))
         model = mlflow.sklearn.load_model(f"models:/{name}/{version}")

@@ -122,3 +122,13 @@ def test_moving_the_champion_under_load_is_served_without_a_failed_request(scori
     first_new = min(answered for _, answered, _, version in answers if version == new)
     assert first_new > moved_at
     assert {version for sent, _, _, version in answers if sent > first_new} == {new}
+
+
+def test_the_model_loads_from_the_scorers_registry_whatever_the_process_tracking_uri_is(scoring_app, scoring_world,
+                                                                                         tmp_path):
+    import mlflow
+
+    made = scoring_app()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")  # e.g. a training run in the same process
+    assert made.holder.poll_once() == "loaded"
+    assert made.holder.current.version == scoring_world["model_version"]
