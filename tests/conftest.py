@@ -107,3 +107,84 @@ def fresh_keystore(admin_connect, fresh_database):
     yield store
     set_default_keystore(previous)
     store.close()
+
+
+@pytest.fixture(scope="session")
+def scoring_world(stack, admin_connect, tmp_path_factory):
+    """A trained ``fraud_scoring`` champion on generated history (:func:`ml.serving.sample.prepare`):
+    its own warehouse database, Mongo database (online documents) and MLflow store, shared by the
+    scorer's tests and dropped at the end of the session."""
+    import os
+
+    import mlflow
+
+    from ml.serving import sample
+    from paydata.sql import load_sql
+    from paydata.stack import mongo_root_client
+    from paydata.stack.config import PG_SUPERUSER
+    from paydata.stack.postgres import sql_statement
+
+    admin = admin_connect("postgres")
+    admin.autocommit = True
+    name = _unique_name("scoring")
+    with admin.cursor() as cursor:
+        cursor.execute(sql_statement("create_database", database=name, owner=PG_SUPERUSER))
+    conn = admin_connect(name)
+    with conn.cursor() as cursor:
+        cursor.execute(load_sql("warehouse/testing/staging_layout.sql"))
+    conn.commit()
+    client = mongo_root_client(stack, serverSelectionTimeoutMS=5000)
+    database = client[_unique_name("t")]
+    folder = tmp_path_factory.mktemp("scoring_mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    previous = os.environ.get("PAYDATA_MLFLOW_ARTIFACTS")
+    os.environ["PAYDATA_MLFLOW_ARTIFACTS"] = str(folder / "artifacts")
+    mlflow.set_tracking_uri(uri)
+    try:
+        world = sample.prepare(conn, database, uri)
+        world.update(conn=conn, database=database, tracking_uri=uri, dbname=name)
+        yield world
+    finally:
+        if previous is None:
+            os.environ.pop("PAYDATA_MLFLOW_ARTIFACTS", None)
+        else:
+            os.environ["PAYDATA_MLFLOW_ARTIFACTS"] = previous
+        conn.close()
+        client.drop_database(database.name)
+        client.close()
+        with admin.cursor() as cursor:
+            cursor.execute(sql_statement("drop_database_force", database=name))
+
+
+@pytest.fixture
+def scoring_app(scoring_world, tmp_path):
+    """``scoring_app(database=None, poll=False, poll_seconds=10, timeout_seconds=0.5)`` -> an object
+    with ``app`` (FastAPI, the real scorer over ``scoring_world``), ``holder``, ``metrics`` and
+    ``key`` (a valid API key; the keys file holds only its hash)."""
+    import secrets
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from ml.serving import auth
+    from ml.serving.app import create_app
+    from ml.serving.feature_store import OnlineFeatureStore
+    from ml.serving.metrics import ScorerMetrics
+    from ml.serving.reloader import ModelHolder
+    from ml.serving.scorer import Scorer
+
+    def _make(database=None, poll=False, poll_seconds=10.0, timeout_seconds=0.5):
+        key = secrets.token_urlsafe(32)
+        keys_file = tmp_path / f"keys-{secrets.token_hex(4)}"
+        keys_file.write_text(f"# callers\n{auth.key_line('tests', key)}\n")
+        definitions = scoring_world["definitions"]
+        metrics = ScorerMetrics()
+        holder = ModelHolder(MlflowClient(scoring_world["tracking_uri"]), name="fraud_scoring", alias="champion",
+                             model_features=definitions.model_features, metrics=metrics, poll_seconds=poll_seconds)
+        store = OnlineFeatureStore(scoring_world["database"] if database is None else database,
+                                   timeout_seconds=timeout_seconds)
+        app = create_app(holder=holder, scorer=Scorer(definitions, store, metrics),
+                         keys=auth.ApiKeys.from_file(keys_file), poll=poll)
+        return SimpleNamespace(app=app, holder=holder, metrics=metrics, key=key, store=store)
+
+    return _make

@@ -5,7 +5,8 @@ it was built from are on its row), splits it by time, fits the rules baseline's 
 the model, evaluates both on the newest part, and logs to MLflow: params, metrics of model and
 baseline, the feature definitions and their hash, the data version (positions, row counts, time
 ranges), the model (signature, input example, ``predict_proba`` as the pyfunc), and the PR,
-calibration and importance plots. The new version becomes ``challenger`` and the gate
+calibration and importance plots, and what the scorer needs (decision thresholds and the reason
+reference, :mod:`ml.training.serving_config`). The new version becomes ``challenger`` and the gate
 (:mod:`ml.registry.gate`) decides on ``champion``. Returns references and numbers, never data.
 """
 
@@ -26,6 +27,7 @@ from ml.training import plots
 from ml.training.baseline import RulesBaseline
 from ml.training.data import SPLIT_FRACTIONS, model_matrix, split_summary, time_split
 from ml.training.model import DEFAULT_PARAMS, SKOPS_TRUSTED_TYPES, booster_of, fit_model
+from ml.training.serving_config import SERVING_ARTIFACT, serving_config
 
 EXPERIMENT = "fraud_scoring"
 
@@ -110,12 +112,18 @@ def train_and_register(conn, training_set_id: int, *, definitions: Definitions |
         figure, importances = plots.feature_importance(result["model"], test_inputs, test_labels)
         mlflow.log_figure(figure, "plots/feature_importance.png")
         mlflow.log_dict(importances, "plots/feature_importance.json")
+        validation_inputs = result["inputs"]["validation"]
+        serving = serving_config(list(definitions.model_features), result["labels"]["validation"],
+                                 result["model"].predict_proba(validation_inputs)[:, 1], result["inputs"]["train"])
+        mlflow.log_dict(serving, SERVING_ARTIFACT)
         example = test_inputs.head(5)
         info = mlflow.sklearn.log_model(
             result["model"], name="model", signature=infer_signature(example, result["model"].predict_proba(example)),
             input_example=example, pyfunc_predict_fn="predict_proba", skops_trusted_types=SKOPS_TRUSTED_TYPES,
             registered_model_name=model_name)
         version = str(info.registered_model_version)
+        for band, threshold in serving["thresholds"].items():
+            client.set_model_version_tag(model_name, version, f"serving.{band}_threshold", f"{threshold:.6f}")
         decision = run_gate(client, model_name=model_name, challenger_version=version,
                             challenger_probabilities=result["test_probabilities"], holdout_inputs=test_inputs,
                             holdout_labels=test_labels,

@@ -29,6 +29,7 @@ PIPELINE_DAGS: list[str] = [
     "warehouse_build",
     "fraud_features",
     "fraud_train",
+    "fraud_score",
     "fraud_monitor",
     "backup",
 ]
@@ -132,6 +133,36 @@ def load_history(env: dict[str, str], today: datetime) -> float:
         if result.returncode != 0:
             raise DemoError(f"loading the history failed; log: {log_dir / 'history.log'}")
     return time.monotonic() - started
+
+
+SCORER_DAG = "fraud_score"
+
+
+def run_with_scorer(dag_id: str, logical_date: str, env: dict[str, str]) -> dict[str, float]:
+    """Run the scoring DAG against the scoring API started for it (ml.serving.local) and stopped
+    after; skipped, with the reason, when the scorer has no champion to serve."""
+    from ml.serving.local import LocalScorer
+
+    with LocalScorer(echo=lambda line: print(line, flush=True)) as connection:
+        if connection is None:
+            return {}
+        scorer_env = {**env, "AIRFLOW_CONN_" + settings.FRAUD_SCORER_CONN_ID.upper(): connection}
+        return {dag_id: run_dag(dag_id, logical_date, scorer_env, echo=lambda line: print(line, flush=True))}
+
+
+def score_bands() -> list[tuple]:
+    """Charges per model version and band in marts.fct_fraud_score (empty before the first scoring)."""
+    from paydata.sql import load_sql
+
+    conn = settings.pg_connect(settings.WAREHOUSE_CONN_ID)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(load_sql("scoring/schema.sql"))
+            cursor.execute(load_sql("scoring/band_summary.sql"))
+            return cursor.fetchall()
+    finally:
+        conn.rollback()
+        conn.close()
 
 
 def model_summary() -> dict | None:
@@ -367,6 +398,11 @@ def print_summary(timings: dict[str, float]) -> None:
             ours, theirs = model["metrics"].get(f"model.{metric}"), model["metrics"].get(f"baseline.{metric}")
             if ours is not None:
                 print(f"  {metric:<24} {ours:>10.4f} {theirs:>15.4f}")
+    bands = score_bands()
+    print("Fraud scores (marts.fct_fraud_score, from the scoring API):" if bands else
+          "Fraud scores: none yet (no champion to serve, or fraud_score did not run)")
+    for version, band, count, mean_score in bands:
+        print(f"  v{version:<6} {band:<8} {count:>10} charges  mean score {mean_score}")
     print_monitoring_summary()
     print_backup_summary()
     print(f"MLflow tracking store: {settings.mlflow_tracking_uri()}")
@@ -394,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
             if dag_id.endswith("_cdc"):
                 recover_lost_slots()
             print(f"running {dag_id} ...", flush=True)
+            if dag_id == SCORER_DAG:
+                timings.update(run_with_scorer(dag_id, logical_date, env))
+                continue
             timings[dag_id] = run_dag(dag_id, logical_date, env, echo=lambda line: print(line, flush=True))
     except DemoError as exc:
         print(f"error: {exc}", file=sys.stderr)

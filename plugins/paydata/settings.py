@@ -41,6 +41,8 @@ MONGO_USERS = {
     MONGO_BACKUP_CONN_ID: "paydata_backup",
 }
 MONGO_AUTH_SOURCE = "admin"
+# The fraud scoring API (ml/serving): an http connection with the caller's API key as password.
+FRAUD_SCORER_CONN_ID = "paydata_fraud_scorer"
 # The key store: wrapped data keys, in a database no capture or analyst role may connect to.
 KEYSTORE_CONN_ID = "paydata_keystore"
 # Least-privilege Postgres connections, one per login user (paydata/privileges.py, docs/security.md,

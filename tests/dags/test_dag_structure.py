@@ -45,6 +45,7 @@ EXPECTED_DOWNSTREAM = {
     "fraud_features": {"build_offline": {"refresh_online"}, "refresh_online": set()},
     "fraud_train": {"training_set": {"train"}, "train": set()},
     "fraud_monitor": {"monitor": {"request_retrain"}, "request_retrain": set()},
+    "fraud_score": {"score_charges": set()},
 }
 
 
@@ -171,3 +172,13 @@ def test_monitoring_runs_daily_and_on_new_scores_and_its_retrain_request_schedul
     awaited = {asset.uri for asset in dags["fraud_train"].timetable.asset_condition.objects}
     assert set(published) <= awaited
     assert set(monitor.params) == {"as_of"}
+
+
+def test_fraud_scores_follow_the_charge_fact_the_warehouse_build_publishes(dags):
+    published = {outlet.uri for outlet in dags["warehouse_build"].get_task("build").outlets}
+    condition = dags["fraud_score"].timetable.asset_condition
+    awaited = {asset.uri for asset in getattr(condition, "objects", [condition])}
+    assert "paydata://warehouse/marts/fct_charge" in published
+    assert awaited == {"paydata://warehouse/marts/fct_charge"}
+    assert [o.uri for o in dags["fraud_score"].get_task("score_charges").outlets] == [
+        "paydata://warehouse/marts/fct_fraud_score"]

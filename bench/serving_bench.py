@@ -1,0 +1,287 @@
+"""Fraud scorer vs `mlflow models serve`: open-loop latency at fixed rates, peak throughput, memory.
+
+    .venv/bin/python -m bench serving_bench [--rates 100 200] [--seconds 20] [--runs 3]
+
+Prepares generated history (three weeks, 9,000 payments), a registered champion and the online
+documents in throwaway databases, then per run:
+
+* starts the scorer (``python -m ml.serving``, one uvicorn worker, threads pinned to one) and
+  ``mlflow models serve --env-manager local -w 1`` on the same model version;
+* sends open-loop load at each rate for ``--seconds`` (requests leave at fixed times whatever the
+  answers do; latency counts from the scheduled send, so queueing shows): the scorer gets
+  ``/v1/score`` with the online feature lookup, mlflow gets ``/invocations`` with the model's
+  inputs already computed (``dataframe_split``, no lookup);
+* measures peak throughput closed-loop (16 concurrent callers, 10 s) and the RSS of each server's
+  process tree after the load.
+
+Also the in-process floors: one ``predict_proba`` on one row, and the scorer's whole path (lookup,
+inputs, model, reasons) without HTTP. Prints a Markdown table of the medians over runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PEAK_CONCURRENCY = 16
+PEAK_SECONDS = 10
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def tree_rss(pid: int) -> int:
+    import psutil
+
+    process = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+
+
+def wait_ready(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready (exit code {process.poll()})")
+
+
+async def open_loop(url: str, bodies: list, headers: dict, rate: float, seconds: float) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    count = int(rate * seconds)
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(headers=headers, timeout=10, limits=limits) as client:
+        start = time.perf_counter() + 0.2
+
+        async def one(index: int) -> None:
+            nonlocal errors
+            due = start + index / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            try:
+                response = await client.post(url, json=bodies[index % len(bodies)])
+                if response.status_code != 200:
+                    errors += 1
+                    return
+            except httpx.HTTPError:
+                errors += 1
+                return
+            latencies.append(time.perf_counter() - due)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")
+
+    return {"p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": errors, "sent": count,
+            "achieved_rps": len(latencies) / elapsed}
+
+
+async def closed_loop(url: str, bodies: list, headers: dict) -> float:
+    import httpx
+
+    done = 0
+    async with httpx.AsyncClient(headers=headers, timeout=10) as client:
+        stop = time.perf_counter() + PEAK_SECONDS
+
+        async def caller(offset: int) -> None:
+            nonlocal done
+            index = offset
+            while time.perf_counter() < stop:
+                response = await client.post(url, json=bodies[index % len(bodies)])
+                done += response.status_code == 200
+                index += PEAK_CONCURRENCY
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller(i) for i in range(PEAK_CONCURRENCY)))
+        return done / (time.perf_counter() - started)
+
+
+def measure(url: str, bodies: list, headers: dict, pid: int, rates: list[float], seconds: float) -> dict:
+    asyncio.run(open_loop(url, bodies, headers, 50, 2))  # warm-up: connections, lazy imports
+    result = {f"rate_{int(rate)}": asyncio.run(open_loop(url, bodies, headers, rate, seconds)) for rate in rates}
+    result["peak_rps"] = asyncio.run(closed_loop(url, bodies, headers))
+    result["rss_mb"] = tree_rss(pid) / 2**20
+    return result
+
+
+def floors(world: dict, database, bodies: list) -> dict:
+    import mlflow
+    from threadpoolctl import threadpool_limits
+
+    from ml.serving.feature_store import OnlineFeatureStore
+    from ml.serving.metrics import ScorerMetrics
+    from ml.serving.model import load_version
+    from ml.serving.schemas import ChargeAttributes
+    from ml.serving.scorer import Scorer
+
+    client = mlflow.tracking.MlflowClient()
+    loaded = load_version(client, "fraud_scoring", world["model_version"], world["definitions"].model_features)
+    scorer = Scorer(world["definitions"], OnlineFeatureStore(database, timeout_seconds=1), ScorerMetrics())
+    charges = [ChargeAttributes(**body) for body in bodies[:200]]
+    inputs = [scorer.inputs([c])[0] for c in charges[:50]]
+    timings: dict[str, list[float]] = {"predict_proba_ms": [], "scorer_path_ms": []}
+    with threadpool_limits(limits=1):
+        for i in range(2000):
+            row = inputs[i % len(inputs)]
+            started = time.perf_counter()
+            loaded.model.predict_proba(row)
+            timings["predict_proba_ms"].append(1000 * (time.perf_counter() - started))
+        for i in range(500):
+            started = time.perf_counter()
+            scorer.score(loaded, [charges[i % len(charges)]])
+            timings["scorer_path_ms"].append(1000 * (time.perf_counter() - started))
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 200.0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    import mlflow
+
+    from ml.serving import auth, sample
+    from ml.serving.feature_store import OnlineFeatureStore
+    from ml.serving.metrics import ScorerMetrics
+    from ml.serving.schemas import ChargeAttributes
+    from ml.serving.scorer import Scorer
+    from paydata.sql import load_sql
+    from paydata.stack import admin_connect, ensure_up, mongo_root_client
+    from paydata.stack.config import PG_SUPERUSER
+    from paydata.stack.mongo import user_uri
+    from paydata.stack.postgres import sql_statement
+
+    stack = ensure_up()
+    work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    name = f"serving_bench_{secrets.token_hex(4)}"
+    admin = admin_connect("postgres", config=stack)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(sql_statement("create_database", database=name, owner=PG_SUPERUSER))
+    conn = admin_connect(name, config=stack)
+    mongo = mongo_root_client(stack)
+    database = mongo[name]
+    servers: list[subprocess.Popen] = []
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(load_sql("warehouse/testing/staging_layout.sql"))
+        conn.commit()
+        uri = f"sqlite:///{work / 'mlflow.db'}"
+        os.environ["PAYDATA_MLFLOW_ARTIFACTS"] = str(work / "artifacts")
+        mlflow.set_tracking_uri(uri)
+        started = time.monotonic()
+        world = sample.prepare(conn, database, uri)
+        print(f"prepared history, model v{world['model_version']} and {world['online']['documents']} online "
+              f"documents in {time.monotonic() - started:.0f} s", flush=True)
+        bodies = sample.charges(conn, 2000)
+        scorer = Scorer(world["definitions"], OnlineFeatureStore(database, timeout_seconds=5), ScorerMetrics())
+        frames = [scorer.inputs([ChargeAttributes(**b)])[0] for b in bodies[:500]]
+        mlflow_bodies = [{"dataframe_split": json.loads(f.to_json(orient="split", index=False))} for f in frames]
+
+        key = secrets.token_urlsafe(32)
+        (work / "keys").write_text(auth.key_line("bench", key) + "\n")
+        root_password = stack.mongo_password_file("paydata_root").read_text().strip()
+        # mlflow serve runs `uvicorn` by name: the virtualenv's bin must be on PATH
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               "MLFLOW_TRACKING_URI": uri, "PAYDATA_SCORER_API_KEYS_FILE": str(work / "keys"),
+               "PAYDATA_SCORER_MONGO_CONN_ID": "paydata_bench_mongo",
+               "AIRFLOW_CONN_PAYDATA_BENCH_MONGO": json.dumps({
+                   "conn_type": "mongo", "host": "127.0.0.1", "port": stack.mongo_port, "schema": name,
+                   "extra": {"uri": user_uri(stack, "paydata_root", root_password)}})}
+        results: dict[str, list[dict]] = {"scorer": [], "mlflow": []}
+        for run in range(args.runs):
+            port = free_port()
+            scorer_process = subprocess.Popen([sys.executable, "-m", "ml.serving", "--port", str(port),
+                                               "--log-level", "warning"], env=env, cwd=REPO)
+            servers.append(scorer_process)
+            wait_ready(f"http://127.0.0.1:{port}/readyz", scorer_process)
+            results["scorer"].append(measure(f"http://127.0.0.1:{port}/v1/score", bodies, {"X-API-Key": key},
+                                             scorer_process.pid, args.rates, args.seconds))
+            scorer_process.terminate()
+            scorer_process.wait(timeout=30)
+            port = free_port()
+            log = (work / f"mlflow-serve-{run}.log").open("w")
+            mlflow_process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+                 f"models:/fraud_scoring/{world['model_version']}", "--env-manager", "local", "-w", "1",
+                 "-h", "127.0.0.1", "-p", str(port)], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+            servers.append(mlflow_process)
+            try:
+                wait_ready(f"http://127.0.0.1:{port}/ping", mlflow_process)
+            except RuntimeError:
+                print((work / f"mlflow-serve-{run}.log").read_text()[-3000:], file=sys.stderr)
+                raise
+            results["mlflow"].append(measure(f"http://127.0.0.1:{port}/invocations", mlflow_bodies, {},
+                                             mlflow_process.pid, args.rates, args.seconds))
+            os.killpg(mlflow_process.pid, 15)
+            mlflow_process.wait(timeout=30)
+            print(f"run {run + 1}: {json.dumps(results, default=float)[:2000]}", flush=True)
+        floor = floors(world, database, bodies)
+        report(results, floor, args)
+    finally:
+        for process in servers:
+            if process.poll() is None:
+                process.kill()
+        conn.close()
+        mongo.drop_database(name)
+        mongo.close()
+        with admin.cursor() as cursor:
+            cursor.execute(sql_statement("drop_database_force", database=name))
+        admin.close()
+    return 0
+
+
+def report(results: dict, floor: dict, args) -> None:
+    def median(target: str, *path) -> float:
+        values = []
+        for run in results[target]:
+            value = run
+            for key in path:
+                value = value[key]
+            values.append(value)
+        return statistics.median(values)
+
+    print(f"\n{dt.date.today()}: medians of {args.runs} runs, {args.seconds:.0f} s per rate, one worker each\n")
+    print("| server | rate (req/s) | p50 (ms) | p99 (ms) | errors | peak (req/s) | RSS (MB) |")
+    print("|---|---|---|---|---|---|---|")
+    for target, label in (("scorer", "scorer `/v1/score` (with feature lookup)"),
+                          ("mlflow", "`mlflow models serve` (features given)")):
+        for rate in args.rates:
+            key = f"rate_{int(rate)}"
+            print(f"| {label} | {int(rate)} | {median(target, key, 'p50_ms'):.1f} | {median(target, key, 'p99_ms'):.1f} "
+                  f"| {sum(r[key]['errors'] for r in results[target])} | {median(target, 'peak_rps'):.0f} "
+                  f"| {median(target, 'rss_mb'):.0f} |")
+    print(f"\nIn-process floors (medians): one predict_proba on one row {floor['predict_proba_ms']:.2f} ms; "
+          f"the scorer's path without HTTP (lookup, inputs, model, reasons) {floor['scorer_path_ms']:.2f} ms")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

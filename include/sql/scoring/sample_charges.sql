@@ -1,0 +1,9 @@
+-- The newest charges of the marts as scoring requests (tests and the serving benchmark).
+SELECT c.charge_id, c.customer_id, coalesce(pm.fingerprint, 'pm:' || c.payment_method_id) AS card_fingerprint,
+       c.device_id, c.ip_address_token, c.session_id, c.merchant_id, c.amount, c.currency_code, c.amount_usd,
+       c.card_country_code, c.created_at
+FROM marts.fct_charge AS c
+LEFT JOIN staging.oltp_payment_method AS pm USING (payment_method_id)
+WHERE NOT c.is_deleted AND c.created_at IS NOT NULL AND c.merchant_id IS NOT NULL AND c.amount IS NOT NULL
+ORDER BY c.created_at DESC, c.charge_id DESC
+LIMIT %(limit)s;

@@ -1,0 +1,1 @@
+SELECT scored_lsn FROM marts.fraud_score_state WHERE model_name = %(model_name)s;
