@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     from ml.serving.metrics import ScorerMetrics
     from ml.serving.schemas import ChargeAttributes
     from ml.serving.scorer import Scorer
-    from paydata.sql import load_sql
+    from paydata.settings import REPO_ROOT
+    from paydata.sql import SqlLibrary
     from paydata.stack import admin_connect, ensure_up, mongo_root_client
     from paydata.stack.config import PG_SUPERUSER
     from paydata.stack.mongo import user_uri
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[subprocess.Popen] = []
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("warehouse/testing/staging_layout.sql"))
+            cursor.execute(SqlLibrary(REPO_ROOT / "tests" / "sql").load("warehouse/staging_layout.sql"))
         conn.commit()
         uri = f"sqlite:///{work / 'mlflow.db'}"
         os.environ["PAYDATA_MLFLOW_ARTIFACTS"] = str(work / "artifacts")

@@ -119,7 +119,8 @@ def scoring_world(stack, admin_connect, tmp_path_factory):
     import mlflow
 
     from ml.serving import sample
-    from paydata.sql import load_sql
+    from paydata.settings import REPO_ROOT
+    from paydata.sql import SqlLibrary
     from paydata.stack import mongo_root_client
     from paydata.stack.config import PG_SUPERUSER
     from paydata.stack.postgres import sql_statement
@@ -131,7 +132,7 @@ def scoring_world(stack, admin_connect, tmp_path_factory):
         cursor.execute(sql_statement("create_database", database=name, owner=PG_SUPERUSER))
     conn = admin_connect(name)
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("warehouse/testing/staging_layout.sql"))
+        cursor.execute(SqlLibrary(REPO_ROOT / "tests" / "sql").load("warehouse/staging_layout.sql"))
     conn.commit()
     client = mongo_root_client(stack, serverSelectionTimeoutMS=5000)
     database = client[_unique_name("t")]
