@@ -2,47 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import statistics
 from collections import Counter
 
 import pytest
 
-from paydata.crypto import (
-    KEK_FILE_ENV,
-    KEK_INLINE_ENV,
-    TOKEN_KEY_FILE_ENV,
-    TOKEN_KEY_INLINE_ENV,
-    new_keyfile,
-    reload_keys,
-)
 from paydata.generator import GeneratorError, TrafficConfig
 from paydata.generator.reference import MerchantProfile, chargeable_currencies
 from paydata.generator.shift import NO_SHIFT, WorldShift
 from paydata.generator.traffic import CATEGORY_BY_MCC, TrafficGenerator
+from tests.unit.test_generator import MERCHANTS as BASE_MERCHANTS
+from tests.unit.test_generator import START, keys  # noqa: F401 (keys: the autouse key-ring fixture)
 
-START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-MERCHANTS = [
-    MerchantProfile(1, "5411", "US", "USD"),
-    MerchantProfile(2, "4511", "GB", "GBP", payout_schedule="weekly"),
-    MerchantProfile(3, "5814", "JP", "JPY"),
-    MerchantProfile(4, "7995", "DE", "EUR", risk_tier_code="high"),
-    MerchantProfile(5, "4829", "KW", "KWD", risk_tier_code="high", payout_schedule="monthly"),
-    MerchantProfile(6, "5817", "BR", "BRL"),
-]
-
-
-@pytest.fixture(autouse=True)
-def keys(tmp_path, monkeypatch):
-    new_keyfile(tmp_path / "kek", "kek1")
-    new_keyfile(tmp_path / "token", "tok1")
-    monkeypatch.setenv(KEK_FILE_ENV, str(tmp_path / "kek"))
-    monkeypatch.setenv(TOKEN_KEY_FILE_ENV, str(tmp_path / "token"))
-    monkeypatch.delenv(KEK_INLINE_ENV, raising=False)
-    monkeypatch.delenv(TOKEN_KEY_INLINE_ENV, raising=False)
-    reload_keys()
-    yield
-    reload_keys()
+MERCHANTS = [*BASE_MERCHANTS, MerchantProfile(6, "5817", "BR", "BRL")]
 
 
 def charges(shift: WorldShift = NO_SHIFT, seed: int = 3, payments: int = 6000):
