@@ -223,3 +223,44 @@ def test_definition_file_errors_are_reported(tmp_path):
         nosql.load_definitions(bad)
     with pytest.raises(nosql.NoSqlDefinitionError, match="unknown query"):
         nosql.load_query("drop_everything")
+
+
+def _internal_error(message: str):
+    from pymongo.errors import OperationFailure
+
+    return OperationFailure(message, code=1, details={"ok": 0, "errmsg": message, "code": 1})
+
+
+def test_unlabelled_commit_conflict_is_retried_and_other_errors_are_not():
+    from paydata.cdc.sinks.mongo.sink import run_transaction_retrying_conflicts
+
+    calls = []
+
+    def conflicts_twice():
+        calls.append(1)
+        if len(calls) < 3:
+            raise _internal_error("WT_ROLLBACK: conflict between concurrent operations")
+        return "applied"
+
+    assert run_transaction_retrying_conflicts(conflicts_twice, pause=0) == "applied"
+    assert len(calls) == 3
+
+    other = []
+
+    def fails_otherwise():
+        other.append(1)
+        raise _internal_error("disk full")
+
+    with pytest.raises(Exception, match="disk full"):
+        run_transaction_retrying_conflicts(fails_otherwise, pause=0)
+    assert len(other) == 1
+
+    persistent = []
+
+    def always_conflicts():
+        persistent.append(1)
+        raise _internal_error("conflict between concurrent operations")
+
+    with pytest.raises(Exception, match="conflict between concurrent operations"):
+        run_transaction_retrying_conflicts(always_conflicts, attempts=3, pause=0)
+    assert len(persistent) == 3

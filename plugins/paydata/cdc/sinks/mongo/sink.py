@@ -5,6 +5,7 @@ their offsets, in one transaction; truncates; preparing the collections. See :mo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +43,43 @@ from paydata.cdc.sinks.mongo.documents import (
 )
 
 log = logging.getLogger(__name__)
+
+INTERNAL_ERROR = 1
+COMMIT_CONFLICT_ATTEMPTS = 4
+
+
+def is_reported_commit_conflict(exc: BaseException) -> bool:
+    """True for a storage write conflict that the server reports as a plain internal error.
+
+    MongoDB labels write conflicts ``TransientTransactionError`` and pymongo's ``with_transaction``
+    retries them; SecantusDB reports WiredTiger's "conflict between concurrent operations" as code 1
+    without a label, which would otherwise stop the whole CDC run (docs/mongo.md).
+    """
+    from pymongo.errors import OperationFailure
+
+    if not isinstance(exc, OperationFailure) or exc.code != INTERNAL_ERROR:
+        return False
+    return "conflict" in str(exc.details.get("errmsg", "") if exc.details else exc).lower()
+
+
+def run_transaction_retrying_conflicts(
+    transaction: Callable[[], Any], *, attempts: int = COMMIT_CONFLICT_ATTEMPTS, pause: float = 0.05
+) -> Any:
+    """Run ``transaction`` (one whole ``with_transaction``), again after an unlabelled conflict.
+
+    Safe because a failed transaction keeps nothing and a batch that did commit is skipped by the
+    offset guard on the next attempt. Any other error, or the last conflict, is raised.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return transaction()
+        except Exception as exc:
+            if attempt == attempts or not is_reported_commit_conflict(exc):
+                raise
+            log.warning("Mongo transaction hit a write conflict reported as an internal error; "
+                        "retrying (attempt %d of %d)", attempt + 1, attempts)
+            time.sleep(pause * attempt)
+    raise AssertionError("unreachable")
 
 # ---------------------------------------------------------------------------------------------
 # Batch application
@@ -180,8 +218,12 @@ class MongoSink:
                 raise UnsupportedChange(f"unknown change kind {change.kind!r}")
         if not self.uses_transactions:
             return self._apply(source, changes, None)
-        with self.database.client.start_session() as session:
-            return session.with_transaction(lambda s: self._apply(source, changes, s))
+
+        def transaction() -> Position:
+            with self.database.client.start_session() as session:
+                return session.with_transaction(lambda s: self._apply(source, changes, s))
+
+        return run_transaction_retrying_conflicts(transaction)
 
     def replay(self, source: str, change: CapturedChange) -> bool:
         """Apply one change below the stored offset (a dead letter re-read from the source).
@@ -195,10 +237,14 @@ class MongoSink:
         if not self.uses_transactions:
             self._apply_segment([change], self._truncate_watermarks(source, None), None)
             return True
-        with self.database.client.start_session() as session:
-            session.with_transaction(
-                lambda s: self._apply_segment([change], self._truncate_watermarks(source, s), s)
-            )
+
+        def transaction() -> None:
+            with self.database.client.start_session() as session:
+                session.with_transaction(
+                    lambda s: self._apply_segment([change], self._truncate_watermarks(source, s), s)
+                )
+
+        run_transaction_retrying_conflicts(transaction)
         return True
 
     def _apply(self, source: str, changes: list[CapturedChange], session: ClientSession | None) -> Position:
