@@ -322,3 +322,100 @@ def test_build_needs_staging_tables(stack, admin_connect, fresh_database):
     conn = admin_connect(fresh_database(prefix="warehouse_empty"))
     with pytest.raises(psycopg2.errors.UndefinedTable, match="staging"):
         build(conn)
+
+
+@pytest.fixture
+def loader_warehouse(stack, admin_connect, fresh_database):
+    """A warehouse migrated and defined by its real owner, with the staging layout, and a connection
+    as a throwaway member of ``warehouse_loader``: ``(owner, loader)``."""
+    import secrets
+    import uuid
+
+    from paydata.settings import DATABASE_OWNERS
+    from paydata.warehouse import ensure_marts
+
+    from .conftest import TEST_SQL
+
+    owner_role = DATABASE_OWNERS["warehouse"]
+    dbname = fresh_database(prefix="warehouse_loader", owner=owner_role)
+
+    def connect(user: str, password: str):
+        return psycopg2.connect(host=str(stack.pg_socket_dir), port=stack.pg_port, user=user, password=password,
+                                dbname=dbname, connect_timeout=5)
+
+    owner = connect(owner_role, stack.password_file(owner_role).read_text().strip())
+    apply_migrations(owner, "warehouse")
+    ensure_marts(owner)
+    with owner.cursor() as cursor:
+        cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
+    owner.commit()
+    admin = admin_connect("postgres")
+    admin.autocommit = True
+    role, password = f"loader_{uuid.uuid4().hex[:10]}", secrets.token_urlsafe(16)
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s IN ROLE warehouse_loader").format(
+            sql.Identifier(role)), (password,))
+        cursor.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname),
+                                                                           sql.Identifier(role)))
+    loader = connect(role, password)
+    try:
+        yield owner, loader
+    finally:
+        loader.close()
+        owner.close()
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(sql.Identifier(dbname),
+                                                                                  sql.Identifier(role)))
+            cursor.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_the_loader_builds_rebuilds_and_refreshes_a_migrated_warehouse_without_owning_anything(loader_warehouse):
+    from paydata.warehouse.schema import MartsNotDefined
+
+    from .conftest import Staging
+
+    owner, loader = loader_warehouse
+    staging = Staging(owner)
+    for _ in seed_story(staging):
+        build(loader)
+    incremental = snapshot(owner)
+    assert len(incremental["fct_balance_transaction"]) == 4
+    indexes_before = fact_indexes(owner)
+
+    rebuilt = build(loader, full_rebuild=True)  # TRUNCATE and the index drop through the owner's functions
+    assert sorted(rebuilt["fact_indexes_rebuilt"]) == sorted(
+        name for name in indexes_before if name != "fct_balance_transaction_pkey")
+    assert snapshot(owner) == incremental
+    assert fact_indexes(owner) == indexes_before
+    assert query(owner, "SELECT count(*) FROM security.rebuild_dropped_index") == [(0,)]
+    assert set(refresh_aggregates(loader)) == {"agg_daily_merchant_volume", "agg_authorisation_rate",
+                                               "agg_refund_dispute_rate"}
+    assert query(owner, "SELECT count(*) FROM marts.agg_daily_merchant_volume")[0][0] > 0
+    assert set(refresh_aggregates(loader).values()) == {"concurrent"}
+    assert query(owner, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'marts'") == [
+        ("warehouse_owner",)], "the loader created nothing"
+
+    # definitions older than the code: the loader may not apply them, so it stops and names the step
+    with owner.cursor() as cursor:
+        cursor.execute("UPDATE security.applied_definitions SET checksum = 'stale'")
+    owner.commit()
+    with pytest.raises(MartsNotDefined, match="paydata.migrations apply --db warehouse"):
+        build(loader)
+
+
+def test_a_failed_loader_rebuild_leaves_data_and_indexes_as_they_were(loader_warehouse):
+    from .conftest import Staging
+
+    owner, loader = loader_warehouse
+    for _ in seed_story(Staging(owner)):
+        pass
+    build(loader)
+    before, indexes_before = snapshot(owner), fact_indexes(owner)
+    with owner.cursor() as cursor:
+        cursor.execute("UPDATE staging.oltp_balance_transaction SET fee = -1 WHERE balance_transaction_id = 103")
+    owner.commit()
+    with pytest.raises(BuildInputError):
+        build(loader, full_rebuild=True)
+    assert snapshot(owner) == before
+    assert fact_indexes(owner) == indexes_before
+    assert query(owner, "SELECT count(*) FROM security.rebuild_dropped_index") == [(0,)]

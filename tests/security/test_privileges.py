@@ -76,6 +76,34 @@ WAREHOUSE_CASES = [
     ("loader", "SELECT count(*) FROM ml.test_scores", DENIED),
     ("loader", "CREATE TABLE staging.loader_made (id int)", DENIED),
     ("loader", "ALTER TABLE marts.fct_charge DISABLE ROW LEVEL SECURITY", DENIED),
+    # the loader's runtime (CDC sink, marts build): data, the owner's three functions, no DDL
+    ("loader", "INSERT INTO staging.test_mirror SELECT 1 WHERE false", OK),
+    ("loader", "CREATE TEMPORARY TABLE loader_batch (id int)", OK),
+    ("loader", "SELECT count(*) FROM security.applied_definitions", OK),
+    ("loader", "SELECT security.begin_full_rebuild()", OK),
+    ("loader", "SELECT security.begin_full_rebuild(); SELECT security.recreate_rebuild_indexes()", OK),
+    ("loader", "SELECT security.refresh_marts_view('agg_daily_merchant_volume', false)", OK),
+    ("loader", "SELECT security.refresh_marts_view('analyst_merchant', false)", "42P01"),
+    ("loader", "DROP TABLE marts.fct_charge", DENIED),
+    ("loader", "DROP TABLE staging.test_mirror", DENIED),
+    ("loader", "ALTER TABLE staging.test_mirror ADD COLUMN extra int", DENIED),
+    ("loader", "ALTER TABLE marts.fct_charge DISABLE TRIGGER ALL", DENIED),
+    ("loader", "ALTER TABLE marts.fct_charge NO FORCE ROW LEVEL SECURITY", DENIED),
+    ("loader", "DROP POLICY writers ON marts.fct_charge", DENIED),
+    ("loader", "TRUNCATE marts.fct_charge", DENIED),
+    ("loader", "TRUNCATE staging.test_mirror", DENIED),
+    ("loader", "DROP INDEX marts.fct_charge_merchant_idx", DENIED),
+    ("loader", "CREATE INDEX loader_idx ON staging.test_mirror (id)", DENIED),
+    ("loader", "REFRESH MATERIALIZED VIEW marts.agg_daily_merchant_volume", DENIED),
+    ("loader", "SELECT count(*) FROM security.rebuild_dropped_index", DENIED),
+    ("loader", "INSERT INTO security.rebuild_dropped_index VALUES ('x', 'DROP TABLE marts.fct_charge')", DENIED),
+    ("loader", "UPDATE security.applied_definitions SET checksum = 'x' WHERE false", DENIED),
+    ("loader", "SELECT count(*) FROM security.analyst_merchant", DENIED),
+    ("loader", "SELECT security.apply_grants()", DENIED),
+    ("loader", "CREATE SCHEMA loader_made", DENIED),
+    *[(who, statement, DENIED) for who in ("analyst", "ml", "merchant")
+      for statement in ("SELECT security.begin_full_rebuild()",
+                        "SELECT security.refresh_marts_view('agg_daily_merchant_volume', false)")],
     ("analyst", "SELECT count(*) FROM marts.fct_charge", OK),
     ("analyst", "SELECT count(*) FROM marts.agg_daily_merchant_volume", OK),
     ("analyst", "SELECT count(*) FROM analytics.charges", OK),
@@ -282,7 +310,16 @@ def test_connect_is_granted_only_where_the_matrix_says(stack, admin_connect, gro
     assert allowed == (database in privileges.GROUP_DATABASES[group])
 
 
-def test_the_application_connection_is_denied_the_audit_log_on_the_real_stack(stack):
+@pytest.fixture(scope="module")
+def migrated_stack(stack):
+    """The stack's own databases migrated and defined, as `stack up` and `schema_migrate` leave them."""
+    from paydata.migrations import apply_all
+
+    apply_all()
+    return stack
+
+
+def test_the_application_connection_is_denied_the_audit_log_on_the_real_stack(migrated_stack):
     conn = settings.pg_connect(settings.OLTP_APP_CONN_ID)
     try:
         assert outcome(conn, "SELECT count(*) FROM customer") == OK
@@ -292,3 +329,22 @@ def test_the_application_connection_is_denied_the_audit_log_on_the_real_stack(st
         conn.close()
     with pytest.raises(psycopg2.OperationalError, match="keystore"):
         settings.pg_connect(settings.OLTP_APP_CONN_ID, dbname="keystore")
+
+
+@pytest.mark.parametrize("conn_id", [settings.WAREHOUSE_LOADER_CONN_ID, settings.WAREHOUSE_ML_CONN_ID])
+def test_a_job_runtime_connection_cannot_do_owner_things_on_the_real_stack(migrated_stack, conn_id):
+    """The connections the CDC sink, the marts build and the ML jobs run with: no DDL, no trigger or
+    row-security switch, no key store."""
+    conn = settings.pg_connect(conn_id)
+    try:
+        for statement in ("DROP TABLE marts.fct_charge", "ALTER TABLE marts.fct_charge ADD COLUMN extra int",
+                          "ALTER TABLE marts.fct_charge DISABLE TRIGGER ALL",
+                          "ALTER TABLE marts.fct_charge DISABLE ROW LEVEL SECURITY",
+                          "TRUNCATE marts.fct_charge", "CREATE TABLE marts.job_made (id int)",
+                          "REFRESH MATERIALIZED VIEW marts.agg_daily_merchant_volume",
+                          "DROP TABLE staging.cdc_offsets", "CREATE TABLE staging.job_made (id int)"):
+            assert outcome(conn, statement) == DENIED, statement
+    finally:
+        conn.close()
+    with pytest.raises(psycopg2.OperationalError, match="keystore"):
+        settings.pg_connect(conn_id, dbname="keystore")
