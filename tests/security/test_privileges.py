@@ -285,7 +285,7 @@ def test_a_scoped_analyst_cannot_widen_their_scope(warehouse_matrix):
     conn.rollback()
 
 
-@pytest.mark.parametrize("user", privileges.LOGIN_USERS, ids=lambda user: user.name)
+@pytest.mark.parametrize("user", privileges.role_connections().values(), ids=lambda user: user.conn_id)
 def test_each_stack_connection_logs_in_as_its_least_privileged_user(stack, user):
     conn = settings.pg_connect(user.conn_id)
     try:
