@@ -325,48 +325,10 @@ def test_build_needs_staging_tables(stack, admin_connect, fresh_database):
 
 
 @pytest.fixture
-def loader_warehouse(stack, admin_connect, fresh_database):
+def loader_warehouse(role_warehouse):
     """A warehouse migrated and defined by its real owner, with the staging layout, and a connection
     as a throwaway member of ``warehouse_loader``: ``(owner, loader)``."""
-    import secrets
-    import uuid
-
-    from paydata.settings import DATABASE_OWNERS
-    from paydata.warehouse import ensure_marts
-
-    from .conftest import TEST_SQL
-
-    owner_role = DATABASE_OWNERS["warehouse"]
-    dbname = fresh_database(prefix="warehouse_loader", owner=owner_role)
-
-    def connect(user: str, password: str):
-        return psycopg2.connect(host=str(stack.pg_socket_dir), port=stack.pg_port, user=user, password=password,
-                                dbname=dbname, connect_timeout=5)
-
-    owner = connect(owner_role, stack.password_file(owner_role).read_text().strip())
-    apply_migrations(owner, "warehouse")
-    ensure_marts(owner)
-    with owner.cursor() as cursor:
-        cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
-    owner.commit()
-    admin = admin_connect("postgres")
-    admin.autocommit = True
-    role, password = f"loader_{uuid.uuid4().hex[:10]}", secrets.token_urlsafe(16)
-    with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s IN ROLE warehouse_loader").format(
-            sql.Identifier(role)), (password,))
-        cursor.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname),
-                                                                           sql.Identifier(role)))
-    loader = connect(role, password)
-    try:
-        yield owner, loader
-    finally:
-        loader.close()
-        owner.close()
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(sql.Identifier(dbname),
-                                                                                  sql.Identifier(role)))
-            cursor.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    return role_warehouse.owner, role_warehouse.member("warehouse_loader")
 
 
 def test_the_loader_builds_rebuilds_and_refreshes_a_migrated_warehouse_without_owning_anything(loader_warehouse):

@@ -117,7 +117,20 @@ WAREHOUSE_CASES = [
     ("ml", "SELECT count(*) FROM features.test_features", OK),
     ("ml", "INSERT INTO ml.test_scores SELECT 1 WHERE false", OK),
     ("ml", "CREATE TABLE ml.ml_made (id int)", OK),
-    ("ml", "INSERT INTO features.test_features SELECT 1 WHERE false", DENIED),
+    # the feature and training-set builds: the features' data and two staging mirrors, no DDL
+    ("ml", "INSERT INTO features.test_features SELECT 1 WHERE false", OK),
+    ("ml", "DELETE FROM features.test_features WHERE false", OK),
+    ("ml", "TRUNCATE features.test_features", OK),
+    ("ml", "CREATE TEMPORARY TABLE ml_spine (id int)", OK),
+    ("ml", "SELECT count(*) FROM staging.oltp_payment_method", OK),
+    ("ml", "SELECT count(*) FROM staging.oltp_dispute", OK),
+    ("ml", "INSERT INTO staging.oltp_dispute SELECT 1 WHERE false", DENIED),
+    ("ml", "CREATE TABLE features.ml_made (id int)", DENIED),
+    ("ml", "DROP TABLE features.test_features", DENIED),
+    ("ml", "ALTER TABLE features.test_features ADD COLUMN extra int", DENIED),
+    ("ml", "CREATE INDEX ml_idx ON features.test_features (id)", DENIED),
+    ("ml", "SELECT security.apply_table_grants()", DENIED),
+    ("analyst", "SELECT count(*) FROM staging.oltp_payment_method", DENIED),
     ("ml", "UPDATE marts.fct_charge SET status = status WHERE false", DENIED),
     ("ml", "SELECT count(*) FROM staging.test_mirror", DENIED),
     ("ml", "CREATE TABLE marts.ml_made (id int)", DENIED),
@@ -187,6 +200,9 @@ def warehouse_matrix(stack, admin_connect):
         ensure_marts(owner)
         with owner.cursor() as cursor:
             cursor.execute("CREATE TABLE staging.test_mirror (id int)")
+            cursor.execute("CREATE TABLE staging.oltp_payment_method (id int)")
+            cursor.execute("CREATE TABLE staging.oltp_dispute (id int)")
+            cursor.execute("SELECT security.apply_table_grants()")
             cursor.execute("CREATE TABLE features.test_features (id int)")
             cursor.execute("CREATE TABLE ml.test_scores (id int)")
             for number, merchant in enumerate(MERCHANTS * 3):

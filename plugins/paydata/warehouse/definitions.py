@@ -2,17 +2,19 @@
 
 The marts (``ensure_marts``), the CDC staging mirrors of every captured source (their columns
 follow the source catalog and the capture manifest, so they are derived, not written as
-migrations) and the capture bookkeeping tables (confirm ledger, dead letters) are created here,
-once per migrate run, by the warehouse owner. The jobs that fill them connect as
-``warehouse_loader``, which may not run DDL: its sink and build only check, with reads, that the
-definitions are in place and name ``python -m paydata.migrations apply --db warehouse`` when not
-(docs/security.md, *Which role each job connects as*).
+migrations), the capture bookkeeping tables (confirm ledger, dead letters) and the feature store of
+the current feature definitions are created here, once per migrate run, by the warehouse owner.
+The jobs that fill them connect as ``warehouse_loader`` or ``ml``, which may not run DDL: they only
+check, with reads, that the definitions are in place and name ``python -m paydata.migrations apply
+--db warehouse`` when not (docs/security.md, *Which role each job connects as*).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+from paydata.sql import load_sql
 
 
 def apply_warehouse_definitions(
@@ -58,4 +60,19 @@ def apply_warehouse_definitions(
         finally:
             store.close()
     applied["bookkeeping"] = True
+    conn = warehouse_connect()
+    try:
+        # The feature store of the current definitions (the ml role fills it, and may not create it).
+        from ml.features.definitions import load_definitions
+        from ml.features.offline import ensure_features
+
+        definitions = load_definitions()
+        ensure_features(conn, definitions)
+        applied["features"] = definitions.offline_table
+        # Grants on named tables the steps above may just have created (warehouse migration V003).
+        with conn.cursor() as cursor:
+            cursor.execute(load_sql("warehouse/schema/apply_table_grants.sql"))
+        conn.commit()
+    finally:
+        conn.close()
     return applied
