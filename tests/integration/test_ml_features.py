@@ -283,6 +283,15 @@ def test_the_ml_role_builds_features_and_training_sets_of_a_migrated_warehouse_w
     with pytest.raises(FeaturesNotDefined, match="paydata.migrations apply --db warehouse"):
         build_features(ml, DEFINITIONS)  # the migrate step has not created the feature tables yet
 
+    from ml.monitoring.store import ensure_schema as ensure_monitoring
+    from ml.scoring.warehouse import ensure_schema as ensure_scores
+    from paydata.warehouse.schema import MartsNotDefined
+
+    for ensure in (ensure_scores, ensure_monitoring):
+        with pytest.raises(MartsNotDefined, match="paydata.migrations apply --db warehouse"):
+            ensure(ml)
+        ensure(owner)  # the migrate step
+        ensure(ml)  # now only checks
     ensure_features(owner, DEFINITIONS)  # what the migrate step does, as the owner
     report = build_features(ml, DEFINITIONS)
     assert report["charge_events"] == 6 and report["feature_rows"] == 6

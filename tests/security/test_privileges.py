@@ -15,9 +15,12 @@ from psycopg2 import sql
 
 from paydata import privileges, settings
 from paydata.migrations import apply_migrations
+from paydata.sql import load_sql
 from paydata.warehouse.schema import ensure_marts, refresh_aggregates
 
 from .privilege_fixtures import SQLSTATE_DENIED, login, outcome, throwaway_logins, unique
+
+TEST_DDL = {"scoring": load_sql("scoring/schema.sql"), "monitoring": load_sql("monitoring/schema.sql")}
 
 pytestmark = pytest.mark.integration
 
@@ -131,6 +134,15 @@ WAREHOUSE_CASES = [
     ("ml", "CREATE INDEX ml_idx ON features.test_features (id)", DENIED),
     ("ml", "SELECT security.apply_table_grants()", DENIED),
     ("analyst", "SELECT count(*) FROM staging.oltp_payment_method", DENIED),
+    # scoring and monitoring as ml: their own tables, created by the owner
+    ("ml", "INSERT INTO marts.fct_fraud_score (charge_id) SELECT 1 WHERE false", OK),
+    ("ml", "UPDATE marts.fraud_score_state SET scored_lsn = 0 WHERE false", OK),
+    ("ml", "INSERT INTO ml.monitoring_run (model_name) SELECT 'x' WHERE false", OK),
+    ("ml", "DELETE FROM ml.monitoring WHERE false", OK),
+    ("ml", "DELETE FROM marts.fct_charge WHERE false", DENIED),
+    ("ml", "DROP TABLE marts.fct_fraud_score", DENIED),
+    ("ml", "TRUNCATE marts.fct_fraud_score", DENIED),
+    ("analyst", "INSERT INTO marts.fct_fraud_score (charge_id) SELECT 1 WHERE false", DENIED),
     ("ml", "UPDATE marts.fct_charge SET status = status WHERE false", DENIED),
     ("ml", "SELECT count(*) FROM staging.test_mirror", DENIED),
     ("ml", "CREATE TABLE marts.ml_made (id int)", DENIED),
@@ -202,6 +214,8 @@ def warehouse_matrix(stack, admin_connect):
             cursor.execute("CREATE TABLE staging.test_mirror (id int)")
             cursor.execute("CREATE TABLE staging.oltp_payment_method (id int)")
             cursor.execute("CREATE TABLE staging.oltp_dispute (id int)")
+            cursor.execute(TEST_DDL["scoring"])
+            cursor.execute(TEST_DDL["monitoring"])
             cursor.execute("SELECT security.apply_table_grants()")
             cursor.execute("CREATE TABLE features.test_features (id int)")
             cursor.execute("CREATE TABLE ml.test_scores (id int)")

@@ -2,8 +2,9 @@
 
 The marts (``ensure_marts``), the CDC staging mirrors of every captured source (their columns
 follow the source catalog and the capture manifest, so they are derived, not written as
-migrations), the capture bookkeeping tables (confirm ledger, dead letters) and the feature store of
-the current feature definitions are created here, once per migrate run, by the warehouse owner.
+migrations), the capture bookkeeping tables (confirm ledger, dead letters), the feature store of
+the current feature definitions and the scoring and monitoring tables are created here, once per
+migrate run, by the warehouse owner.
 The jobs that fill them connect as ``warehouse_loader`` or ``ml``, which may not run DDL: they only
 check, with reads, that the definitions are in place and name ``python -m paydata.migrations apply
 --db warehouse`` when not (docs/security.md, *Which role each job connects as*).
@@ -69,6 +70,12 @@ def apply_warehouse_definitions(
         definitions = load_definitions()
         ensure_features(conn, definitions)
         applied["features"] = definitions.offline_table
+        # The scoring and monitoring tables (the ml role writes them, and may not create them).
+        with conn.cursor() as cursor:
+            cursor.execute(load_sql("scoring/schema.sql"))
+            cursor.execute(load_sql("monitoring/schema.sql"))
+        conn.commit()
+        applied["ml_tables"] = True
         # Grants on named tables the steps above may just have created (warehouse migration V003).
         with conn.cursor() as cursor:
             cursor.execute(load_sql("warehouse/schema/apply_table_grants.sql"))

@@ -83,6 +83,26 @@ def may_define(conn) -> tuple[bool, bool]:
     return bool(has_functions), bool(allowed)
 
 
+def apply_or_require(conn, statement: str, tables: tuple[str, ...]) -> None:
+    """Run the DDL file ``statement`` if this session may (the owner), else check with reads only
+    that the migrate step created ``tables``; raises :class:`MartsNotDefined` naming it."""
+    if may_define(conn)[1]:
+        with conn.cursor() as cursor:
+            cursor.execute(load_sql(statement))
+        conn.commit()
+        return
+    missing = []
+    with conn.cursor() as cursor:
+        for table in tables:
+            cursor.execute(load_sql("monitoring/table_exists.sql"), {"table": table})
+            if not cursor.fetchone()[0]:
+                missing.append(table)
+    conn.rollback()
+    if missing:
+        raise MartsNotDefined(f"{', '.join(missing)} do not exist and this role may not create them: "
+                              f"run `{MIGRATE_COMMAND}` as the warehouse owner")
+
+
 def prepare_marts(conn) -> bool:
     """Apply the marts definitions if this session may (returns True), else check they are applied."""
     _, allowed = may_define(conn)
