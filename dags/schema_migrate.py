@@ -8,7 +8,7 @@ names the file (history is never rewritten: add a new migration instead).
 
 Order: the key store first; then any data keys still held by a source database (from before the
 key store existed) move into it; then the reference and OLTP databases, whose migrations drop
-the emptied key tables.
+the emptied key tables; then the warehouse, whose staging layout follows the sources' catalogs.
 
 `apply_mongo_definitions` brings the MongoDB collections, validators and indexes of
 `include/nosql/collections.json` in line, as the Mongo administrator (`paydata_mongo`): the
@@ -99,8 +99,15 @@ def schema_migrate():
         finally:
             database.client.close()
 
+    @task
+    def apply_warehouse(_sources: list[list[str]]) -> list[str]:
+        # After the sources: the staging layout follows their (migrated) catalogs.
+        return _apply("warehouse")
+
     moved = move_legacy_keys(apply_keystore())
-    moved >> apply.expand(database=[*SOURCE_DATABASES, "warehouse"])
+    sources = apply.expand(database=SOURCE_DATABASES)
+    moved >> sources
+    apply_warehouse(sources)
     apply_mongo_definitions()
 
 
