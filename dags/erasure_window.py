@@ -15,8 +15,8 @@ with the checks still open (in XCom). The longest wait is the backup retention
 
 Idempotent: completed erasures are never checked or recorded twice.
 
-`audit_verify` (independent of the two above) recomputes the OLTP audit log's hash chain as the
-auditor (`paydata_oltp_auditor`, read-only) and fails, naming the first broken link, when a row
+`audit_verify` (independent of the two above) recomputes the OLTP and reference audit logs' hash
+chains as the auditor (`paydata_oltp_auditor`, `paydata_reference_auditor`, read-only) and fails, naming the first broken link, when a row
 was edited, removed, reordered or forged; its XCom is the report with the chain head
 (`python -m paydata.oltp audit-verify` does the same by hand; docs/security.md).
 """
@@ -74,18 +74,27 @@ def erasure_window():
     @task(multiple_outputs=False)
     def audit_verify() -> dict:
         from paydata.oltp.audit import verify_chain
-        from paydata.settings import OLTP_AUDITOR_CONN_ID, load_env_file, pg_connect
+        from paydata.settings import (
+            OLTP_AUDITOR_CONN_ID,
+            REFERENCE_AUDITOR_CONN_ID,
+            load_env_file,
+            pg_connect,
+        )
 
         load_env_file(missing_ok=True)
-        conn = pg_connect(OLTP_AUDITOR_CONN_ID)
-        try:
-            report = verify_chain(conn)
-        finally:
-            conn.close()
-        if not report.ok:
-            raise RuntimeError(f"audit chain broken at position {report.broken_at} "
-                               f"(audit_log_id {report.audit_log_id}): {report.problem}")
-        return report.as_dict()
+        reports = {}
+        for database, conn_id in (("oltp", OLTP_AUDITOR_CONN_ID), ("reference", REFERENCE_AUDITOR_CONN_ID)):
+            conn = pg_connect(conn_id)
+            try:
+                reports[database] = verify_chain(conn, database=database)
+            finally:
+                conn.close()
+        broken = [f"{database} audit chain broken at position {report.broken_at} "
+                  f"(audit_log_id {report.audit_log_id}): {report.problem}"
+                  for database, report in reports.items() if not report.ok]
+        if broken:
+            raise RuntimeError("; ".join(broken))
+        return {database: report.as_dict() for database, report in reports.items()}
 
     erasure_complete(close_window())
     audit_verify()

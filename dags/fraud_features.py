@@ -8,8 +8,10 @@ was known strictly before it (`features.charge_features_v1`, versioned by the ma
 `refresh_online` then recomputes the online documents (Mongo `features`) of the entities those
 new events touched, with the same SQL.
 
-Feature definitions: `ml/features/definitions/fraud_charge.yaml`; see docs/ml.md. XCom carries
-positions and counts only.
+Both tasks connect as the `ml` role (`paydata_warehouse_ml`: reads the marts and two staging
+mirrors, writes the features schema's data, no DDL; the feature tables are created by the migrate
+step). Feature definitions: `ml/features/definitions/fraud_charge.yaml`; see docs/ml.md. XCom
+carries positions and counts only.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def fraud_features():
         from ml.features.offline import build_features
         from paydata import settings
 
-        conn = settings.pg_connect(settings.WAREHOUSE_CONN_ID)
+        conn = settings.pg_connect(settings.WAREHOUSE_ML_CONN_ID)
         sessions = settings.mongo_database(settings.MONGO_FEATURES_CONN_ID)
         try:
             return build_features(conn, load_definitions(), sessions_db=sessions)
@@ -58,7 +60,7 @@ def fraud_features():
         from ml.features.online import refresh_online as refresh
         from paydata import settings
 
-        conn = settings.pg_connect(settings.WAREHOUSE_CONN_ID)
+        conn = settings.pg_connect(settings.WAREHOUSE_ML_CONN_ID)
         database = settings.mongo_database(settings.MONGO_FEATURES_CONN_ID)
         try:
             report = refresh(conn, load_definitions(), database)

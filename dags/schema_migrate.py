@@ -8,11 +8,16 @@ names the file (history is never rewritten: add a new migration instead).
 
 Order: the key store first; then any data keys still held by a source database (from before the
 key store existed) move into it; then the reference and OLTP databases, whose migrations drop
-the emptied key tables.
+the emptied key tables; then the warehouse, whose staging layout follows the sources' catalogs.
 
 `apply_mongo_definitions` brings the MongoDB collections, validators and indexes of
 `include/nosql/collections.json` in line, as the Mongo administrator (`paydata_mongo`): the
 pipelines' own Mongo users may read and write documents but not change definitions.
+
+It connects as the schema owners (`paydata_reference`, `paydata_oltp`, `paydata_warehouse`,
+`paydata_keystore`). After the warehouse's migrations it applies the marts, the CDC staging layout
+of every captured source and the capture bookkeeping tables, which the warehouse loader (the CDC
+sink and `warehouse_build` run as it) may not create.
 
 Triggered manually and by `make demo`; the local stack also applies migrations and Mongo
 definitions on `up`. XCom carries the list of versions applied per database, the number of keys
@@ -30,14 +35,16 @@ SOURCE_DATABASES = ["reference", "oltp"]
 
 
 def _apply(database: str) -> list[str]:
-    from paydata.migrations import apply_migrations
+    from paydata.migrations import apply_definitions, apply_migrations
     from paydata.settings import POSTGRES_DATABASES, pg_connect
 
     conn = pg_connect(POSTGRES_DATABASES[database])
     try:
-        return apply_migrations(conn, database)
+        applied = apply_migrations(conn, database)
     finally:
         conn.close()
+    apply_definitions(database)  # the warehouse's marts and staging layout, which the loader may not create
+    return applied
 
 
 @dag(
@@ -92,8 +99,15 @@ def schema_migrate():
         finally:
             database.client.close()
 
+    @task
+    def apply_warehouse(_sources: list[list[str]]) -> list[str]:
+        # After the sources: the staging layout follows their (migrated) catalogs.
+        return _apply("warehouse")
+
     moved = move_legacy_keys(apply_keystore())
-    moved >> apply.expand(database=[*SOURCE_DATABASES, "warehouse"])
+    sources = apply.expand(database=SOURCE_DATABASES)
+    moved >> sources
+    apply_warehouse(sources)
     apply_mongo_definitions()
 
 

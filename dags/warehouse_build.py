@@ -18,6 +18,10 @@ the fraud labels (`marts.fct_charge_label`) as known at the latest OLTP commit t
 from (60-day maturity window); `freshness_check` fails (and alerts) when a fact reflects no OLTP commit
 newer than `max_marts_age_hours`. XCom carries counts, LSNs and the window only.
 
+Every task connects as the warehouse loader (`paydata_warehouse_loader`: no DDL; the marts are
+defined by the migrate step, `schema_migrate` or `python -m paydata.migrations apply`), and
+`reconcile` reads the OLTP ledger as the application role, never as an owner.
+
 Rebuild from scratch with `python -m paydata.warehouse rebuild`; see docs/warehouse.md.
 """
 
@@ -66,12 +70,12 @@ AGGREGATES_ASSET = Asset(assets.marts("aggregates"))
 def warehouse_build():
     @task(multiple_outputs=False, outlets=[FACT_ASSET, CHARGE_ASSET])
     def build(**context) -> dict:
-        from paydata.settings import WAREHOUSE_CONN_ID, pg_connect
+        from paydata.settings import WAREHOUSE_LOADER_CONN_ID, pg_connect
         from paydata.warehouse import build as build_marts
         from paydata.warehouse.build import summarise_build, triggering_events
 
         events = triggering_events(context.get("triggering_asset_events") or {})
-        conn = pg_connect(WAREHOUSE_CONN_ID)
+        conn = pg_connect(WAREHOUSE_LOADER_CONN_ID)
         try:
             report = build_marts(conn)
         finally:
@@ -82,14 +86,14 @@ def warehouse_build():
 
     @task(multiple_outputs=False)
     def quality_checks(report: dict, **context) -> dict:
-        from paydata.settings import WAREHOUSE_CONN_ID, pg_connect
+        from paydata.settings import WAREHOUSE_LOADER_CONN_ID, pg_connect
         from paydata.warehouse import check_quality
 
         full = context["dag_run"].run_type == "scheduled" or bool(context["params"]["full_quality_scan"])
         if not full:  # the build checked its window inside its own transaction
             return {"scope": "window", "facts_checked": report["rows"].get("affected_facts", 0),
                     "charges_checked": report["rows"].get("affected_charges", 0)}
-        conn = pg_connect(WAREHOUSE_CONN_ID)
+        conn = pg_connect(WAREHOUSE_LOADER_CONN_ID)
         try:
             return {"scope": "full", **check_quality(conn)}
         finally:
@@ -99,10 +103,10 @@ def warehouse_build():
     def freshness_check(report: dict, **context) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from paydata.settings import WAREHOUSE_CONN_ID, pg_connect
+        from paydata.settings import WAREHOUSE_LOADER_CONN_ID, pg_connect
         from paydata.warehouse.schema import freshness
 
-        conn = pg_connect(WAREHOUSE_CONN_ID)
+        conn = pg_connect(WAREHOUSE_LOADER_CONN_ID)
         try:
             rows = [row for row in freshness(conn) if row["table_name"] in alerts.FRESHNESS_TABLES]
         finally:
@@ -115,10 +119,10 @@ def warehouse_build():
 
     @task(multiple_outputs=False, outlets=[AGGREGATES_ASSET])
     def refresh_aggregates(checked: dict) -> dict:
-        from paydata.settings import WAREHOUSE_CONN_ID, pg_connect
+        from paydata.settings import WAREHOUSE_LOADER_CONN_ID, pg_connect
         from paydata.warehouse import refresh_aggregates as refresh
 
-        conn = pg_connect(WAREHOUSE_CONN_ID)
+        conn = pg_connect(WAREHOUSE_LOADER_CONN_ID)
         try:
             return {"refreshed": len(refresh(conn))}
         finally:
@@ -126,11 +130,11 @@ def warehouse_build():
 
     @task(multiple_outputs=False, outlets=[LABEL_ASSET])
     def label_charges(checked: dict) -> dict:
-        from paydata.settings import WAREHOUSE_CONN_ID, pg_connect
+        from paydata.settings import WAREHOUSE_LOADER_CONN_ID, pg_connect
         from paydata.warehouse.labels import default_as_of
         from paydata.warehouse.labels import label_charges as publish_labels
 
-        conn = pg_connect(WAREHOUSE_CONN_ID)
+        conn = pg_connect(WAREHOUSE_LOADER_CONN_ID)
         try:
             # as_of from the data (the latest OLTP commit built), never the clock: reruns agree
             as_of = default_as_of(conn)
@@ -140,14 +144,14 @@ def warehouse_build():
 
     @task(multiple_outputs=False)
     def reconcile(report: dict, refreshed: dict) -> dict:
-        from paydata.settings import OLTP_CONN_ID, WAREHOUSE_CONN_ID, pg_connect
+        from paydata.settings import OLTP_APP_CONN_ID, WAREHOUSE_LOADER_CONN_ID, pg_connect
         from paydata.warehouse import reconcile as reconcile_ledger
 
         window = report["fact_window"]
         if not window:
             return {"days": 0, "groups": 0}
-        warehouse_conn = pg_connect(WAREHOUSE_CONN_ID)
-        oltp_conn = pg_connect(OLTP_CONN_ID)
+        warehouse_conn = pg_connect(WAREHOUSE_LOADER_CONN_ID)
+        oltp_conn = pg_connect(OLTP_APP_CONN_ID)  # reads the ledger; no owner
         try:
             return reconcile_ledger(warehouse_conn, oltp_conn, **window)
         finally:

@@ -63,6 +63,27 @@ def ensure_features(conn, definitions: Definitions) -> None:
     conn.commit()
 
 
+class FeaturesNotDefined(RuntimeError):
+    """The definitions' offline table is missing and this session (the ml role) may not create it."""
+
+
+def prepare_features(conn, definitions: Definitions) -> None:
+    """Create the feature tables if this session may run DDL (the owner), else check, with reads
+    only, that the migrate step created them (``python -m paydata.migrations apply --db warehouse``)."""
+    from paydata.warehouse.schema import MIGRATE_COMMAND, may_define
+
+    if may_define(conn)[1]:
+        ensure_features(conn, definitions)
+        return
+    with conn.cursor() as cursor:
+        cursor.execute(load_sql("features/offline_table_exists.sql"), {"table": definitions.offline_table})
+        found = cursor.fetchone()[0]
+    conn.rollback()
+    if not found:
+        raise FeaturesNotDefined(f"features.{definitions.offline_table} does not exist and this role may not create "
+                                 f"it: run `{MIGRATE_COMMAND}` as the warehouse owner")
+
+
 def marts_positions(cursor) -> dict[str, int]:
     cursor.execute(load_sql("features/marts_watermark.sql"))
     return {source: int(lsn) for source, lsn in cursor.fetchall()}
@@ -112,7 +133,7 @@ def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild:
     stay NULL). ``rebuild``: recompute every charge's features from the event ledgers (same
     result as the incremental builds, since rows keep their first-seen positions).
     """
-    ensure_features(conn, definitions)
+    prepare_features(conn, definitions)
     try:
         with conn.cursor() as cursor:
             cursor.execute(load_sql("features/build_lock.sql"))
@@ -150,7 +171,7 @@ def build_training_set(conn, definitions: Definitions, *, label_as_of: dt.dateti
     """Materialise the labelled charges of ``[window_start, window_end)`` with labels as known at
     ``label_as_of``, at the offline store's positions; an identical version is reused, not rebuilt.
     Returns the set's reference (id, positions, counts), never the data."""
-    ensure_features(conn, definitions)
+    prepare_features(conn, definitions)
     try:
         with conn.cursor() as cursor:
             positions = store_positions(cursor, OFFLINE_STORE)

@@ -1,4 +1,7 @@
-"""The steps of the ``fraud_monitor`` DAG as plain functions (connections from ``paydata.settings``)."""
+"""The steps of the ``fraud_monitor`` DAG as plain functions (connections from ``paydata.settings``).
+
+The warehouse connection is the ``ml`` role's (``paydata_warehouse_ml``), never its owner's.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ def run_pass(params: dict[str, Any]) -> dict[str, Any]:
     from paydata.sql import load_sql
     from paydata.warehouse.labels import default_as_of
 
-    conn = settings.pg_connect(settings.WAREHOUSE_CONN_ID)
+    conn = settings.pg_connect(settings.WAREHOUSE_ML_CONN_ID)
     try:
         with conn.cursor() as cursor:
             cursor.execute(load_sql("monitoring/table_exists.sql"), {"table": "marts.freshness"})

@@ -11,11 +11,14 @@ from typing import Any
 
 from paydata.sql import load_sql
 
+SCHEMA_TABLES = ("ml.monitoring_run", "ml.monitoring")
+
 
 def ensure_schema(conn) -> None:
-    with conn.cursor() as cursor:
-        cursor.execute(load_sql("monitoring/schema.sql"))
-    conn.commit()
+    """Create the monitoring tables as the owner (the migrate step); as ``ml``, check they exist."""
+    from paydata.warehouse.schema import apply_or_require
+
+    apply_or_require(conn, "monitoring/schema.sql", SCHEMA_TABLES)
 
 
 def last_retrain_request(conn, model_name: str, as_of: dt.datetime) -> dt.datetime | None:

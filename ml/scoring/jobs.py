@@ -1,4 +1,7 @@
-"""The ``fraud_score`` DAG's step as a plain function (connections from ``paydata.settings``)."""
+"""The ``fraud_score`` DAG's step as a plain function (connections from ``paydata.settings``).
+
+The warehouse connection is the ``ml`` role's (``paydata_warehouse_ml``), never its owner's.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ def score_charges(params: dict[str, Any]) -> dict[str, Any]:
 
     from_lsn = params.get("from_lsn")
     client = ScorerClient.from_connection()
-    conn = settings.pg_connect(settings.WAREHOUSE_CONN_ID)
+    conn = settings.pg_connect(settings.WAREHOUSE_ML_CONN_ID)
     try:
         return score_new_charges(conn, client, from_lsn=None if from_lsn is None else int(from_lsn))
     finally:

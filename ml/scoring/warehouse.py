@@ -30,10 +30,14 @@ def charge_request(row: dict[str, Any]) -> dict[str, Any]:
             "card_country": row["card_country_code"], "created_at": row["created_at"].isoformat()}
 
 
+SCHEMA_TABLES = ("marts.fct_fraud_score", "marts.fraud_score_state")
+
+
 def ensure_schema(conn) -> None:
-    with conn.cursor() as cursor:
-        cursor.execute(load_sql("scoring/schema.sql"))
-    conn.commit()
+    """Create the score tables as the owner (the migrate step); as ``ml``, check they exist."""
+    from paydata.warehouse.schema import apply_or_require
+
+    apply_or_require(conn, "scoring/schema.sql", SCHEMA_TABLES)
 
 
 def score_new_charges(conn, client, *, model_name: str = MODEL_NAME, from_lsn: int | None = None,

@@ -1,4 +1,7 @@
-"""The two steps of the ``fraud_train`` DAG as plain functions (connections from ``paydata.settings``)."""
+"""The two steps of the ``fraud_train`` DAG as plain functions (connections from ``paydata.settings``).
+
+Both connect to the warehouse as the ``ml`` role (``paydata_warehouse_ml``), never as its owner.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ def make_training_set(params: dict[str, Any]) -> dict[str, Any]:
     from paydata import settings
     from paydata.warehouse.labels import default_as_of
 
-    conn = settings.pg_connect(settings.WAREHOUSE_CONN_ID)
+    conn = settings.pg_connect(settings.WAREHOUSE_ML_CONN_ID)
     try:
         as_of = _time(params.get("label_as_of")) or default_as_of(conn)
         if as_of is None:
@@ -48,7 +51,7 @@ def train_from_reference(reference: dict[str, Any]) -> dict[str, Any]:
     if reference["row_count"] < MIN_ROWS or reference["fraud_count"] < 10:
         return {"skipped": f"training set {reference['training_set_id']} has {reference['row_count']} matured "
                            f"labels ({reference['fraud_count']} fraud); at least {MIN_ROWS} and 10 are needed"}
-    conn = settings.pg_connect(settings.WAREHOUSE_CONN_ID)
+    conn = settings.pg_connect(settings.WAREHOUSE_ML_CONN_ID)
     try:
         result = train_and_register(conn, int(reference["training_set_id"]))
     finally:

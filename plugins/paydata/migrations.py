@@ -241,7 +241,25 @@ def apply_all(connect=None) -> dict[str, list[str]]:
             applied[database] = apply_migrations(conn, database)
         finally:
             conn.close()
+        apply_definitions(database, _connect)
     return applied
+
+
+def apply_definitions(database: str, connect=None) -> dict:
+    """What the migrate step applies after ``database``'s migrations, as its owner.
+
+    The warehouse's marts, CDC staging layout and bookkeeping tables
+    (:mod:`paydata.warehouse.definitions`), which the loader may not create; nothing for the
+    other databases. ``connect(database)`` as in :func:`apply_all`.
+    """
+    if database != "warehouse":
+        return {}
+    from paydata.warehouse.definitions import apply_warehouse_definitions
+
+    def _connect(name: str):
+        return connect(name) if connect else settings.pg_connect(settings.POSTGRES_DATABASES[name])
+
+    return apply_warehouse_definitions(lambda: _connect("warehouse"), _connect)
 
 
 def _databases(choice: str) -> list[str]:
@@ -271,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "apply":
                 applied = apply_migrations(conn, database)
                 print(f"{database}: applied {', '.join(applied)}" if applied else f"{database}: up to date")
+                if apply_definitions(database):
+                    print(f"{database}: definitions applied")
             else:
                 pending = pending_migrations(conn, database)
                 names = ", ".join(m.path.name for m in pending)

@@ -44,6 +44,11 @@ LOGIN_USERS = (
     LoginUser("paydata_ml", "ml", "warehouse", "paydata_warehouse_ml"),
 )
 
+# A login's connections to further databases of its group (one connection per database).
+FURTHER_CONNECTIONS = (
+    LoginUser("paydata_auditor", "auditor", "reference", "paydata_reference_auditor"),
+)
+
 # Databases each group may connect to (CONNECT is a database privilege, granted at bootstrap).
 GROUP_DATABASES = {
     "oltp_app": ("oltp",),
@@ -77,4 +82,4 @@ def login_user(name: str) -> LoginUser:
 
 def role_connections() -> dict[str, LoginUser]:
     """Connection id -> login user, for every least-privilege Postgres connection."""
-    return {user.conn_id: user for user in LOGIN_USERS}
+    return {user.conn_id: user for user in (*LOGIN_USERS, *FURTHER_CONNECTIONS)}

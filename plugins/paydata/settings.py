@@ -50,6 +50,7 @@ KEYSTORE_CONN_ID = "paydata_keystore"
 # need an owner (DDL); everything else should use one of these.
 OLTP_APP_CONN_ID = "paydata_oltp_app"  # the payment API's write path and the audit function
 OLTP_AUDITOR_CONN_ID = "paydata_oltp_auditor"  # reads the audit log (audit-verify)
+REFERENCE_AUDITOR_CONN_ID = "paydata_reference_auditor"  # the same login, the reference audit log
 WAREHOUSE_LOADER_CONN_ID = "paydata_warehouse_loader"  # staging and marts data, no DDL
 WAREHOUSE_ANALYST_CONN_ID = "paydata_warehouse_analyst"  # marts and analytics views, read only
 WAREHOUSE_ML_CONN_ID = "paydata_warehouse_ml"  # marts and features read, schema ml write

@@ -6,8 +6,8 @@ import pytest
 
 EXPECTED_DOWNSTREAM = {
     "platform_healthcheck": {"check_postgres": {"summary"}, "check_mongo": {"summary"}, "summary": set()},
-    "schema_migrate": {"apply_keystore": {"move_legacy_keys"}, "move_legacy_keys": {"apply"}, "apply": set(),
-                       "apply_mongo_definitions": set()},
+    "schema_migrate": {"apply_keystore": {"move_legacy_keys"}, "move_legacy_keys": {"apply"},
+                       "apply": {"apply_warehouse"}, "apply_warehouse": set(), "apply_mongo_definitions": set()},
     "backup": {"take": {"restore_drill"}, "restore_drill": {"expire"}, "expire": set()},
     "erasure_window": {"close_window": {"erasure_complete"}, "erasure_complete": set(), "audit_verify": set()},
     "workload_generate": {

@@ -133,3 +133,67 @@ def warehouse(stack, admin_connect, fresh_database):
 @pytest.fixture
 def staging(warehouse):
     return Staging(warehouse)
+
+
+class RoleWarehouse:
+    """A warehouse owned by the stack's real owner role, migrated and given the marts and the
+    staging layout by it; :meth:`member` opens a connection as a new login in a group role."""
+
+    def __init__(self, stack, admin, dbname: str, owner):
+        self.stack, self.admin, self.dbname, self.owner = stack, admin, dbname, owner
+        self._made: list[tuple[str, object]] = []
+
+    def connect(self, user: str, password: str):
+        import psycopg2
+
+        return psycopg2.connect(host=str(self.stack.pg_socket_dir), port=self.stack.pg_port, user=user,
+                                password=password, dbname=self.dbname, connect_timeout=5)
+
+    def member(self, group: str):
+        import secrets
+        import uuid
+
+        role, password = f"{group[:20]}_{uuid.uuid4().hex[:10]}", secrets.token_urlsafe(16)
+        with self.admin.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s IN ROLE {}").format(
+                sql.Identifier(role), sql.Identifier(group)), (password,))
+            cursor.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(self.dbname), sql.Identifier(role)))
+        conn = self.connect(role, password)
+        self._made.append((role, conn))
+        return conn
+
+    def close(self) -> None:
+        for role, conn in self._made:
+            conn.close()
+            with self.admin.cursor() as cursor:
+                cursor.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
+                    sql.Identifier(self.dbname), sql.Identifier(role)))
+                cursor.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        self.owner.close()
+
+
+@pytest.fixture
+def role_warehouse(stack, admin_connect, fresh_database):
+    """:class:`RoleWarehouse` on a new database: migrations, marts and staging layout applied by
+    ``warehouse_owner`` (as the migrate step does), named-table grants applied after them."""
+    from paydata.migrations import apply_migrations
+    from paydata.settings import DATABASE_OWNERS
+    from paydata.warehouse import ensure_marts
+
+    owner_role = DATABASE_OWNERS["warehouse"]
+    dbname = fresh_database(prefix="warehouse_roles", owner=owner_role)
+    admin = admin_connect("postgres")
+    admin.autocommit = True
+    warehouse = RoleWarehouse(stack, admin, dbname, None)
+    warehouse.owner = warehouse.connect(owner_role, stack.password_file(owner_role).read_text().strip())
+    apply_migrations(warehouse.owner, "warehouse")
+    ensure_marts(warehouse.owner)
+    with warehouse.owner.cursor() as cursor:
+        cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
+        cursor.execute("SELECT security.apply_table_grants()")
+    warehouse.owner.commit()
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()

@@ -37,6 +37,10 @@ def test_a_source_added_as_a_manifest_and_connections_is_captured(stack, fresh_d
     monkeypatch.setenv(conn_env(settings.capture_conn_id(source)), connection_to("paydata_cdc_oltp", source_db))
     monkeypatch.setenv(conn_env(settings.owner_conn_id(source)), connection_to(settings.OLTP_CONN_ID, source_db))
     monkeypatch.setenv(conn_env(settings.WAREHOUSE_CONN_ID), connection_to(settings.WAREHOUSE_CONN_ID, warehouse_db))
+    # The run's bookkeeping connects as the loader; this scratch warehouse is not migrated, so its
+    # owner stands in (tests/integration/test_warehouse_sink.py runs the sink as the loader itself).
+    monkeypatch.setenv(conn_env(settings.WAREHOUSE_LOADER_CONN_ID),
+                       connection_to(settings.WAREHOUSE_CONN_ID, warehouse_db))
     (tmp_path / f"{source}.yaml").write_text(textwrap.dedent(f"""
         source: {source}
         slot: t_{source}

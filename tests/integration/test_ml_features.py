@@ -270,3 +270,35 @@ def test_online_refresh_after_a_load_rewrites_only_the_changed_entities(warehous
     document = mongo_db["features"].find_one({"_id": "customer:tok_b"})
     assert document["known_lsn"] == second["to_lsn"] and document["values"]["customer_charges_7d"] == 3
     assert document["expires_at"]["customer_charges_1h"] > document["as_of"]
+
+
+def test_the_ml_role_builds_features_and_training_sets_of_a_migrated_warehouse_without_ddl(role_warehouse):
+    from ml.features.offline import FeaturesNotDefined, ensure_features
+
+    from .conftest import Staging
+
+    owner, loader, ml = role_warehouse.owner, role_warehouse.member("warehouse_loader"), role_warehouse.member("ml")
+    seed(Staging(owner))
+    build(loader)
+    with pytest.raises(FeaturesNotDefined, match="paydata.migrations apply --db warehouse"):
+        build_features(ml, DEFINITIONS)  # the migrate step has not created the feature tables yet
+
+    from ml.monitoring.store import ensure_schema as ensure_monitoring
+    from ml.scoring.warehouse import ensure_schema as ensure_scores
+    from paydata.warehouse.schema import MartsNotDefined
+
+    for ensure in (ensure_scores, ensure_monitoring):
+        with pytest.raises(MartsNotDefined, match="paydata.migrations apply --db warehouse"):
+            ensure(ml)
+        ensure(owner)  # the migrate step
+        ensure(ml)  # now only checks
+    ensure_features(owner, DEFINITIONS)  # what the migrate step does, as the owner
+    report = build_features(ml, DEFINITIONS)
+    assert report["charge_events"] == 6 and report["feature_rows"] == 6
+    got = features(ml)
+    assert (got[4]["customer_charges_1h"], got[4]["customer_charges_7d"]) == (2, 3)
+    assert build_features(ml, DEFINITIONS, rebuild=True)["feature_rows"] == 6  # TRUNCATE of its own data
+    reference = build_training_set(ml, DEFINITIONS, label_as_of=T0 + dt.timedelta(days=120))
+    assert reference["training_set_id"] and len(load_training_frame(ml, DEFINITIONS, reference["training_set_id"])) >= 1
+    assert query(owner, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'features'") == [
+        ("warehouse_owner",)], "the ml role created nothing"

@@ -322,3 +322,62 @@ def test_build_needs_staging_tables(stack, admin_connect, fresh_database):
     conn = admin_connect(fresh_database(prefix="warehouse_empty"))
     with pytest.raises(psycopg2.errors.UndefinedTable, match="staging"):
         build(conn)
+
+
+@pytest.fixture
+def loader_warehouse(role_warehouse):
+    """A warehouse migrated and defined by its real owner, with the staging layout, and a connection
+    as a throwaway member of ``warehouse_loader``: ``(owner, loader)``."""
+    return role_warehouse.owner, role_warehouse.member("warehouse_loader")
+
+
+def test_the_loader_builds_rebuilds_and_refreshes_a_migrated_warehouse_without_owning_anything(loader_warehouse):
+    from paydata.warehouse.schema import MartsNotDefined
+
+    from .conftest import Staging
+
+    owner, loader = loader_warehouse
+    staging = Staging(owner)
+    for _ in seed_story(staging):
+        build(loader)
+    incremental = snapshot(owner)
+    assert len(incremental["fct_balance_transaction"]) == 4
+    indexes_before = fact_indexes(owner)
+
+    rebuilt = build(loader, full_rebuild=True)  # TRUNCATE and the index drop through the owner's functions
+    assert sorted(rebuilt["fact_indexes_rebuilt"]) == sorted(
+        name for name in indexes_before if name != "fct_balance_transaction_pkey")
+    assert snapshot(owner) == incremental
+    assert fact_indexes(owner) == indexes_before
+    assert query(owner, "SELECT count(*) FROM security.rebuild_dropped_index") == [(0,)]
+    assert set(refresh_aggregates(loader)) == {"agg_daily_merchant_volume", "agg_authorisation_rate",
+                                               "agg_refund_dispute_rate"}
+    assert query(owner, "SELECT count(*) FROM marts.agg_daily_merchant_volume")[0][0] > 0
+    assert set(refresh_aggregates(loader).values()) == {"concurrent"}
+    assert query(owner, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'marts'") == [
+        ("warehouse_owner",)], "the loader created nothing"
+
+    # definitions older than the code: the loader may not apply them, so it stops and names the step
+    with owner.cursor() as cursor:
+        cursor.execute("UPDATE security.applied_definitions SET checksum = 'stale'")
+    owner.commit()
+    with pytest.raises(MartsNotDefined, match="paydata.migrations apply --db warehouse"):
+        build(loader)
+
+
+def test_a_failed_loader_rebuild_leaves_data_and_indexes_as_they_were(loader_warehouse):
+    from .conftest import Staging
+
+    owner, loader = loader_warehouse
+    for _ in seed_story(Staging(owner)):
+        pass
+    build(loader)
+    before, indexes_before = snapshot(owner), fact_indexes(owner)
+    with owner.cursor() as cursor:
+        cursor.execute("UPDATE staging.oltp_balance_transaction SET fee = -1 WHERE balance_transaction_id = 103")
+    owner.commit()
+    with pytest.raises(BuildInputError):
+        build(loader, full_rebuild=True)
+    assert snapshot(owner) == before
+    assert fact_indexes(owner) == indexes_before
+    assert query(owner, "SELECT count(*) FROM security.rebuild_dropped_index") == [(0,)]

@@ -435,3 +435,58 @@ def test_every_column_type_round_trips(connect, reader):
     assert fetch(reader, "SELECT count(*) FROM staging.reference_all_types WHERE id = 2 AND body IS NULL "
                          "AND doc IS NULL AND tags IS NULL")[0][0] == 1
     sink.close()
+
+
+def test_the_loader_applies_to_a_staging_layout_the_owner_defined_and_cannot_define_one(
+        warehouse_db, connect, reader, admin_connect):
+    """The CDC run's connection is the loader's: prepare() finds the owner's definitions with reads
+    only, apply() writes, truncates and appends history; a new table needs the migrate step."""
+    from paydata.cdc.deadletters import PostgresDeadLetterStore
+    from paydata.cdc.ledger import PostgresConfirmLedger
+    from paydata.cdc.sinks.warehouse.sink import DEFINE_COMMAND
+    from paydata.migrations import apply_migrations
+
+    owner = connect()
+    apply_migrations(owner, "warehouse")
+    owner_sink = WarehouseSink(connect)
+    owner_sink.prepare([CHARGE, MERCHANT])
+    owner_sink.close()
+    for store in (PostgresConfirmLedger(connect), PostgresDeadLetterStore(connect)):
+        store.define()
+        store.close()
+    admin = admin_connect(warehouse_db)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'GRANT CONNECT ON DATABASE "{warehouse_db}" TO warehouse_loader')
+
+    def loader_connect():
+        return settings.pg_connect(settings.WAREHOUSE_LOADER_CONN_ID, dbname=warehouse_db)
+
+    loader = WarehouseSink(loader_connect)
+    try:
+        loader.prepare([CHARGE, MERCHANT])
+        loader.apply(SOURCE, [change("insert", 100, 0, 1, charge_row(1)), change("insert", 100, 1, 2, charge_row(2)),
+                              change("insert", 100, 2, 7, {"merchant_id": 7, "name": "m", "profile": {}},
+                                     table="merchant")])
+        loader.apply(SOURCE, [change("truncate", 200, 0), change("insert", 200, 1, 9, charge_row(9))])
+        assert loader.applied_position(SOURCE) == Position(200, 1)
+        assert mirror(reader)[1][4] is True and mirror(reader)[9][4] is False
+        assert fetch(reader, "SELECT count(*) FROM staging.oltp_merchant_history") == [(1,)]
+
+        wider = TableSpec(source=SOURCE, table="charge", key=("charge_id",),
+                          columns={**CHARGE.columns, "fee": "bigint"}, sinks=("warehouse",))
+        refund = TableSpec(source=SOURCE, table="refund", key=("refund_id",), columns={"refund_id": "bigint"},
+                           sinks=("warehouse",))
+        for spec in (wider, refund):
+            with pytest.raises(WarehouseSinkError, match=DEFINE_COMMAND.replace(".", r"\.")):
+                loader.prepare([spec])
+    finally:
+        loader.close()
+    ledger = PostgresConfirmLedger(loader_connect)
+    try:
+        ledger.reset(SOURCE, "slot_a", 100, None)
+        assert ledger.entry(SOURCE).confirmed_lsn == 100
+    finally:
+        ledger.close()
+    assert fetch(reader, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'staging'") == [
+        ("warehouse_owner",)], "the loader created nothing"

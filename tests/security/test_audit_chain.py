@@ -164,8 +164,8 @@ def test_the_cli_exits_1_and_names_the_broken_link(chain, monkeypatch, capsys):
     monkeypatch.setenv("AIRFLOW_CONN_" + settings.OLTP_AUDITOR_CONN_ID.upper(), json.dumps({
         "conn_type": "postgres", "host": auditor.host, "port": auditor.port, "login": auditor.user,
         "password": chain["auditor"].info.password, "schema": auditor.dbname}))
-    assert main(["audit-verify"]) == 1
-    report = json.loads(capsys.readouterr().out)
+    assert main(["audit-verify", "--db", "oltp"]) == 1
+    report = json.loads(capsys.readouterr().out)["oltp"]
     assert report["broken_at"] == 4 and not report["ok"]
     with pytest.raises(SystemExit):
         main(["audit-verify", "--anchor", "not-an-anchor"])

@@ -15,9 +15,12 @@ from psycopg2 import sql
 
 from paydata import privileges, settings
 from paydata.migrations import apply_migrations
+from paydata.sql import load_sql
 from paydata.warehouse.schema import ensure_marts, refresh_aggregates
 
 from .privilege_fixtures import SQLSTATE_DENIED, login, outcome, throwaway_logins, unique
+
+TEST_DDL = {"scoring": load_sql("scoring/schema.sql"), "monitoring": load_sql("monitoring/schema.sql")}
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +79,34 @@ WAREHOUSE_CASES = [
     ("loader", "SELECT count(*) FROM ml.test_scores", DENIED),
     ("loader", "CREATE TABLE staging.loader_made (id int)", DENIED),
     ("loader", "ALTER TABLE marts.fct_charge DISABLE ROW LEVEL SECURITY", DENIED),
+    # the loader's runtime (CDC sink, marts build): data, the owner's three functions, no DDL
+    ("loader", "INSERT INTO staging.test_mirror SELECT 1 WHERE false", OK),
+    ("loader", "CREATE TEMPORARY TABLE loader_batch (id int)", OK),
+    ("loader", "SELECT count(*) FROM security.applied_definitions", OK),
+    ("loader", "SELECT security.begin_full_rebuild()", OK),
+    ("loader", "SELECT security.begin_full_rebuild(); SELECT security.recreate_rebuild_indexes()", OK),
+    ("loader", "SELECT security.refresh_marts_view('agg_daily_merchant_volume', false)", OK),
+    ("loader", "SELECT security.refresh_marts_view('analyst_merchant', false)", "42P01"),
+    ("loader", "DROP TABLE marts.fct_charge", DENIED),
+    ("loader", "DROP TABLE staging.test_mirror", DENIED),
+    ("loader", "ALTER TABLE staging.test_mirror ADD COLUMN extra int", DENIED),
+    ("loader", "ALTER TABLE marts.fct_charge DISABLE TRIGGER ALL", DENIED),
+    ("loader", "ALTER TABLE marts.fct_charge NO FORCE ROW LEVEL SECURITY", DENIED),
+    ("loader", "DROP POLICY writers ON marts.fct_charge", DENIED),
+    ("loader", "TRUNCATE marts.fct_charge", DENIED),
+    ("loader", "TRUNCATE staging.test_mirror", DENIED),
+    ("loader", "DROP INDEX marts.fct_charge_merchant_idx", DENIED),
+    ("loader", "CREATE INDEX loader_idx ON staging.test_mirror (id)", DENIED),
+    ("loader", "REFRESH MATERIALIZED VIEW marts.agg_daily_merchant_volume", DENIED),
+    ("loader", "SELECT count(*) FROM security.rebuild_dropped_index", DENIED),
+    ("loader", "INSERT INTO security.rebuild_dropped_index VALUES ('x', 'DROP TABLE marts.fct_charge')", DENIED),
+    ("loader", "UPDATE security.applied_definitions SET checksum = 'x' WHERE false", DENIED),
+    ("loader", "SELECT count(*) FROM security.analyst_merchant", DENIED),
+    ("loader", "SELECT security.apply_grants()", DENIED),
+    ("loader", "CREATE SCHEMA loader_made", DENIED),
+    *[(who, statement, DENIED) for who in ("analyst", "ml", "merchant")
+      for statement in ("SELECT security.begin_full_rebuild()",
+                        "SELECT security.refresh_marts_view('agg_daily_merchant_volume', false)")],
     ("analyst", "SELECT count(*) FROM marts.fct_charge", OK),
     ("analyst", "SELECT count(*) FROM marts.agg_daily_merchant_volume", OK),
     ("analyst", "SELECT count(*) FROM analytics.charges", OK),
@@ -89,7 +120,29 @@ WAREHOUSE_CASES = [
     ("ml", "SELECT count(*) FROM features.test_features", OK),
     ("ml", "INSERT INTO ml.test_scores SELECT 1 WHERE false", OK),
     ("ml", "CREATE TABLE ml.ml_made (id int)", OK),
-    ("ml", "INSERT INTO features.test_features SELECT 1 WHERE false", DENIED),
+    # the feature and training-set builds: the features' data and two staging mirrors, no DDL
+    ("ml", "INSERT INTO features.test_features SELECT 1 WHERE false", OK),
+    ("ml", "DELETE FROM features.test_features WHERE false", OK),
+    ("ml", "TRUNCATE features.test_features", OK),
+    ("ml", "CREATE TEMPORARY TABLE ml_spine (id int)", OK),
+    ("ml", "SELECT count(*) FROM staging.oltp_payment_method", OK),
+    ("ml", "SELECT count(*) FROM staging.oltp_dispute", OK),
+    ("ml", "INSERT INTO staging.oltp_dispute SELECT 1 WHERE false", DENIED),
+    ("ml", "CREATE TABLE features.ml_made (id int)", DENIED),
+    ("ml", "DROP TABLE features.test_features", DENIED),
+    ("ml", "ALTER TABLE features.test_features ADD COLUMN extra int", DENIED),
+    ("ml", "CREATE INDEX ml_idx ON features.test_features (id)", DENIED),
+    ("ml", "SELECT security.apply_table_grants()", DENIED),
+    ("analyst", "SELECT count(*) FROM staging.oltp_payment_method", DENIED),
+    # scoring and monitoring as ml: their own tables, created by the owner
+    ("ml", "INSERT INTO marts.fct_fraud_score (charge_id) SELECT 1 WHERE false", OK),
+    ("ml", "UPDATE marts.fraud_score_state SET scored_lsn = 0 WHERE false", OK),
+    ("ml", "INSERT INTO ml.monitoring_run (model_name) SELECT 'x' WHERE false", OK),
+    ("ml", "DELETE FROM ml.monitoring WHERE false", OK),
+    ("ml", "DELETE FROM marts.fct_charge WHERE false", DENIED),
+    ("ml", "DROP TABLE marts.fct_fraud_score", DENIED),
+    ("ml", "TRUNCATE marts.fct_fraud_score", DENIED),
+    ("analyst", "INSERT INTO marts.fct_fraud_score (charge_id) SELECT 1 WHERE false", DENIED),
     ("ml", "UPDATE marts.fct_charge SET status = status WHERE false", DENIED),
     ("ml", "SELECT count(*) FROM staging.test_mirror", DENIED),
     ("ml", "CREATE TABLE marts.ml_made (id int)", DENIED),
@@ -159,6 +212,11 @@ def warehouse_matrix(stack, admin_connect):
         ensure_marts(owner)
         with owner.cursor() as cursor:
             cursor.execute("CREATE TABLE staging.test_mirror (id int)")
+            cursor.execute("CREATE TABLE staging.oltp_payment_method (id int)")
+            cursor.execute("CREATE TABLE staging.oltp_dispute (id int)")
+            cursor.execute(TEST_DDL["scoring"])
+            cursor.execute(TEST_DDL["monitoring"])
+            cursor.execute("SELECT security.apply_table_grants()")
             cursor.execute("CREATE TABLE features.test_features (id int)")
             cursor.execute("CREATE TABLE ml.test_scores (id int)")
             for number, merchant in enumerate(MERCHANTS * 3):
@@ -257,7 +315,7 @@ def test_a_scoped_analyst_cannot_widen_their_scope(warehouse_matrix):
     conn.rollback()
 
 
-@pytest.mark.parametrize("user", privileges.LOGIN_USERS, ids=lambda user: user.name)
+@pytest.mark.parametrize("user", privileges.role_connections().values(), ids=lambda user: user.conn_id)
 def test_each_stack_connection_logs_in_as_its_least_privileged_user(stack, user):
     conn = settings.pg_connect(user.conn_id)
     try:
@@ -282,7 +340,16 @@ def test_connect_is_granted_only_where_the_matrix_says(stack, admin_connect, gro
     assert allowed == (database in privileges.GROUP_DATABASES[group])
 
 
-def test_the_application_connection_is_denied_the_audit_log_on_the_real_stack(stack):
+@pytest.fixture(scope="module")
+def migrated_stack(stack):
+    """The stack's own databases migrated and defined, as `stack up` and `schema_migrate` leave them."""
+    from paydata.migrations import apply_all
+
+    apply_all()
+    return stack
+
+
+def test_the_application_connection_is_denied_the_audit_log_on_the_real_stack(migrated_stack):
     conn = settings.pg_connect(settings.OLTP_APP_CONN_ID)
     try:
         assert outcome(conn, "SELECT count(*) FROM customer") == OK
@@ -292,3 +359,22 @@ def test_the_application_connection_is_denied_the_audit_log_on_the_real_stack(st
         conn.close()
     with pytest.raises(psycopg2.OperationalError, match="keystore"):
         settings.pg_connect(settings.OLTP_APP_CONN_ID, dbname="keystore")
+
+
+@pytest.mark.parametrize("conn_id", [settings.WAREHOUSE_LOADER_CONN_ID, settings.WAREHOUSE_ML_CONN_ID])
+def test_a_job_runtime_connection_cannot_do_owner_things_on_the_real_stack(migrated_stack, conn_id):
+    """The connections the CDC sink, the marts build and the ML jobs run with: no DDL, no trigger or
+    row-security switch, no key store."""
+    conn = settings.pg_connect(conn_id)
+    try:
+        for statement in ("DROP TABLE marts.fct_charge", "ALTER TABLE marts.fct_charge ADD COLUMN extra int",
+                          "ALTER TABLE marts.fct_charge DISABLE TRIGGER ALL",
+                          "ALTER TABLE marts.fct_charge DISABLE ROW LEVEL SECURITY",
+                          "TRUNCATE marts.fct_charge", "CREATE TABLE marts.job_made (id int)",
+                          "REFRESH MATERIALIZED VIEW marts.agg_daily_merchant_volume",
+                          "DROP TABLE staging.cdc_offsets", "CREATE TABLE staging.job_made (id int)"):
+            assert outcome(conn, statement) == DENIED, statement
+    finally:
+        conn.close()
+    with pytest.raises(psycopg2.OperationalError, match="keystore"):
+        settings.pg_connect(conn_id, dbname="keystore")

@@ -47,6 +47,9 @@ class WarehouseBookkeeping:
     def _prepare(self) -> None:
         if self._prepared:
             return
+        if self._exists():  # defined by the migrate step: the loader may not run DDL
+            self._prepared = True
+            return
         conn = self._connection()
         conn.autocommit = False
         try:
@@ -62,6 +65,10 @@ class WarehouseBookkeeping:
         finally:
             conn.autocommit = True
         self._prepared = True
+
+    def define(self) -> None:
+        """Create the table if it is missing (the migrate step, as the warehouse owner)."""
+        self._prepare()
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:

@@ -363,7 +363,7 @@ def default_sinks() -> list[Sink]:
     from paydata.cdc.sinks.warehouse import WarehouseSink
 
     return [
-        WarehouseSink(lambda: settings.pg_connect(settings.WAREHOUSE_CONN_ID, **settings.pg_deadlines(statements=False))),
+        WarehouseSink(lambda: settings.pg_connect(settings.WAREHOUSE_LOADER_CONN_ID, **settings.pg_deadlines(statements=False))),
         # The CDC writer may only read and write the CDC collections; definitions are the administrator's.
         MongoSink(lambda: settings.mongo_database(settings.MONGO_CDC_CONN_ID)),
     ]
@@ -382,7 +382,7 @@ def engine_for_source(source: str, sinks: Sequence[Sink] | None = None, limits: 
         load_manifest(source), default_sinks() if sinks is None else sinks, limits=limits,
         ledger=warehouse_ledger(),
         dead_letters=PostgresDeadLetterStore(
-            lambda: settings.pg_connect(settings.WAREHOUSE_CONN_ID, **settings.pg_deadlines(statements=True))),
+            lambda: settings.pg_connect(settings.WAREHOUSE_LOADER_CONN_ID, **settings.pg_deadlines(statements=True))),
         **source_connectors(source),
     )
 

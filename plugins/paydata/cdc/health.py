@@ -189,7 +189,7 @@ def warehouse_ledger() -> ConfirmLedger:
     from paydata.cdc.ledger import PostgresConfirmLedger
 
     return PostgresConfirmLedger(
-        lambda: settings.pg_connect(settings.WAREHOUSE_CONN_ID, **settings.pg_deadlines(statements=True)))
+        lambda: settings.pg_connect(settings.WAREHOUSE_LOADER_CONN_ID, **settings.pg_deadlines(statements=True)))
 
 
 def source_health(source: str) -> SlotHealth:

@@ -3,8 +3,9 @@
 The ingest writes through the ``paydata_mongo_ingest`` connection (``settings.MONGO_INGEST_CONN_ID``)
 and only into ``sessions``, ``telemetry``, ``feedback``, ``app_logs``, ``quarantine`` and
 ``ingest_files``; collection definitions are applied with the platform connection
-(``paydata_mongo``). The known customers' names and phones are read from OLTP
-(``paydata_oltp``) and decrypted with the key ring of the environment.
+(``paydata_mongo``). The known customers' names and phones are read from OLTP as the application
+role (``paydata_oltp_app``: SELECT on ``customer`` and the audit function, no owner rights),
+decrypted with the key ring of the environment, and the bulk read leaves one audit row per run.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def safeguard_from_oltp():
     from paydata.nosql.scrub import KnownValues, Safeguard
 
     tokeniser = default_tokeniser()
-    conn = settings.pg_connect(settings.OLTP_CONN_ID)
+    conn = settings.pg_connect(settings.OLTP_APP_CONN_ID)
     try:
         known = KnownValues.from_oltp(conn, tokeniser)
     finally:

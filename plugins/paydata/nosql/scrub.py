@@ -13,7 +13,8 @@ Free text (``x-store: scrub``) goes through two passes:
    number; a hit becomes ``[phone]``.
 
 The set holds 16-byte keyed hashes only. It is built by decrypting each customer's name and
-phone once (:meth:`KnownValues.from_oltp`); no plaintext is kept and nothing is written.
+phone once (:meth:`KnownValues.from_oltp`); no plaintext is kept, and the only thing written is
+one audit row per run (who, purpose, fields, how many customers).
 
 Identifiers (``x-store: token:<domain>``) become the same tokens as in CDC (``session``,
 ``device``, ``ip``, ``customer``), so Mongo documents join with ``payments`` and the warehouse.
@@ -52,6 +53,12 @@ def normalise_name(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+# The audit row of the bulk decryption (KnownValues.from_oltp): what is read, why, by which job.
+BULK_READ_PURPOSE = "pii_scrubbing"
+BULK_READ_FIELDS = ("name", "phone")
+BULK_READ_JOB = "nosql_ingest"
+
+
 class KnownValues:
     """Blind indexes of known customers' names and phones, for lookup of candidate words in text."""
 
@@ -70,37 +77,55 @@ class KnownValues:
         return known
 
     @classmethod
-    def from_oltp(cls, conn, tokeniser: Tokeniser, keys=None) -> KnownValues:
+    def from_oltp(cls, conn, tokeniser: Tokeniser, keys=None, *, purpose: str = BULK_READ_PURPOSE) -> KnownValues:
         """From every customer not erased: decrypt name and phone, keep only their blind indexes.
 
         Data keys come from the key store (``keys``, default :func:`paydata.keystore.default_keystore`).
         Reads with a server-side cursor, so memory holds the hashes and one page of rows. A
         customer whose data key cannot be opened is skipped (it is being erased).
+
+        The bulk decryption is audited like a read through the application: one
+        ``personal_data_read`` row about the whole ``customer`` table (who: the login; ``reason``:
+        ``purpose``; ``detail``: the fields, how many customers were decrypted and skipped, the
+        job), written through ``audit_append`` in the reading transaction and committed before the
+        set is returned. A role that cannot write the audit row gets an error, not the set.
         """
         from paydata.crypto import CryptoError
         from paydata.crypto.fields import key_id_of
         from paydata.keystore import default_keystore
+        from paydata.oltp import audit
         from paydata.sql import load_sql
 
         keys = keys or default_keystore()
         known = cls(tokeniser, set(), set())
-        with conn.cursor(name="paydata_known_customers") as cursor:
-            cursor.itersize = 5000
-            cursor.execute(load_sql("nosql/known_customers.sql"))
-            for customer_id, name_enc, phone_enc in cursor:
-                try:
-                    cipher = keys.cipher("customer", key_id_of(bytes(name_enc if name_enc is not None else phone_enc)))
-                    name = cipher.decrypt(bytes(name_enc), table="customer", column="name", pk=customer_id) \
-                        if name_enc is not None else None
-                    phone = cipher.decrypt(bytes(phone_enc), table="customer", column="phone", pk=customer_id) \
-                        if phone_enc is not None else None
-                except CryptoError:
-                    continue
-                if name:
-                    known.add_name(name)
-                if phone:
-                    known.add_phone(phone)
-        conn.rollback()
+        decrypted = skipped = 0
+        try:
+            with conn.cursor(name="paydata_known_customers") as cursor:
+                cursor.itersize = 5000
+                cursor.execute(load_sql("nosql/known_customers.sql"))
+                for customer_id, name_enc, phone_enc in cursor:
+                    try:
+                        cipher = keys.cipher("customer", key_id_of(bytes(name_enc if name_enc is not None else phone_enc)))
+                        name = cipher.decrypt(bytes(name_enc), table="customer", column="name", pk=customer_id) \
+                            if name_enc is not None else None
+                        phone = cipher.decrypt(bytes(phone_enc), table="customer", column="phone", pk=customer_id) \
+                            if phone_enc is not None else None
+                    except CryptoError:
+                        skipped += 1
+                        continue
+                    decrypted += 1
+                    if name:
+                        known.add_name(name)
+                    if phone:
+                        known.add_phone(phone)
+            with conn.cursor() as cursor:
+                audit.record(cursor, "personal_data_read", "customer", None, reason=purpose,
+                             detail={"fields": list(BULK_READ_FIELDS), "subjects": decrypted, "skipped": skipped,
+                                     "job": BULK_READ_JOB})
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
         return known
 
     def add_name(self, name: str) -> None:

@@ -5,9 +5,9 @@ OLTP and the reference database have one; the database stamps ``actor`` and ``oc
 rejects UPDATE, DELETE and TRUNCATE.
 
 In OLTP (migration V011) rows are written only through the ``audit_append`` SECURITY DEFINER
-function, the subject must exist, and every row is linked into a SHA-256 hash chain:
-:func:`verify_chain` recomputes it and names the first broken link (``python -m paydata.oltp
-audit-verify``, the ``audit_verify`` DAG). docs/security.md, *Tamper-evident audit*.
+function. In both (OLTP V011, reference V009) the subject must exist and every row is linked into a
+SHA-256 hash chain: :func:`verify_chain` recomputes it and names the first broken link (``python -m
+paydata.oltp audit-verify``, the ``audit_verify`` DAG task). docs/security.md, *Tamper-evident audit*.
 """
 
 from __future__ import annotations
@@ -102,8 +102,10 @@ def row_hash(canonical: str, prev_hash: bytes) -> bytes:
     return hashlib.sha256(f"{canonical}|{prev_hash.hex()}".encode()).digest()
 
 
-def verify_chain(conn, *, anchor: tuple[int, str] | None = None, batch_size: int = 5000) -> ChainReport:
-    """Recompute the OLTP audit chain and report the first broken link.
+def verify_chain(conn, *, anchor: tuple[int, str] | None = None, batch_size: int = 5000,
+                 database: str = "oltp") -> ChainReport:
+    """Recompute the audit chain of ``database`` (``oltp`` or ``reference``, whichever ``conn`` is
+    connected to) and report the first broken link.
 
     Checked per row, in chain order: positions run 1, 2, 3... without a gap (a removed or inserted
     row), ``prev_hash`` is the previous row's ``row_hash`` (a removed or reordered row), and
@@ -118,7 +120,7 @@ def verify_chain(conn, *, anchor: tuple[int, str] | None = None, batch_size: int
     failure: tuple[int, int, str] | None = None
     with conn.cursor(name="audit_chain") as cursor:
         cursor.itersize = batch_size
-        cursor.execute(_sql("oltp", "audit_chain_rows"))
+        cursor.execute(_sql(database, "audit_chain_rows"))
         for position, audit_log_id, prev_hash, stored_hash, canonical in cursor:
             if position != expected_position:
                 failure = (expected_position, audit_log_id,
@@ -140,7 +142,7 @@ def verify_chain(conn, *, anchor: tuple[int, str] | None = None, batch_size: int
         return ChainReport(False, position - 1, position - 1, previous.hex(), *failure)
     rows = expected_position - 1
     with conn.cursor() as cursor:
-        cursor.execute(_sql("oltp", "audit_chain_head"))
+        cursor.execute(_sql(database, "audit_chain_head"))
         head = cursor.fetchone()
     conn.rollback()
     if head is None or head[0] != rows or bytes(head[1]) != previous:

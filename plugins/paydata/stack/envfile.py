@@ -105,7 +105,7 @@ def build_env(config: StackConfig, tls: bool, passwords: dict[str, str], airflow
             postgres_connection(config, False, PG_CDC_ROLE, passwords[PG_CDC_ROLE], database), separators=(",", ":")
         )
     # Least-privilege logins (paydata.privileges): same transport as the owners' connections.
-    for user in privileges.LOGIN_USERS:
+    for user in privileges.role_connections().values():
         values[_conn_env(user.conn_id)] = json.dumps(
             postgres_connection(config, tls, user.name, passwords[user.name], user.database), separators=(",", ":")
         )

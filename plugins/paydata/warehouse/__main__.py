@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from paydata.warehouse import BuildInputError, QualityCheckError, StagingBehindError, build, freshness
     from paydata.warehouse.labels import LABEL_MATURITY, label_charges
+    from paydata.warehouse.schema import MartsNotDefined
 
-    conn = settings.pg_connect(settings.WAREHOUSE_CONN_ID)
+    # The loader: no DDL; the definitions are the migrate step's (`python -m paydata.migrations apply`).
+    conn = settings.pg_connect(settings.WAREHOUSE_LOADER_CONN_ID)
     try:
         if args.command == "freshness":
             for row in freshness(conn):
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         try:
             report = build(conn, full_rebuild=args.command == "rebuild")
-        except (BuildInputError, QualityCheckError, StagingBehindError) as exc:
+        except (BuildInputError, QualityCheckError, StagingBehindError, MartsNotDefined) as exc:
             print(str(exc), file=sys.stderr)
             return 1
         print(json.dumps(report, indent=2, default=str))

@@ -23,7 +23,7 @@ from psycopg2 import sql
 
 from paydata.sql import load_sql
 from paydata.warehouse.quality import QualityCheckError, collect_violations
-from paydata.warehouse.schema import ensure_marts
+from paydata.warehouse.schema import may_define, prepare_marts
 
 SOURCES = ("reference", "oltp")
 ZERO_POSITION = (0, -1)
@@ -128,6 +128,13 @@ def _recreate_indexes(cursor, indexes: list[tuple[str, str]]) -> None:
         cursor.execute(definition)
 
 
+def _recreate_indexes_through_function(cursor) -> None:
+    """The owner's function re-runs the definitions ``security.begin_full_rebuild`` kept."""
+    cursor.execute(load_sql("warehouse/build/index_build_memory.sql"),
+                   {"maintenance_work_mem": INDEX_BUILD_MAINTENANCE_WORK_MEM})
+    cursor.execute(load_sql("warehouse/build/recreate_rebuild_indexes.sql"))
+
+
 def build(conn, full_rebuild: bool = False, *, quality_checks: bool = True) -> dict[str, Any]:
     """Bring the marts up to the staging high-water mark; return a report of counts and positions.
 
@@ -145,14 +152,15 @@ def build(conn, full_rebuild: bool = False, *, quality_checks: bool = True) -> d
     The next build after the cause is fixed processes the same window again.
     """
     started = time.monotonic()
-    ensure_marts(conn)
+    prepare_marts(conn)
+    through_functions, _ = may_define(conn)
     with conn.cursor() as cursor:
         cursor.execute(load_sql("warehouse/build/build_lock.sql"))
     conn.commit()
     previous_isolation = conn.isolation_level
     conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ)
     try:
-        report = _build_in_transaction(conn, full_rebuild, quality_checks)
+        report = _build_in_transaction(conn, full_rebuild, quality_checks, through_functions)
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -166,12 +174,17 @@ def build(conn, full_rebuild: bool = False, *, quality_checks: bool = True) -> d
     return report
 
 
-def _build_in_transaction(conn, full_rebuild: bool, quality_checks: bool) -> dict[str, Any]:
+def _build_in_transaction(conn, full_rebuild: bool, quality_checks: bool, through_functions: bool) -> dict[str, Any]:
     with conn.cursor() as cursor:
         cursor.execute(load_sql("warehouse/build/session_planner.sql"))
         high_water = _read_positions(cursor, "warehouse/build/staging_offsets_select.sql")
         dropped_indexes: list[tuple[str, str]] = []
-        if full_rebuild:
+        if full_rebuild and through_functions:
+            # the owner's functions truncate, drop and (after the load) recreate: no ownership needed
+            cursor.execute(load_sql("warehouse/build/begin_full_rebuild.sql"))
+            dropped_indexes = [(name, "") for (name,) in cursor.fetchall()]
+            watermark = {source: ZERO_POSITION for source in SOURCES}
+        elif full_rebuild:
             cursor.execute(load_sql("warehouse/build/truncate_marts.sql"))
             dropped_indexes = _drop_fact_secondary_indexes(cursor)
             watermark = {source: ZERO_POSITION for source in SOURCES}
@@ -214,7 +227,10 @@ def _build_in_transaction(conn, full_rebuild: bool, quality_checks: bool) -> dic
             cursor.execute(load_sql(statement), params)
             report["rows"][name] = max(cursor.rowcount, 0)
             if full_rebuild and name == FACT_LOAD_STEP:
-                _recreate_indexes(cursor, dropped_indexes)
+                if through_functions:
+                    _recreate_indexes_through_function(cursor)
+                else:
+                    _recreate_indexes(cursor, dropped_indexes)
 
         if quality_checks:
             found = collect_violations(cursor, limit=MAX_REPORTED_ROWS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from psycopg2 import sql
@@ -10,6 +11,27 @@ from paydata.sql import load_sql
 
 AGGREGATES = ("agg_daily_merchant_volume", "agg_authorisation_rate", "agg_refund_dispute_rate")
 MARTS_SCHEMA = "marts"
+# The definitions ensure_marts applies, in order; their checksum is recorded on a migrated warehouse.
+DEFINITION_FILES = (
+    "warehouse/schema/marts.sql",
+    "warehouse/schema/aggregates.sql",
+    "warehouse/schema/analytics.sql",
+    "warehouse/schema/row_security.sql",
+)
+DEFINITIONS_NAME = "marts"
+MIGRATE_COMMAND = "python -m paydata.migrations apply --db warehouse"
+
+
+class MartsNotDefined(RuntimeError):
+    """The marts definitions this code expects are not applied, and the session may not apply them."""
+
+
+def definitions_checksum() -> str:
+    """SHA-256 over the marts definition files, as :func:`ensure_marts` applies them."""
+    digest = hashlib.sha256()
+    for name in DEFINITION_FILES:
+        digest.update(name.encode() + b"\0" + load_sql(name).encode() + b"\0")
+    return digest.hexdigest()
 
 
 def ensure_marts(conn) -> None:
@@ -21,20 +43,85 @@ def ensure_marts(conn) -> None:
     :func:`refresh_aggregates`.
     """
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("warehouse/schema/marts.sql"))
-        cursor.execute(load_sql("warehouse/schema/aggregates.sql"))
-        cursor.execute(load_sql("warehouse/schema/analytics.sql"))
-        cursor.execute(load_sql("warehouse/schema/row_security.sql"))
+        for name in DEFINITION_FILES:
+            cursor.execute(load_sql(name))
+        cursor.execute(load_sql("warehouse/schema/definitions_table_exists.sql"))
+        if cursor.fetchone()[0]:
+            cursor.execute(load_sql("warehouse/schema/definitions_record.sql"),
+                           {"name": DEFINITIONS_NAME, "checksum": definitions_checksum()})
     conn.commit()
+
+
+def require_marts(conn) -> None:
+    """Check, with reads only, that the migrate step applied this code's marts definitions.
+
+    For a session that may not run DDL (the warehouse loader). Raises :class:`MartsNotDefined`
+    naming the command to run as the owner when nothing or other definitions were applied.
+    """
+    with conn.cursor() as cursor:
+        cursor.execute(load_sql("warehouse/schema/definitions_table_exists.sql"))
+        found = None
+        if cursor.fetchone()[0]:
+            cursor.execute(load_sql("warehouse/schema/definitions_select.sql"), {"name": DEFINITIONS_NAME})
+            found = cursor.fetchone()
+    conn.rollback()
+    if found is None:
+        raise MartsNotDefined(f"the marts definitions were never applied to this warehouse: run `{MIGRATE_COMMAND}` "
+                              "as the warehouse owner")
+    if found[0] != definitions_checksum():
+        raise MartsNotDefined(f"the warehouse has other marts definitions than this code ({found[0][:12]}, expected "
+                              f"{definitions_checksum()[:12]}): run `{MIGRATE_COMMAND}` as the warehouse owner")
+
+
+def may_define(conn) -> tuple[bool, bool]:
+    """``(has_functions, may_define)``: whether the owner's runtime functions exist (migration V002)
+    and whether this session may create objects itself (the owner or a superuser)."""
+    with conn.cursor() as cursor:
+        cursor.execute(load_sql("warehouse/build/runtime_functions.sql"))
+        has_functions, allowed = cursor.fetchone()
+    conn.rollback()
+    return bool(has_functions), bool(allowed)
+
+
+def apply_or_require(conn, statement: str, tables: tuple[str, ...]) -> None:
+    """Run the DDL file ``statement`` if this session may (the owner), else check with reads only
+    that the migrate step created ``tables``; raises :class:`MartsNotDefined` naming it."""
+    if may_define(conn)[1]:
+        with conn.cursor() as cursor:
+            cursor.execute(load_sql(statement))
+        conn.commit()
+        return
+    missing = []
+    with conn.cursor() as cursor:
+        for table in tables:
+            cursor.execute(load_sql("monitoring/table_exists.sql"), {"table": table})
+            if not cursor.fetchone()[0]:
+                missing.append(table)
+    conn.rollback()
+    if missing:
+        raise MartsNotDefined(f"{', '.join(missing)} do not exist and this role may not create them: "
+                              f"run `{MIGRATE_COMMAND}` as the warehouse owner")
+
+
+def prepare_marts(conn) -> bool:
+    """Apply the marts definitions if this session may (returns True), else check they are applied."""
+    _, allowed = may_define(conn)
+    if allowed:
+        ensure_marts(conn)
+    else:
+        require_marts(conn)
+    return allowed
 
 
 def refresh_aggregates(conn) -> dict[str, str]:
     """Refresh every pre-aggregation, ``CONCURRENTLY`` once it has been populated (readers never block).
 
-    The first refresh of a never-populated view cannot be concurrent and is a plain refresh.
-    Returns ``{view: "concurrent" | "initial"}``; committed.
+    The first refresh of a never-populated view cannot be concurrent and is a plain refresh. On a
+    migrated warehouse the refresh runs through the owner's ``security.refresh_marts_view`` (the
+    loader owns nothing). Returns ``{view: "concurrent" | "initial"}``; committed.
     """
     done: dict[str, str] = {}
+    through_function, _ = may_define(conn)
     conn.autocommit = True
     try:
         with conn.cursor() as cursor:
@@ -45,12 +132,16 @@ def refresh_aggregates(conn) -> dict[str, str]:
                 found = cursor.fetchone()
                 if found is None:
                     raise LookupError(f"materialized view {MARTS_SCHEMA}.{name} is missing: run ensure_marts")
-                statement = "refresh_matview_concurrently.sql" if found[0] else "refresh_matview.sql"
-                cursor.execute(
-                    sql.SQL(load_sql(f"warehouse/schema/{statement}")).format(
-                        view=sql.Identifier(MARTS_SCHEMA, name)
+                if through_function:
+                    cursor.execute(load_sql("warehouse/schema/refresh_marts_view.sql"),
+                                   {"name": name, "concurrent": bool(found[0])})
+                else:
+                    statement = "refresh_matview_concurrently.sql" if found[0] else "refresh_matview.sql"
+                    cursor.execute(
+                        sql.SQL(load_sql(f"warehouse/schema/{statement}")).format(
+                            view=sql.Identifier(MARTS_SCHEMA, name)
+                        )
                     )
-                )
                 done[name] = "concurrent" if found[0] else "initial"
     finally:
         conn.autocommit = False

@@ -44,6 +44,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import Any
 
+import psycopg2.errors
 from psycopg2 import sql
 
 from paydata.cdc import failpoints
@@ -79,6 +80,8 @@ from paydata.cdc.sinks.warehouse.versions import (
 )
 from paydata.sql import load_sql
 
+# Applies the staging definitions of every captured source as the warehouse owner (migrate step).
+DEFINE_COMMAND = "python -m paydata.migrations apply --db warehouse"
 ROWS_PER_CHUNK = 10_000  # rows per COPY + upsert; the next chunk is encoded while one loads
 COPY_CHUNK_CHARS = 1 << 20  # psycopg2 reads the COPY text in pieces of this size (default 8 KiB)
 
@@ -152,8 +155,12 @@ class WarehouseSink:
         try:
             with conn.cursor() as cursor:
                 cursor.execute(load_sql(f"{SQL_FOLDER}/prepare_lock.sql"))
-                cursor.execute(_statement("create_schema", schema=self._schema))
-                cursor.execute(_statement("create_offsets", schema=self._schema))
+                # DDL only for what is missing: the loader, which may not run DDL, prepares a
+                # staging layer the migrate step defined with reads only.
+                cursor.execute(load_sql(f"{SQL_FOLDER}/offsets_table_exists.sql"), {"schema": STAGING_SCHEMA})
+                if not cursor.fetchone()[0]:
+                    cursor.execute(_statement("create_schema", schema=self._schema))
+                    cursor.execute(_statement("create_offsets", schema=self._schema))
                 # An apply locks its source's offsets row first, then the staging tables; DDL here
                 # (CREATE INDEX IF NOT EXISTS locks the table even when the index exists) takes the
                 # same row first, so a run preparing while another applies waits instead of deadlocking.
@@ -165,6 +172,13 @@ class WarehouseSink:
                     if plan.history is not None:
                         self._prepare_table(cursor, plan, plan.history, "create_history")
             conn.commit()
+        except psycopg2.errors.InsufficientPrivilege as exc:
+            self._abandon()
+            raise WarehouseSinkError(
+                f"the staging definitions of {sorted({plan.label for plan in plans})} are not in place and this "
+                f"role may not create them ({exc.pgerror.strip() if exc.pgerror else exc}): run `{DEFINE_COMMAND}` "
+                "as the warehouse owner"
+            ) from exc
         except BaseException:
             self._abandon()
             raise
@@ -185,14 +199,17 @@ class WarehouseSink:
                     key=_identifier_list(plan.key),
                 )
             )
-        cursor.execute(
-            _statement(
-                "create_position_index",
-                schema=self._schema,
-                table=table_id,
-                index=sql.Identifier(f"{table}_position_idx"[:63]),
+        index = f"{table}_position_idx"[:63]
+        cursor.execute(load_sql(f"{SQL_FOLDER}/index_exists.sql"), {"schema": STAGING_SCHEMA, "index": index})
+        if not cursor.fetchone()[0]:
+            cursor.execute(
+                _statement(
+                    "create_position_index",
+                    schema=self._schema,
+                    table=table_id,
+                    index=sql.Identifier(index),
+                )
             )
-        )
         if not existing:
             return
         existing_key = {name for name, (_, in_key) in existing.items() if in_key} - META_COLUMNS

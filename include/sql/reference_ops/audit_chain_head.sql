@@ -1,0 +1,1 @@
+SELECT chain_position, row_hash FROM audit_chain_head;
