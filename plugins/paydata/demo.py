@@ -222,6 +222,11 @@ def print_monitoring_summary() -> None:
     print(f"  matured performance: {matured.get('status', 'n/a')}, PR-AUC "
           f"{'n/a' if pr_auc is None else f'{pr_auc:.4f}'} on {matured.get('labelled', 0)} matured labels "
           f"({matured.get('fraud', 0)} fraud), floor {'n/a' if floor is None else f'{floor:.4f}'}")
+    sources = evidence.get("scores") or {}
+    if sources:
+        # charges older than the online horizon are not sent to the API: the champion scores them here
+        print("  scores from the scoring API / computed on point-in-time features: " + ", ".join(
+            f"{name} {part['stored']}/{part['computed']}" for name, part in sources.items()))
     print(f"  decision: {found['decision']} ({found['reason']})")
     if found["mlflow_run_id"]:
         print(f"  reports: MLflow run {found['mlflow_run_id']} (experiment fraud_monitoring, reports/*.html)")
