@@ -150,8 +150,9 @@ def run_with_scorer(dag_id: str, logical_date: str, env: dict[str, str]) -> dict
         return {dag_id: run_dag(dag_id, logical_date, scorer_env, echo=lambda line: print(line, flush=True))}
 
 
-def score_bands() -> list[tuple]:
-    """Charges per model version and band in marts.fct_fraud_score (empty before the first scoring)."""
+def score_bands() -> tuple[list[tuple], int]:
+    """Charges per model version and band in marts.fct_fraud_score (empty before the first scoring),
+    and the number of charges without any score."""
     from paydata.sql import load_sql
 
     conn = settings.pg_connect(settings.WAREHOUSE_CONN_ID)
@@ -159,7 +160,9 @@ def score_bands() -> list[tuple]:
         with conn.cursor() as cursor:
             cursor.execute(load_sql("scoring/schema.sql"))
             cursor.execute(load_sql("scoring/band_summary.sql"))
-            return cursor.fetchall()
+            bands = cursor.fetchall()
+            cursor.execute(load_sql("scoring/unscored_count.sql"))
+            return bands, cursor.fetchone()[0]
     finally:
         conn.rollback()
         conn.close()
@@ -403,11 +406,13 @@ def print_summary(timings: dict[str, float]) -> None:
             ours, theirs = model["metrics"].get(f"model.{metric}"), model["metrics"].get(f"baseline.{metric}")
             if ours is not None:
                 print(f"  {metric:<24} {ours:>10.4f} {theirs:>15.4f}")
-    bands = score_bands()
+    bands, unscored = score_bands()
     print("Fraud scores (marts.fct_fraud_score, from the scoring API):" if bands else
           "Fraud scores: none yet (no champion to serve, or fraud_score did not run)")
     for version, band, count, mean_score in bands:
         print(f"  v{version:<6} {band:<8} {count:>10} charges  mean score {mean_score}")
+    print(f"  {unscored} charges not sent: older than the online horizon (the features' shortest TTL) "
+          "when fraud_score ran; monitoring scores them from their point-in-time features")
     print_monitoring_summary()
     print_backup_summary()
     print(f"MLflow tracking store: {settings.mlflow_tracking_uri()}")

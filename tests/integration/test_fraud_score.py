@@ -1,6 +1,6 @@
 """Scores back to the warehouse: ``marts.fct_fraud_score`` written from the real scoring API (served
-by uvicorn on a local port) equals the API's answers, is idempotent, and the analyst examples
-answer what the rows say."""
+by uvicorn on a local port) equals the API's answers, is idempotent, the analyst examples answer
+what the rows say, and only charges younger than the online horizon are sent (the rest counted)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import datetime as dt
 from collections import Counter, defaultdict
 
 import pytest
+
+from paydata.sql import load_sql
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +29,6 @@ def rows(conn, statement: str, params=None) -> list[tuple]:
 
 
 def example(conn, name: str, params: dict) -> list[tuple]:
-    from paydata.sql import load_sql
-
     return rows(conn, load_sql(f"examples/fraud_scores/{name}.sql"), params)
 
 
@@ -191,6 +191,8 @@ def test_only_charges_younger_than_the_online_horizon_are_sent_and_the_rest_are_
     assert all(now - created < horizon for created in stored.values())
     assert result["online_horizon_seconds"] == horizon.total_seconds() == 3600
     assert dt.datetime.fromisoformat(result["scorable_after"]) == boundary
+    # the demo's count of charges without a score is the skipped ones
+    assert rows(conn, load_sql("scoring/unscored_count.sql"))[0][0] == result["skipped_too_old"]
     # the watermark moves past the skipped charges: they only grow older
     assert rows(conn, "SELECT scored_lsn FROM marts.fraud_score_state")[0][0] == result["to_lsn"]
 
@@ -204,4 +206,5 @@ def test_when_every_charge_is_too_old_nothing_is_sent_and_all_are_counted(scorin
     assert result["scored"] == 0 and result["model_versions"] == {} and result["bands"] == {}
     assert result["skipped_too_old"] == len(times) > 0
     assert rows(conn, "SELECT count(*) FROM marts.fct_fraud_score")[0][0] == 0
+    assert rows(conn, load_sql("scoring/unscored_count.sql"))[0][0] == len(times)
     assert rows(conn, "SELECT scored_lsn FROM marts.fraud_score_state")[0][0] == result["to_lsn"]
