@@ -3,8 +3,9 @@
 a shifted generated world -> ``fraud_monitor``'s pass detects the drift and requests retraining ->
 ``fraud_train``'s steps train a challenger -> the registry gate promotes it -> the scorer (real
 uvicorn server, reloader polling the alias) serves it; a challenger that fails the gate changes
-neither the champion nor the served version. Requests are sent at a steady rate from before the
-first pass to the end, and none may fail.
+neither the champion nor the served version; ``fraud_score`` against the running service writes
+the new champion's scores for the charges within the online horizon. Requests are sent at a steady
+rate from before the first pass to the end, and none may fail.
 
 The world is small (8 days of 1,000 payments for training, one covariate-shifted day 70 days
 later); the first champion is a deliberately weak one-split model made champion by hand, so the
@@ -127,6 +128,8 @@ def test_a_shifted_world_is_detected_retrained_gated_and_served_without_a_failed
 
     from ml.monitoring.jobs import retrain_event, run_pass
     from ml.registry.gate import CHAMPION, MODEL_NAME
+    from ml.scoring.client import ScorerClient
+    from ml.scoring.warehouse import score_new_charges
     from ml.serving.sample import ServerThread, charges
     from ml.training.jobs import make_training_set, train_from_reference
     from ml.training.run import train_and_register
@@ -172,6 +175,17 @@ def test_a_shifted_world_is_detected_retrained_gated_and_served_without_a_failed
         # the running service picks the new champion up, without a restart
         first_v2 = load.served(v2)
         assert first_v2 > retrain_started
+
+        # fraud_score against the running service: the charges within the online horizon of its
+        # clock get the new champion's scores, the older ones are counted, not sent
+        newest = max(dt.datetime.fromisoformat(p["created_at"]) for p in payloads)
+        scored = score_new_charges(conn, ScorerClient(base_url, made.key), now=newest + dt.timedelta(minutes=1))
+        assert scored["scored"] > 0 and scored["model_versions"] == {v2: scored["scored"]}
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM marts.fct_charge WHERE NOT is_deleted")
+            (charges_loaded,) = cursor.fetchone()
+        conn.rollback()
+        assert scored["skipped_too_old"] > 0 and scored["scored"] + scored["skipped_too_old"] == charges_loaded
 
         # a challenger that fails the gate: champion and served version stay
         refused = train_and_register(conn, first_set["training_set_id"], tracking_uri=uri, params=WEAK)
