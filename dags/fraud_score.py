@@ -6,7 +6,13 @@ since the last run (charge-fact positions above the recorded watermark) to the f
 batch endpoint and upserts each answer into `marts.fct_fraud_score` (charge, model name and version,
 score, band, reasons, feature misses, scored_at) on (charge, model version), in one transaction with
 the new watermark. Param `from_lsn` rescores from an earlier position with the current champion
-(e.g. `-1`: every charge), adding rows for that version beside the earlier versions' rows.
+(e.g. `-1`: every charge still within the horizon), adding rows for that version beside the
+earlier versions' rows.
+
+Only charges younger than the online horizon (the shortest TTL of the feature definitions, one
+hour) are sent: an older charge's online features describe other windows than the one before it.
+They are skipped and counted (`skipped_too_old` in the result); monitoring scores them from their
+point-in-time features.
 
 The API is reached through the connection `paydata_fraud_scorer` (its API key as the password).
 Scores are the API's answers at scoring time, with the online features as they are then. XCom

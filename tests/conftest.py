@@ -158,10 +158,12 @@ def scoring_world(stack, admin_connect, tmp_path_factory):
 
 
 @pytest.fixture
-def scoring_app(scoring_world, tmp_path):
-    """``scoring_app(database=None, poll=False, poll_seconds=10, timeout_seconds=0.5)`` -> an object
-    with ``app`` (FastAPI, the real scorer over ``scoring_world``), ``holder``, ``metrics`` and
-    ``key`` (a valid API key; the keys file holds only its hash)."""
+def scorer_factory(tmp_path):
+    """``scorer_factory(tracking_uri, definitions, database, poll=False, poll_seconds=10,
+    timeout_seconds=0.5)`` -> an object with ``app`` (FastAPI, the real scorer of the
+    ``fraud_scoring`` champion in that MLflow store, reading online documents from the Mongo
+    ``database``), ``holder``, ``metrics``, ``store`` and ``key`` (a valid API key; the keys file
+    holds only its hash)."""
     import secrets
     from types import SimpleNamespace
 
@@ -174,18 +176,29 @@ def scoring_app(scoring_world, tmp_path):
     from ml.serving.reloader import ModelHolder
     from ml.serving.scorer import Scorer
 
-    def _make(database=None, poll=False, poll_seconds=10.0, timeout_seconds=0.5):
+    def _make(tracking_uri, definitions, database, poll=False, poll_seconds=10.0, timeout_seconds=0.5):
         key = secrets.token_urlsafe(32)
         keys_file = tmp_path / f"keys-{secrets.token_hex(4)}"
         keys_file.write_text(f"# callers\n{auth.key_line('tests', key)}\n")
-        definitions = scoring_world["definitions"]
         metrics = ScorerMetrics()
-        holder = ModelHolder(MlflowClient(scoring_world["tracking_uri"]), name="fraud_scoring", alias="champion",
+        holder = ModelHolder(MlflowClient(tracking_uri), name="fraud_scoring", alias="champion",
                              model_features=definitions.model_features, metrics=metrics, poll_seconds=poll_seconds)
-        store = OnlineFeatureStore(scoring_world["database"] if database is None else database,
-                                   timeout_seconds=timeout_seconds)
+        store = OnlineFeatureStore(database, timeout_seconds=timeout_seconds)
         app = create_app(holder=holder, scorer=Scorer(definitions, store, metrics),
                          keys=auth.ApiKeys.from_file(keys_file), poll=poll)
         return SimpleNamespace(app=app, holder=holder, metrics=metrics, key=key, store=store)
+
+    return _make
+
+
+@pytest.fixture
+def scoring_app(scoring_world, scorer_factory):
+    """``scoring_app(database=None, poll=False, poll_seconds=10, timeout_seconds=0.5)`` -> the real
+    scorer over ``scoring_world`` (see ``scorer_factory``)."""
+
+    def _make(database=None, poll=False, poll_seconds=10.0, timeout_seconds=0.5):
+        return scorer_factory(scoring_world["tracking_uri"], scoring_world["definitions"],
+                              scoring_world["database"] if database is None else database,
+                              poll=poll, poll_seconds=poll_seconds, timeout_seconds=timeout_seconds)
 
     return _make

@@ -108,7 +108,7 @@ def parse_config(raw: dict) -> MonitoringConfig:
     if unknown:
         raise ConfigError(f"performance.segments: unknown {sorted(unknown)}; known: {sorted(SEGMENTS)}")
     scores = _get(raw, "scores")
-    for key in ("table", "charge_column", "score_column", "version_column"):
+    for key in ("table", "charge_column", "score_column", "version_column", "created_column", "scored_column"):
         _get(raw, f"scores.{key}")
     return MonitoringConfig(
         model_name=str(_get(raw, "model.name")), alias=str(_get(raw, "model.alias")),

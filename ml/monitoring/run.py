@@ -140,12 +140,12 @@ def monitor(conn, *, as_of: dt.datetime, config: MonitoringConfig | None = None,
     window.update(current_rows=len(current), reference_rows=len(reference))
     feature = feature_drift(model_inputs(reference, definitions, champion.columns),
                             model_inputs(current, definitions, champion.columns), config, champion.columns)
-    reference_scores, _ = fraud_scores(conn, champion, reference, definitions, config)
+    reference_scores, reference_stored = fraud_scores(conn, champion, reference, definitions, config)
     current_scores, stored = fraud_scores(conn, champion, current, definitions, config)
     prediction = prediction_drift(reference_scores, current_scores, config)
     matured = matured_frame(conn, definitions, as_of, matured_start, matured_end,
                             dt.timedelta(days=config.maturity_days))
-    matured["score"], _ = fraud_scores(conn, champion, matured, definitions, config)
+    matured["score"], matured_stored = fraud_scores(conn, champion, matured, definitions, config)
     perf = performance(matured, as_of, config, champion.held_out_pr_auc)
     decision = decide(feature, prediction, perf, as_of=as_of,
                       last_request=store.last_retrain_request(conn, config.model_name, as_of), config=config)
@@ -159,7 +159,12 @@ def monitor(conn, *, as_of: dt.datetime, config: MonitoringConfig | None = None,
                                 "floor": perf["floor"], "reference_pr_auc": perf["reference_pr_auc"],
                                 "labelled": perf["overall"]["labelled"], "fraud": perf["overall"]["fraud"]},
                 "rows": {"current": len(current), "reference": len(reference), "matured": len(matured),
-                         "stored_scores": stored}}
+                         "stored_scores": stored},
+                # where each frame's scores came from: the scoring API's stored answers, or the
+                # champion on the point-in-time features (charges fraud_score did not send)
+                "scores": {name: {"stored": count, "computed": rows - count} for name, rows, count in (
+                    ("current", len(current), stored), ("reference", len(reference), reference_stored),
+                    ("matured", len(matured), matured_stored))}}
     run_id = store.record(conn, {**run, "model_version": champion.version, "alert": decision["alert"],
                                  "decision": decision["decision"], "reason": decision["reason"], "evidence": evidence,
                                  "mlflow_run_id": mlflow_run_id,

@@ -4,12 +4,17 @@
 what monitoring needs about it (version, training run, training set, held-out PR-AUC).
 :func:`fraud_scores` returns the champion's probability of fraud for each row of a feature frame:
 the scores stored in the warehouse table named in the settings (``marts.fct_fraud_score``, written
-by the online scorer) when the table exists and holds that version's score of a charge, and for
-every other charge the champion's own prediction on the stored features, computed here.
+by the online scorer) when the table exists and holds that version's score of a charge, sent within
+the online horizon of the charge (:func:`ml.scoring.warehouse.online_horizon`), and for every other
+charge the champion's own prediction on its point-in-time features, computed here. A missing score
+is expected, not a fault: ``fraud_score`` skips charges too old for the online store (a history
+loaded at once), and a score sent later than the horizon (written before that rule) is not read,
+since its online features described other windows than the charge's.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +24,7 @@ from psycopg2 import sql
 
 from ml.features.definitions import Definitions
 from ml.monitoring.config import MonitoringConfig
+from ml.scoring.warehouse import online_horizon
 from ml.training.data import add_derived
 from paydata.sql import load_sql
 
@@ -71,7 +77,8 @@ def model_inputs(frame: pd.DataFrame, definitions: Definitions, columns: list[st
     return derived.loc[:, columns].astype("float64")
 
 
-def _stored(conn, config: MonitoringConfig, version: str, charge_ids: list[int]) -> dict[int, float]:
+def _stored(conn, config: MonitoringConfig, version: str, charge_ids: list[int],
+            max_age: dt.timedelta) -> dict[int, float]:
     names = config.scores
     try:
         with conn.cursor() as cursor:
@@ -83,8 +90,10 @@ def _stored(conn, config: MonitoringConfig, version: str, charge_ids: list[int])
                 table=sql.Identifier(*([schema] if schema else []), table),
                 charge_column=sql.Identifier(names["charge_column"]),
                 score_column=sql.Identifier(names["score_column"]),
-                version_column=sql.Identifier(names["version_column"])),
-                {"model_version": version, "charge_ids": [int(c) for c in charge_ids]})
+                version_column=sql.Identifier(names["version_column"]),
+                created_column=sql.Identifier(names["created_column"]),
+                scored_column=sql.Identifier(names["scored_column"])),
+                {"model_version": version, "charge_ids": [int(c) for c in charge_ids], "max_age": max_age})
             return {int(charge): float(score) for charge, score in cursor.fetchall() if score is not None}
     finally:
         conn.rollback()
@@ -95,7 +104,8 @@ def fraud_scores(conn, champion: Champion, frame: pd.DataFrame, definitions: Def
     """(scores in the order of ``frame``, how many came from the stored table)."""
     if frame.empty:
         return np.empty(0), 0
-    stored = _stored(conn, config, champion.version, frame["charge_id"].tolist()) if conn is not None else {}
+    stored = (_stored(conn, config, champion.version, frame["charge_id"].tolist(), online_horizon(definitions))
+              if conn is not None else {})
     scores = frame["charge_id"].map(stored).to_numpy(dtype=float)
     todo = np.isnan(scores)
     if todo.any():

@@ -1,6 +1,6 @@
 """Scores back to the warehouse: ``marts.fct_fraud_score`` written from the real scoring API (served
-by uvicorn on a local port) equals the API's answers, is idempotent, and the analyst examples
-answer what the rows say."""
+by uvicorn on a local port) equals the API's answers, is idempotent, the analyst examples answer
+what the rows say, and only charges younger than the online horizon are sent (the rest counted)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from paydata.sql import load_sql
+
 pytestmark = pytest.mark.integration
 
 MODEL = "fraud_scoring"
+# The scoring world is months-old generated history, older than the online horizon: these tests
+# send all of it on purpose (what they examine is the table against the API's answers), so the
+# horizon is widened to cover it. The horizon itself is tested below.
+ALL_HISTORY = dt.timedelta(days=3650)
 
 
 def rows(conn, statement: str, params=None) -> list[tuple]:
@@ -23,8 +29,6 @@ def rows(conn, statement: str, params=None) -> list[tuple]:
 
 
 def example(conn, name: str, params: dict) -> list[tuple]:
-    from paydata.sql import load_sql
-
     return rows(conn, load_sql(f"examples/fraud_scores/{name}.sql"), params)
 
 
@@ -46,13 +50,13 @@ def scored(scoring_world, scoring_app):
     try:
         with ServerThread(made.app) as base_url:
             client = ScorerClient(base_url, made.key)
-            first = score_new_charges(conn, client, page=300)
-            again = score_new_charges(conn, client, page=300)
+            first = score_new_charges(conn, client, page=300, max_age=ALL_HISTORY)
+            again = score_new_charges(conn, client, page=300, max_age=ALL_HISTORY)
             stump = train_and_register(conn, scoring_world["training_set_id"], tracking_uri=scoring_world["tracking_uri"],
                                        params={"max_iter": 1, "max_leaf_nodes": 2})
             registry.set_registered_model_alias(MODEL, "champion", stump["model_version"])
             assert made.holder.poll_once() == "loaded"
-            rescored = score_new_charges(conn, client, from_lsn=-1, page=300)
+            rescored = score_new_charges(conn, client, from_lsn=-1, page=300, max_age=ALL_HISTORY)
             yield {"conn": conn, "client": client, "first": first, "again": again, "rescored": rescored,
                    "versions": (scoring_world["model_version"], stump["model_version"]), "made": made,
                    "labels": label_charges(conn, as_of=dt.datetime(2025, 9, 1, tzinfo=dt.UTC) + dt.timedelta(days=100))}
@@ -69,6 +73,7 @@ def test_every_new_charge_is_scored_once_per_model_version_and_reruns_change_not
     (charges,) = rows(conn, "SELECT count(*) FROM marts.fct_charge WHERE NOT is_deleted")[0]
     first, second = scored["versions"]
     assert scored["first"]["scored"] == charges and scored["first"]["model_versions"] == {first: charges}
+    assert scored["first"]["skipped_too_old"] == 0
     assert scored["again"]["scored"] == 0 and scored["again"]["from_lsn"] == scored["first"]["to_lsn"]
     assert scored["rescored"]["model_versions"] == {second: charges}
     per_version = dict(rows(conn, "SELECT model_version, count(*) FROM marts.fct_fraud_score GROUP BY 1"))
@@ -135,3 +140,71 @@ def test_the_example_queries_answer_what_the_rows_say(scored):
                                                            "version_b": second})
     assert {(a, b): n for a, b, n, _ in compared} == dict(moves)
     assert sum(n for _, _, n, _ in compared) == len(bands[first])
+
+
+@pytest.fixture
+def score_at(scoring_world, scoring_app):
+    """``score_at(now)``: every charge of the world sent from position -1 with the clock at ``now``
+    and the default online horizon; the table and watermark are dropped after."""
+    from ml.scoring.client import ScorerClient
+    from ml.scoring.warehouse import score_new_charges
+    from ml.serving.sample import ServerThread
+
+    conn = scoring_world["conn"]
+    made = scoring_app()
+    try:
+        with ServerThread(made.app) as base_url:
+            client = ScorerClient(base_url, made.key)
+            yield lambda now: score_new_charges(conn, client, from_lsn=-1, page=300, now=now,
+                                                definitions=scoring_world["definitions"])
+            client.close()
+    finally:
+        with conn.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS marts.fct_fraud_score, marts.fraud_score_state")
+        conn.commit()
+
+
+def charge_times(conn) -> list[tuple[int, dt.datetime]]:
+    return rows(conn, "SELECT charge_id, created_at FROM marts.fct_charge WHERE NOT is_deleted "
+                      "AND created_at IS NOT NULL AND merchant_id IS NOT NULL AND amount IS NOT NULL "
+                      "ORDER BY created_at, charge_id")
+
+
+def test_only_charges_younger_than_the_online_horizon_are_sent_and_the_rest_are_counted(scoring_world, score_at):
+    from ml.scoring.warehouse import online_horizon
+
+    conn = scoring_world["conn"]
+    horizon = online_horizon(scoring_world["definitions"])
+    times = charge_times(conn)
+    newest = times[-1][1]
+    # the clock is set so that one charge is exactly the horizon old: it is too old, as a value at
+    # its expires_at is expired; every later charge is sent
+    boundary_id, boundary = next((i, t) for i, t in times if t > newest - horizon)
+    now = boundary + horizon
+    expected = {i for i, t in times if t > boundary}
+    result = score_at(now)
+    stored = dict(rows(conn, "SELECT charge_id, charge_created_at FROM marts.fct_fraud_score"))
+    assert set(stored) == expected and boundary_id not in stored
+    assert 0 < result["scored"] == len(expected) < len(times)
+    assert result["skipped_too_old"] == len(times) - len(expected)
+    assert result["scored"] + result["skipped_too_old"] == len(times)   # nothing lost
+    assert all(now - created < horizon for created in stored.values())
+    assert result["online_horizon_seconds"] == horizon.total_seconds() == 3600
+    assert dt.datetime.fromisoformat(result["scorable_after"]) == boundary
+    # the demo's count of charges without a score is the skipped ones
+    assert rows(conn, load_sql("scoring/unscored_count.sql"))[0][0] == result["skipped_too_old"]
+    # the watermark moves past the skipped charges: they only grow older
+    assert rows(conn, "SELECT scored_lsn FROM marts.fraud_score_state")[0][0] == result["to_lsn"]
+
+
+def test_when_every_charge_is_too_old_nothing_is_sent_and_all_are_counted(scoring_world, score_at):
+    from ml.scoring.warehouse import online_horizon
+
+    conn = scoring_world["conn"]
+    times = charge_times(conn)
+    result = score_at(times[-1][1] + online_horizon(scoring_world["definitions"]))
+    assert result["scored"] == 0 and result["model_versions"] == {} and result["bands"] == {}
+    assert result["skipped_too_old"] == len(times) > 0
+    assert rows(conn, "SELECT count(*) FROM marts.fct_fraud_score")[0][0] == 0
+    assert rows(conn, load_sql("scoring/unscored_count.sql"))[0][0] == len(times)
+    assert rows(conn, "SELECT scored_lsn FROM marts.fraud_score_state")[0][0] == result["to_lsn"]

@@ -242,10 +242,17 @@ def test_end_to_end_passes_record_alert_retrain_through_the_gate_and_cool_down(w
         cursor.execute("SELECT decision, alert, model_version, evidence->'feature_drift'->>'status', mlflow_run_id "
                        "FROM ml.monitoring_run WHERE monitoring_run_id = %s", (summary["monitoring_run_id"],))
         assert cursor.fetchone() == ("retrain", True, champion, "drift", run.info.run_id)
+        cursor.execute("SELECT evidence->'scores' FROM ml.monitoring_run WHERE monitoring_run_id = %s",
+                       (summary["monitoring_run_id"],))
+        sources = cursor.fetchone()[0]
         cursor.execute("SELECT check_name, metric, segment, value, threshold, status FROM ml.monitoring "
                        "WHERE monitoring_run_id = %s", (summary["monitoring_run_id"],))
         numbers = cursor.fetchall()
     conn.rollback()
+    # no scores table in this world: the champion scored every frame itself, and the pass went on
+    assert sources["current"] == {"stored": 0, "computed": summary["current_rows"]}
+    assert sources["reference"] == {"stored": 0, "computed": summary["reference_rows"]}
+    assert sources["matured"]["stored"] == 0 and sources["matured"]["computed"] >= summary["matured_labels"]
     by_key = {(c, m, s): (v, t, st) for c, m, s, v, t, st in numbers if s != "day"}
     assert by_key[("feature_drift", "amount_usd", "all")][2] == "drift"
     assert by_key[("feature_drift", "drift_share", "all")][1] == CONFIG.drift_share
@@ -329,3 +336,35 @@ def test_drift_of_the_same_frames_is_nil_and_bad_input_is_refused(world):
     quiet = dataclasses.replace(CONFIG, min_current_rows=1)
     scores = prediction_drift(np.full(500, 0.1), np.full(400, 0.1), quiet)
     assert scores["status"] in ("ok", "insufficient_data")
+
+
+def test_stored_scores_are_read_only_when_sent_within_the_online_horizon(world, model):
+    """A charge fraud_score did not send (too old for the online store) is scored by the champion
+    on its point-in-time features, as is one whose stored score was sent after the horizon; a score
+    sent in time is read as stored."""
+    from ml.monitoring.scores import Champion, fraud_scores
+    from ml.scoring.warehouse import ensure_schema, online_horizon
+
+    conn, generated = world
+    frame = _window(conn, generated, world_day(3)).head(3)
+    on_time, late, missing = (int(c) for c in frame["charge_id"])
+    created = dict(zip(frame["charge_id"].astype(int), frame["created_at"], strict=True))
+    horizon = online_horizon(DEFINITIONS)
+    champion = Champion("fraud_scoring", "7", "run", model[0], list(DEFINITIONS.model_features), None, None)
+    ensure_schema(conn)
+    try:
+        with conn.cursor() as cursor:
+            for charge, sent_after in ((on_time, horizon - dt.timedelta(seconds=1)), (late, horizon)):
+                cursor.execute("INSERT INTO marts.fct_fraud_score VALUES (%s, 'fraud_scoring', '7', 0.999, 'decline', "
+                               "'{}', '{}', false, %s, %s)", (charge, created[charge], created[charge] + sent_after))
+        conn.commit()
+        scores, stored = fraud_scores(conn, champion, frame, DEFINITIONS, CONFIG)
+    finally:
+        with conn.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS marts.fct_fraud_score, marts.fraud_score_state")
+        conn.commit()
+    computed = model[0].predict_proba(model_matrix(frame, DEFINITIONS))[:, 1]
+    assert stored == 1
+    assert scores[0] == 0.999
+    assert scores[1] == pytest.approx(computed[1]) and scores[2] == pytest.approx(computed[2])
+    assert computed[1] != pytest.approx(0.999)

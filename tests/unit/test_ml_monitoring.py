@@ -137,3 +137,41 @@ def test_only_a_retrain_decision_becomes_an_asset_event():
     event = retrain_event({"decision": "retrain", "monitoring_run_id": 3, "reason": "drift", "as_of": "x",
                            "model_version": "2", "drift_share": 0.2, "pr_auc": None, "mlflow_run_id": "r"})
     assert event["monitoring_run_id"] == 3 and event["reason"] == "drift"
+
+
+def test_the_scores_settings_name_the_columns_of_the_horizon_rule():
+    assert CONFIG.scores["created_column"] == "charge_created_at" and CONFIG.scores["scored_column"] == "scored_at"
+    raw = dict(CONFIG.raw, scores={k: v for k, v in CONFIG.raw["scores"].items() if k != "scored_column"})
+    from ml.monitoring.config import parse_config
+
+    with pytest.raises(ConfigError, match="scores.scored_column"):
+        parse_config(raw)
+
+
+def _pass_found(evidence_scores):
+    evidence = {"feature_drift": {"status": "ok", "share": 0.0571, "drifted": ["amount_usd", "hour_of_day"]},
+                "prediction_drift": {"status": "ok", "score": 0.031, "threshold": 0.2, "method": "psi_quantile"},
+                "performance": {"status": "ok", "pr_auc": 0.4123, "floor": 0.3504, "labelled": 4700, "fraud": 96}}
+    if evidence_scores is not None:
+        evidence["scores"] = evidence_scores
+    return {"model_name": "fraud_scoring", "model_version": "3", "as_of": "2026-12-07 14:00:00+00:00",
+            "decision": "none", "reason": "within thresholds", "mlflow_run_id": None, "evidence": evidence}
+
+
+def test_the_demo_summary_says_where_the_monitored_scores_came_from(monkeypatch, capsys):
+    from paydata import demo
+
+    monkeypatch.setattr(demo, "monitoring_summary", lambda: _pass_found(
+        {"current": {"stored": 170, "computed": 4830}, "reference": {"stored": 0, "computed": 20000},
+         "matured": {"stored": 0, "computed": 4700}}))
+    demo.print_monitoring_summary()
+    printed = capsys.readouterr().out
+    assert "PR-AUC 0.4123 on 4700 matured labels (96 fraud), floor 0.3504" in printed
+    assert ("scores from the scoring API / computed on point-in-time features: current 170/4830, "
+            "reference 0/20000, matured 0/4700") in printed
+    assert "drift share 5.7%; drifted: amount_usd, hour_of_day" in printed
+    # a pass recorded before the counts existed prints without them
+    monkeypatch.setattr(demo, "monitoring_summary", lambda: _pass_found(None))
+    demo.print_monitoring_summary()
+    printed = capsys.readouterr().out
+    assert "decision: none" in printed and "scores from" not in printed
