@@ -41,7 +41,7 @@ POLL_SECONDS = 0.2
 @pytest.fixture
 def loop_world(admin_connect, fresh_database, mongo_db, tmp_path, monkeypatch):
     """The generated world in its own warehouse, its online documents in ``mongo_db``, a temporary
-    MLflow store; the DAG steps' connections (``paydata.settings``) point at them."""
+    MLflow store; the DAG steps' warehouse connections (``paydata.settings``) point at them."""
     from ml.features.online import refresh_online
     from paydata import settings
 
@@ -61,7 +61,9 @@ def loop_world(admin_connect, fresh_database, mongo_db, tmp_path, monkeypatch):
     real_connect = settings.pg_connect
 
     def warehouse_connect(conn_id: str, **overrides):
-        if conn_id != settings.WAREHOUSE_CONN_ID:
+        # The scratch warehouse has no role matrix: its owner stands in for the ml role here (the
+        # ml role's own grants are replayed in tests/security/test_privileges.py).
+        if conn_id not in (settings.WAREHOUSE_CONN_ID, settings.WAREHOUSE_ML_CONN_ID):
             return real_connect(conn_id, **overrides)
         return admin_connect(name)
 
