@@ -19,7 +19,7 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from paydata import assets
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 CHARGE_ASSET = Asset(assets.marts("fct_charge"))
 SCORE_ASSET = Asset(assets.marts("fct_fraud_score"))
@@ -50,4 +50,4 @@ def fraud_score():
     score_charges()
 
 
-fraud_score()
+route(fraud_score())
