@@ -256,7 +256,7 @@ def test_mongo_init_creates_every_user_from_required_passwords(services):
         assert INTERPOLATION.fullmatch(env[variable])["name"] == variable
         assert INTERPOLATION.fullmatch(env[variable])["required"] == ":?"
     # Each Airflow connection uses the password mongo-init set for its user.
-    common = yaml.safe_load(COMPOSE_FILE.read_text())["x-airflow-common"]["environment"]
+    common = env_of(services[OWNER_WORKER])
     for conn_id, user in settings.MONGO_USERS.items():
         password = json.loads(common[conn_env_name(conn_id)])["password"]
         assert password == env[f"PAYDATA_MONGO_{user.removeprefix('paydata_').upper()}_PASSWORD"]
