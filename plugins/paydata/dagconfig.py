@@ -44,7 +44,7 @@ def default_args(*, retries: int = 2, retry_delay: timedelta = timedelta(seconds
 OWNER_QUEUE = "owner"
 # KubernetesExecutor (Helm) has no queues: an owner task's pod is built from this template instead
 # of the default one (helm/airflow-values.yaml mounts it into the scheduler).
-OWNER_POD_TEMPLATE = "/opt/airflow/pod_templates/owner.yaml"
+OWNER_POD_TEMPLATE = "/opt/paydata/pod_templates/owner.yaml"
 BACKUPS = "files:backups"  # PAYDATA_BACKUP_DIR and the backup KEK
 LANDING = "files:landing"  # PAYDATA_LANDING_DIR: the landing files the generator writes and the ingest reads
 OWNER_CONNECTIONS = frozenset({
