@@ -80,20 +80,34 @@ def test_an_undeclared_task_or_dag_is_refused_at_parse_time():
 
 
 def _connection_ids_named(path: Path) -> dict[str, set[str]]:
-    """Task function name -> the ``settings.*_CONN_ID`` constants its body names (imports included)."""
+    """Task function name -> the ``settings.*_CONN_ID`` constants its body names (imports included),
+    and those of the module's own functions it calls (``_oltp()``), transitively."""
     constants = {name: value for name, value in vars(settings).items() if name.endswith("_CONN_ID")}
-    found: dict[str, set[str]] = {}
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.FunctionDef):
-            names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-            names |= {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
-            names |= {alias.name for n in ast.walk(node) if isinstance(n, ast.ImportFrom) for alias in n.names}
-            found[node.name] = {constants[name] for name in names if name in constants}
+    functions = {node.name: node for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.FunctionDef)}
+    direct: dict[str, set[str]] = {}
+    calls: dict[str, set[str]] = {}
+    for name, node in functions.items():
+        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        names |= {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+        names |= {alias.name for n in ast.walk(node) if isinstance(n, ast.ImportFrom) for alias in n.names}
+        direct[name] = {constants[item] for item in names if item in constants}
+        calls[name] = {n.func.id for n in ast.walk(node) if isinstance(n, ast.Call)
+                       and isinstance(n.func, ast.Name) and n.func.id in functions and n.func.id != name}
+    found = {}
+    for name in functions:
+        seen, todo, conn_ids = {name}, [name], set()
+        while todo:
+            current = todo.pop()
+            conn_ids |= direct[current]
+            todo += [callee for callee in calls[current] if callee not in seen]
+            seen |= calls[current]
+        found[name] = conn_ids
     return found
 
 
 @pytest.mark.parametrize("dag_id", ["erasure_window", "warehouse_build", "reference_sync", "fraud_features",
-                                    "workload_generate"])
+                                    "workload_generate", "schema_migrate", "key_rotation"])
 def test_the_declaration_covers_the_connections_the_dag_code_names(dags, dag_id):
     named = _connection_ids_named(DAGS_FOLDER / f"{dag_id}.py")
     access = dagconfig.task_access(dag_id)
