@@ -1,8 +1,11 @@
-"""What every paydata DAG shares: owner, retries with backoff, task timeouts and the failure alert.
+"""What every paydata DAG shares: owner, retries with backoff, task timeouts, the failure alert,
+and which worker runs each task.
 
-DAG files pass ``default_args=default_args(...)`` and ``on_failure_callback=DAG_FAILURE``; the
-integrity tests check that every task ends up with an owner, at least two retries, exponential
-backoff, an ``execution_timeout`` and the notifier. Imported at parse time: cheap.
+DAG files pass ``default_args=default_args(...)`` and ``on_failure_callback=DAG_FAILURE`` and hand
+their DAG to ``route``; the integrity tests check that every task ends up with an owner, at least
+two retries, exponential backoff, an ``execution_timeout`` and the notifier, and the routing tests
+that every task is in ``TASK_ACCESS`` and on its queue. Imported at parse time: cheap (no
+connection is opened; ``settings`` only names them).
 """
 
 from __future__ import annotations
