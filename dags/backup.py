@@ -22,7 +22,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 
 @dag(
@@ -70,4 +70,4 @@ def backup():
     expire(restore_drill(take()))
 
 
-backup()
+route(backup())

@@ -33,7 +33,7 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
 from paydata import alerts, assets
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 from paydata.settings import cdc_sources
 
 
@@ -104,7 +104,7 @@ def cdc_dag(source: str):
         publisher("mongo", mongo, "publish_mongo")(report)
         lag_check(report)
 
-    return capture_dag()
+    return route(capture_dag())
 
 
 for _source in cdc_sources():

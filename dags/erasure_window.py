@@ -26,7 +26,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 
 def _oltp():
@@ -100,4 +100,4 @@ def erasure_window():
     audit_verify()
 
 
-erasure_window()
+route(erasure_window())

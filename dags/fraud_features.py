@@ -19,7 +19,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 CHARGE_ASSET = Asset("paydata://warehouse/marts/fct_charge")
 FEATURES_ASSET = Asset("paydata://warehouse/features/charge_features")
@@ -72,4 +72,4 @@ def fraud_features():
     refresh_online(build_offline())
 
 
-fraud_features()
+route(fraud_features())

@@ -25,7 +25,7 @@ import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from paydata import assets
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 SCORES_ASSET = Asset(assets.marts("fct_fraud_score"))
 RETRAIN_ASSET = Asset(assets.retrain_request("fraud_scoring"))
@@ -70,4 +70,4 @@ def fraud_monitor():
     request_retrain(monitor())
 
 
-fraud_monitor()
+route(fraud_monitor())

@@ -25,7 +25,7 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from paydata import assets
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 CHARGE_ASSET = Asset(assets.marts("fct_charge"))
 SCORE_ASSET = Asset(assets.marts("fct_fraud_score"))
@@ -56,4 +56,4 @@ def fraud_score():
     score_charges()
 
 
-fraud_score()
+route(fraud_score())

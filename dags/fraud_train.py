@@ -20,7 +20,7 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from paydata import assets
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 FEATURES_ASSET = Asset("paydata://warehouse/features/charge_features")
 MODEL_ASSET = Asset(assets.model("fraud_scoring"))
@@ -62,4 +62,4 @@ def fraud_train():
     train(training_set())
 
 
-fraud_train()
+route(fraud_train())

@@ -24,7 +24,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 DATA_KEY_TABLES = [
     {"database": "reference", "table": "merchant_data_key"},
@@ -70,4 +70,4 @@ def key_rotation():
     summary(rewrap.expand(target=DATA_KEY_TABLES))
 
 
-key_rotation()
+route(key_rotation())

@@ -26,7 +26,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 LANDING = Asset("paydata://landing/nosql")
 INGESTED = Asset("paydata://mongo/landing")
@@ -87,4 +87,4 @@ def nosql_ingest():
     clean_landing(reconcile(ingest(prepare())))
 
 
-nosql_ingest()
+route(nosql_ingest())

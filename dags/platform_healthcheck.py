@@ -17,7 +17,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 POSTGRES_CONN_IDS = ["paydata_reference", "paydata_oltp", "paydata_warehouse", "paydata_keystore"]
 MONGO_CONN_IDS = ["paydata_mongo", "paydata_mongo_cdc", "paydata_mongo_ingest", "paydata_mongo_features",
@@ -79,4 +79,4 @@ def platform_healthcheck():
     summary(check_postgres.expand(conn_id=POSTGRES_CONN_IDS), check_mongo.expand(conn_id=MONGO_CONN_IDS))
 
 
-platform_healthcheck()
+route(platform_healthcheck())

@@ -20,7 +20,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 
 @dag(
@@ -55,4 +55,4 @@ def reference_sync():
     sync()
 
 
-reference_sync()
+route(reference_sync())

@@ -29,7 +29,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 SOURCE_DATABASES = ["reference", "oltp"]
 
@@ -111,4 +111,4 @@ def schema_migrate():
     apply_mongo_definitions()
 
 
-schema_migrate()
+route(schema_migrate())

@@ -33,7 +33,7 @@ import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from paydata import alerts, assets
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 log = logging.getLogger(__name__)
 
@@ -166,4 +166,4 @@ def warehouse_build():
     reconcile(built, refreshed)
 
 
-warehouse_build()
+route(warehouse_build())

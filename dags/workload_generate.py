@@ -24,7 +24,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from paydata.dagconfig import DAG_FAILURE, default_args
+from paydata.dagconfig import DAG_FAILURE, default_args, route
 
 LANDING = Asset("paydata://landing/nosql")
 
@@ -133,4 +133,4 @@ def workload_generate():
     write_landing(generate_traffic(sync_replicas(seed_reference())))
 
 
-workload_generate()
+route(workload_generate())

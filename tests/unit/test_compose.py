@@ -22,7 +22,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from paydata import privileges, settings
+from paydata import dagconfig, privileges, settings
 from paydata.stack import config as stack_config
 
 REPO = settings.REPO_ROOT
@@ -40,8 +40,10 @@ AIRFLOW_SERVICES = (
     "airflow-dag-processor",
     "airflow-triggerer",
     "airflow-worker",
+    "airflow-worker-owner",
     "airflow-init",
 )
+OWNER_WORKER = "airflow-worker-owner"
 # Unescaped compose interpolation: ${NAME}, ${NAME:-default}, ${NAME-default}, and the required
 # ${NAME:?message} / ${NAME?message}; "$${...}" is a literal.
 INTERPOLATION = re.compile(
@@ -79,7 +81,9 @@ def services(compose) -> dict:
 
 @pytest.fixture(scope="module")
 def common_env(compose) -> dict:
-    return compose["x-airflow-common"]["environment"]
+    """The owner worker's environment: the Airflow settings and every project connection (the only
+    service that has them all)."""
+    return compose["services"][OWNER_WORKER]["environment"]
 
 
 def conn_env_name(conn_id: str) -> str:
@@ -252,7 +256,7 @@ def test_mongo_init_creates_every_user_from_required_passwords(services):
         assert INTERPOLATION.fullmatch(env[variable])["name"] == variable
         assert INTERPOLATION.fullmatch(env[variable])["required"] == ":?"
     # Each Airflow connection uses the password mongo-init set for its user.
-    common = yaml.safe_load(COMPOSE_FILE.read_text())["x-airflow-common"]["environment"]
+    common = env_of(services[OWNER_WORKER])
     for conn_id, user in settings.MONGO_USERS.items():
         password = json.loads(common[conn_env_name(conn_id)])["password"]
         assert password == env[f"PAYDATA_MONGO_{user.removeprefix('paydata_').upper()}_PASSWORD"]
@@ -462,6 +466,79 @@ def test_executor_is_celery_with_a_scalable_worker(common_env, services):
     assert metadata.hostname == "airflow-db" and metadata.hostname != "paydata-postgres"
 
 
+# -- who holds the owner connections -----------------------------------------------------------
+
+OWNER_CONN_ENV = {conn_env_name(conn_id) for conn_id in dagconfig.OWNER_CONNECTIONS}
+OWNER_PASSWORDS = re.compile(r"OWNER_PASSWORD|^PAYDATA_KEYSTORE_PASSWORD$|^PAYDATA_MONGO_(ADMIN|ROOT)_PASSWORD$|"
+                             r"^PAYDATA_ADMIN_PASSWORD$")
+
+
+def owner_logins(common_env: dict) -> set[str]:
+    """The logins of the owner-level connections (schema owners, key store owner, Mongo administrator)."""
+    return {conn_json(common_env, conn_id)["login"] for conn_id in dagconfig.OWNER_CONNECTIONS}
+
+
+def test_the_owner_connections_are_exactly_dagconfig_s_owner_level_ones(compose, common_env):
+    owner_anchor = compose["x-owner-connections"]
+    assert set(owner_anchor) == OWNER_CONN_ENV
+    assert owner_logins(common_env) >= {"reference_owner", "oltp_owner", "warehouse_owner", "paydata_admin"}
+    assert not OWNER_CONN_ENV & set(compose["x-task-connections"])
+    assert not OWNER_CONN_ENV & set(compose["x-airflow-common"]["environment"])
+
+
+def test_only_the_owner_worker_holds_owner_connections_or_passwords(services, common_env):
+    logins = owner_logins(common_env)
+    # Services that need an owner password for what they are: the database servers set the
+    # passwords up once, mongo-init provisions the Mongo users, the owner worker runs owner tasks.
+    allowed = {OWNER_WORKER, "paydata-postgres", "mongodb", "mongo-init"}
+    for name, service in services.items():
+        if name in allowed:
+            continue
+        environment = env_of(service)
+        assert not OWNER_CONN_ENV & set(environment), f"{name} holds an owner connection"
+        assert not [key for key in environment if OWNER_PASSWORDS.search(key)], f"{name} holds an owner password"
+        for key, value in environment.items():
+            if key.startswith("AIRFLOW_CONN_"):
+                assert json.loads(expand(str(value)))["login"] not in logins, f"{name}.{key} logs in as an owner"
+
+
+def test_the_default_worker_has_no_way_to_an_owner_login(services, common_env):
+    """What a task on the default pool could read from its environment, files and secrets."""
+    worker = services["airflow-worker"]
+    environment = env_of(worker)
+    text = json.dumps(environment)
+    logins = owner_logins(common_env)
+    for login in logins:
+        assert f'"login":"{login}"' not in text.replace(" ", ""), f"an owner login ({login}) in the default worker"
+    for match in INTERPOLATION.finditer(text):
+        assert not OWNER_PASSWORDS.search(match["name"]), f"the default worker receives ${{{match['name']}}}"
+    assert "secrets" not in worker, "no key files on the default worker"
+    assert not [v for v in worker.get("volumes", []) if v.startswith(("paydata-backups:", "paydata-tls-private:"))]
+    # It still has every least-privilege connection the default queue's tasks use.
+    dag_ids = [dag_id for dag_id in dagconfig.TASK_ACCESS if "{" not in dag_id]
+    dag_ids += [f"{source}_cdc" for source in settings.cdc_sources()]
+    used = {item for dag_id in dag_ids for access in dagconfig.task_access(dag_id).values() for item in access
+            if dagconfig.queue_for(access) is None}
+    used -= {settings.FRAUD_SCORER_CONN_ID}  # the scoring API's key is set by the operator (docs/ml.md)
+    assert used and {conn_env_name(conn_id) for conn_id in used} <= set(environment)
+    assert environment["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+
+
+def test_the_owner_worker_consumes_only_the_owner_queue(services):
+    owner = services[OWNER_WORKER]
+    command = owner["command"].split()
+    assert command[:2] == ["celery", "worker"]
+    queues = command[command.index("--queues") + 1].split(",")
+    assert queues == [dagconfig.OWNER_QUEUE]
+    assert OWNER_CONN_ENV <= set(env_of(owner))
+    # The default pool takes the default queue (no --queues); nothing else runs tasks.
+    assert "--queues" not in services["airflow-worker"]["command"] and "-q" not in services["airflow-worker"]["command"]
+    workers = {name for name, service in services.items() if "celery worker" in str(service.get("command", ""))}
+    assert workers == {"airflow-worker", OWNER_WORKER}
+    for volume in ("paydata-backups:", "paydata-tls:"):
+        assert any(v.startswith(volume) for v in owner["volumes"])
+
+
 def test_all_services_are_present_and_the_ui_is_on_8080(services):
     required = {*AIRFLOW_SERVICES, "redis", "airflow-db", "paydata-postgres", "mongodb", "mlflow", "tls-init"}
     assert required <= set(services)
@@ -532,9 +609,9 @@ def test_all_data_lives_in_declared_named_volumes(compose, services):
 # -- secrets and TLS files ---------------------------------------------------------------------
 
 
-def test_key_files_reach_only_the_worker_as_docker_secrets(compose, services):
+def test_key_files_reach_only_the_owner_worker_as_docker_secrets(compose, services):
     secrets = compose["secrets"]
-    worker = services["airflow-worker"]
+    worker = services[OWNER_WORKER]
     worker_env = env_of(worker)
     for variable, secret in [
         ("PAYDATA_KEK_FILE", "paydata_kek"),
@@ -551,8 +628,8 @@ def test_key_files_reach_only_the_worker_as_docker_secrets(compose, services):
             "examples hold no keys"
         )
     for name, service in services.items():
-        if name != "airflow-worker":
-            assert "secrets" not in service, f"{name} does not run tasks and gets no keys"
+        if name != OWNER_WORKER:
+            assert "secrets" not in service, f"{name} runs no task that reads a key and gets none"
             assert "PAYDATA_KEK_FILE" not in env_of(service)
 
 

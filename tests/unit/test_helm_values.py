@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from paydata import alerts, privileges, settings
+from paydata import alerts, dagconfig, privileges, settings
 
 REPO = Path(__file__).resolve().parents[2]
 VALUES = REPO / "helm" / "airflow-values.yaml"
@@ -71,37 +71,103 @@ def test_values_use_the_kubernetes_executor_the_image_and_the_pinned_airflow(val
     assert values["config"]["core"]["simple_auth_manager_all_admins"] == "False"
 
 
+TASK_SECRET = "paydata-task-connections"
+OWNER_SECRET = "paydata-owner-connections"
+SECRET_REF = re.compile(r'dict "secretRef" \(dict "name" "([\w-]+)"\)')
+POD_TEMPLATE_FILE = 'tpl (.Files.Get "files/pod-template-file.kubernetes-helm-yaml") $context'
+
+
+def conn_env(conn_id: str) -> str:
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def owner_template(values: dict) -> str:
+    return values["extraConfigMaps"]["paydata-owner-pod-template"]["data"]
+
+
+def env_from_secrets(template: str) -> list[str]:
+    """The Secrets a pod template string adds as envFrom (the ``dict "secretRef"`` entries)."""
+    return SECRET_REF.findall(template)
+
+
 def test_every_connection_comes_from_a_secret(values, secrets):
     needed = {*settings.POSTGRES_DATABASES.values(), *settings.MONGO_USERS, alerts.ALERT_CONN_ID,
-              *privileges.role_connections(),
+              settings.FRAUD_SCORER_CONN_ID, *privileges.role_connections(),
               *(settings.capture_conn_id(source) for source in settings.cdc_sources())}
-    from_secrets = {entry["envName"]: entry for entry in values["secret"]}
-    for conn_id in needed:
-        entry = from_secrets.get(f"AIRFLOW_CONN_{conn_id.upper()}")
-        assert entry, f"connection {conn_id} is not set from a Secret"
-        value = secrets[entry["secretName"]]["stringData"][entry["secretKey"]]
-        conn = json.loads(value)
-        assert conn["conn_type"] in ("postgres", "mongo", "http")
+    task_keys = set(secrets[TASK_SECRET]["stringData"])
+    owner_keys = set(secrets[OWNER_SECRET]["stringData"])
+    assert owner_keys == {conn_env(conn_id) for conn_id in dagconfig.OWNER_CONNECTIONS}
+    assert task_keys | owner_keys == {conn_env(conn_id) for conn_id in needed}
+    assert not task_keys & owner_keys
+    for secret in (TASK_SECRET, OWNER_SECRET):
+        for key, value in secrets[secret]["stringData"].items():
+            assert json.loads(value)["conn_type"] in ("postgres", "mongo", "http"), key
     for entry in values["secret"]:
         assert entry["secretKey"] in secrets[entry["secretName"]]["stringData"], entry
     assert "connection" in secrets[values["data"]["metadataSecretName"]]["stringData"]
     assert "fernet-key" in secrets[values["fernetKeySecretName"]]["stringData"]
     for volume in values["volumes"]:
         assert volume["secret"]["secretName"] in secrets
+    assert re.search(r'"secretName" "paydata-keys"', owner_template(values))
+    assert "kek" in secrets["paydata-keys"]["stringData"]
 
 
 def test_connections_match_compose(secrets):
     """Same ids, logins and databases as docker-compose.yaml (which the compose tests tie to settings)."""
     compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
-    env = compose["x-airflow-common"]["environment"]
-    for key, value in secrets["paydata-connections"]["stringData"].items():
-        name = f"AIRFLOW_CONN_{key.upper()}"
-        if name not in env:
-            continue
-        ours, theirs = json.loads(value), json.loads(re.sub(r"\$\{[^}]*\}", "x", env[name]))
-        assert (ours["conn_type"], ours["login"], ours["schema"]) == (
-            theirs["conn_type"], theirs["login"], theirs["schema"]), key
-        assert ours["extra"].keys() >= {"tlsCAFile" if ours["conn_type"] == "mongo" else "sslmode"}
+    env = compose["services"]["airflow-worker-owner"]["environment"]  # the one with every connection
+    compared = 0
+    for secret in (TASK_SECRET, OWNER_SECRET):
+        for name, value in secrets[secret]["stringData"].items():
+            if name not in env:
+                continue
+            ours, theirs = json.loads(value), json.loads(re.sub(r"\$\{[^}]*\}", "x", env[name]))
+            assert (ours["conn_type"], ours["login"], ours["schema"]) == (
+                theirs["conn_type"], theirs["login"], theirs["schema"]), name
+            assert ours["extra"].keys() >= {"tlsCAFile" if ours["conn_type"] == "mongo" else "sslmode"}
+            compared += 1
+    assert compared >= len(settings.POSTGRES_DATABASES) + len(settings.MONGO_USERS)
+
+
+# -- who gets the owner connections ------------------------------------------------------------
+
+
+def test_no_component_has_a_database_connection_in_its_environment(values):
+    """``secret``, ``env``, ``extraEnv(From)`` reach every container: only the alert webhook is there."""
+    everywhere = {entry["envName"] for entry in values["secret"]} | {item["name"] for item in values["env"]}
+    assert {name for name in everywhere if name.startswith("AIRFLOW_CONN_")} == {conn_env(alerts.ALERT_CONN_ID)}
+    assert "extraEnvFrom" not in values and "extraEnv" not in values
+    assert not any(volume["secret"]["secretName"] == "paydata-keys" for volume in values["volumes"])
+
+
+def test_task_pods_get_the_least_connections_and_owner_pods_the_owner_ones(values):
+    assert POD_TEMPLATE_FILE in values["podTemplate"] and POD_TEMPLATE_FILE in owner_template(values)
+    assert env_from_secrets(values["podTemplate"]) == [TASK_SECRET]
+    assert env_from_secrets(owner_template(values)) == [TASK_SECRET, OWNER_SECRET]
+    # The owner template is a file in the scheduler (the KubernetesExecutor reads it there) at the
+    # path owner tasks name in their executor_config.
+    template = Path(dagconfig.OWNER_POD_TEMPLATE)
+    assert re.search(rf"^\s*{re.escape(template.name)}: \|-$", owner_template(values), re.M)
+    volume = next(v for v in values["scheduler"]["extraVolumes"] if v["name"] == "paydata-owner-pod-template")
+    assert volume["configMap"]["name"] == "paydata-owner-pod-template"
+    mount = next(m for m in values["scheduler"]["extraVolumeMounts"] if m["name"] == volume["name"])
+    assert mount["mountPath"] == str(template.parent) and mount["readOnly"] is True
+
+
+def test_a_default_task_pod_has_no_way_to_an_owner_login(values, secrets):
+    """Everything a task pod built from podTemplate can read: no owner login, password or key."""
+    pod = render_task_pod(values, secrets)
+    owner_logins = {json.loads(value)["login"] for value in secrets[OWNER_SECRET]["stringData"].values()}
+    container = pod["spec"]["containers"][0]
+    readable = {ref["secretRef"]["name"] for ref in container["envFrom"]}
+    readable |= {item["valueFrom"]["secretKeyRef"]["name"] for item in container["env"] if "valueFrom" in item}
+    readable |= {volume["secret"]["secretName"] for volume in pod["spec"]["volumes"] if "secret" in volume}
+    assert OWNER_SECRET not in readable and "paydata-keys" not in readable
+    for name in readable & {TASK_SECRET}:
+        for key, value in secrets[name]["stringData"].items():
+            assert json.loads(value).get("login") not in owner_logins, f"{key} logs in as an owner"
+    owner_pod = render_task_pod(values, secrets, owner=True)
+    assert OWNER_SECRET in {ref["secretRef"]["name"] for ref in owner_pod["spec"]["containers"][0]["envFrom"]}
 
 
 def test_no_password_is_written_in_the_values():
@@ -110,14 +176,24 @@ def test_no_password_is_written_in_the_values():
         assert word not in text.replace(" ", ""), f"{word} in {VALUES.name}: use a Secret"
 
 
-def render_task_pod(values: dict) -> dict:
+def render_task_pod(values: dict, secrets: dict, owner: bool = False) -> dict:
     """The parts of a KubernetesExecutor task pod these values supply, as the chart's pod template
-    places them: image, env (plain and from Secrets), volumes, mounts, resources."""
+    places them: image, env (plain and from Secrets), envFrom (from the podTemplate or the owner
+    template), volumes, mounts, resources. ``owner``: the pod of an owner task."""
     image = values["images"]["airflow"]
+    template = owner_template(values) if owner else values["podTemplate"]
     env = [dict(item) for item in values["env"]]
     env += [{"name": entry["envName"], "valueFrom": {"secretKeyRef": {"name": entry["secretName"],
                                                                     "key": entry["secretKey"]}}}
             for entry in values["secret"]]
+    volumes, mounts = list(values["volumes"]), list(values["volumeMounts"])
+    if owner:
+        env += [{"name": name, "value": value} for name, value in
+                re.findall(r'dict "name" "(PAYDATA_\w+_FILE)" "value" "([^"]+)"', template)]
+        volumes.append({"name": "paydata-keys", "secret": {"secretName": "paydata-keys", "defaultMode": 256}})
+        mounts.append({"name": "paydata-keys", "mountPath": "/opt/paydata/keys", "readOnly": True})
+    for secret in env_from_secrets(template):
+        assert secret in secrets, f"the pod template reads a Secret that does not exist: {secret}"
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -130,17 +206,21 @@ def render_task_pod(values: dict) -> dict:
                 "image": f"{image['repository']}:{image['tag']}",
                 "imagePullPolicy": image["pullPolicy"],
                 "env": env,
-                "volumeMounts": values["volumeMounts"],
+                "envFrom": [{"secretRef": {"name": secret}} for secret in env_from_secrets(template)],
+                "volumeMounts": mounts,
                 "resources": values["workers"]["resources"],
             }],
-            "volumes": values["volumes"],
+            "volumes": volumes,
         },
     }
 
 
-def test_the_task_pod_these_values_give_is_valid(values):
-    pod = render_task_pod(values)
-    _validate(pod)
+def test_the_task_pods_these_values_give_are_valid(values, secrets):
+    for owner in (False, True):
+        pod = render_task_pod(values, secrets, owner=owner)
+        _validate(pod)
+        names = {item["name"] for item in pod["spec"]["containers"][0]["env"]}
+        assert ("PAYDATA_KEK_FILE" in names) is owner
     for component in ("apiServer", "scheduler", "dagProcessor", "triggerer", "workers"):
         resources = values[component]["resources"]
         assert resources["requests"]["memory"] and resources["limits"]["memory"], component
@@ -156,3 +236,10 @@ def test_the_chart_renders_with_these_values_into_valid_objects(tmp_path):
     assert any(doc["kind"] == "Deployment" and "scheduler" in doc["metadata"]["name"] for doc in documents)
     for doc in documents:
         _validate(doc)
+    # The two task pod templates, as the chart rendered them: envFrom of the right Secrets only.
+    templates = {key: yaml.safe_load(value) for doc in documents if doc["kind"] == "ConfigMap"
+                 for key, value in (doc.get("data") or {}).items() if key in ("pod_template_file.yaml", "owner.yaml")}
+    for key, expected in (("pod_template_file.yaml", [TASK_SECRET]), ("owner.yaml", [TASK_SECRET, OWNER_SECRET])):
+        pod = templates[key]
+        _validate(pod)
+        assert [ref["secretRef"]["name"] for ref in pod["spec"]["containers"][0]["envFrom"]] == expected, key
