@@ -26,6 +26,7 @@ from psycopg2 import sql
 from ml.features.definitions import Definitions, definitions_hash
 from ml.features.sessions import signals_for_charges
 from ml.features.sql_builder import feature_names, feature_query
+from ml.features.window_builder import rebuild_query
 from paydata.sql import load_sql
 from paydata.warehouse.labels import FRAUD_DISPUTE_REASONS, LABEL_MATURITY, derive_charge_labels
 
@@ -73,12 +74,13 @@ def store_positions(cursor, store: str) -> dict[str, int]:
     return {source: int(lsn) for source, lsn in cursor.fetchall()}
 
 
-def _load_session_signals(cursor, definitions: Definitions, sessions_db) -> int:
+def _load_session_signals(cursor, definitions: Definitions, sessions_db, points: str, params: dict) -> int:
+    """Session signals of the points ``points`` selects (charge, session, time) into ``session_signal``."""
     cursor.execute(sql.SQL(load_sql("features/session_signal_create.sql")).format(
         columns=_column_list(_session_columns(definitions))))
     if sessions_db is None or not definitions.session:
         return 0
-    cursor.execute(load_sql("features/spine_sessions.sql"))
+    cursor.execute(load_sql(points), params)
     rows = signals_for_charges(definitions, sessions_db, cursor.fetchall())
     names = [item["name"] for item in definitions.session]
     buffer = io.StringIO()
@@ -91,18 +93,37 @@ def _load_session_signals(cursor, definitions: Definitions, sessions_db) -> int:
     return len(rows)
 
 
-def _materialise_spine(cursor, definitions: Definitions, sessions_db) -> int:
-    _load_session_signals(cursor, definitions, sessions_db)
-    query, params = feature_query(definitions)
+def _insert_features(cursor, definitions: Definitions, statement: str, query: sql.Composable, params: dict) -> int:
     names = feature_names(definitions)
     session_names = [item["name"] for item in definitions.session]
     values = ([sql.SQL("f.{}").format(sql.Identifier(n)) for n in names]
               + [sql.SQL("ss.{}").format(sql.Identifier(n)) for n in session_names])
-    cursor.execute(sql.SQL(load_sql("features/offline_insert.sql")).format(
+    cursor.execute(sql.SQL(load_sql(statement)).format(
         table=offline_table(definitions), columns=sql.SQL(", ").join(map(sql.Identifier, names + session_names)),
         values=sql.SQL(", ").join(values), query=query), params)
-    written = max(cursor.rowcount, 0)
-    return written
+    return max(cursor.rowcount, 0)
+
+
+def _materialise_spine(cursor, definitions: Definitions) -> int:
+    """The LATERAL builder over ``feature_spine`` (session signals already loaded)."""
+    query, params = feature_query(definitions)
+    return _insert_features(cursor, definitions, "features/offline_insert.sql", query, params)
+
+
+def _materialise_ledger(cursor, definitions: Definitions, sessions_db, to_lsn: int) -> dict[str, int]:
+    """Every ledger charge at or below ``to_lsn`` (a full build): the window formulation for the
+    charges it computes exactly, then the LATERAL builder for the rest (charges whose windows hold a
+    row loaded after them)."""
+    cursor.execute(load_sql("features/full_build_memory.sql"))
+    _load_session_signals(cursor, definitions, sessions_db, "features/ledger_sessions.sql", {"to_lsn": to_lsn})
+    query, params = rebuild_query(definitions)
+    windowed = _insert_features(cursor, definitions, "features/offline_insert_full.sql", query,
+                                dict(params, to_lsn=to_lsn))
+    cursor.execute(load_sql("features/spine_create.sql"))
+    cursor.execute(sql.SQL(load_sql("features/spine_from_unbuilt.sql")).format(table=offline_table(definitions)),
+                   {"to_lsn": to_lsn})
+    lateral = _materialise_spine(cursor, definitions)
+    return {"window": windowed, "lateral": lateral}
 
 
 def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild: bool = False) -> dict[str, Any]:
@@ -128,10 +149,15 @@ def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild:
             if rebuild:
                 cursor.execute(sql.SQL(load_sql("features/offline_delete.sql")).format(
                     table=offline_table(definitions)))
-            cursor.execute(load_sql("features/spine_create.sql"))
-            cursor.execute(load_sql("features/spine_from_charges.sql"),
-                           {"from_lsn": -1 if rebuild else from_lsn, "to_lsn": target["oltp"]})
-            written = _materialise_spine(cursor, definitions, sessions_db)
+            if rebuild or not done:
+                paths = _materialise_ledger(cursor, definitions, sessions_db, target["oltp"])
+            else:
+                cursor.execute(load_sql("features/spine_create.sql"))
+                cursor.execute(load_sql("features/spine_from_charges.sql"),
+                               {"from_lsn": from_lsn, "to_lsn": target["oltp"]})
+                _load_session_signals(cursor, definitions, sessions_db, "features/spine_sessions.sql", {})
+                paths = {"window": 0, "lateral": _materialise_spine(cursor, definitions)}
+            written = paths["window"] + paths["lateral"]
             for source, lsn in target.items():
                 cursor.execute(load_sql("features/build_state_upsert.sql"),
                                {"store": OFFLINE_STORE, "source": source, "commit_lsn": lsn})
@@ -141,6 +167,7 @@ def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild:
         raise
     return {"oltp_lsn": target["oltp"], "reference_lsn": target["reference"], "from_lsn": from_lsn,
             "charge_events": charges, "dispute_events": disputes, "feature_rows": written,
+            "window_rows": paths["window"], "lateral_rows": paths["lateral"],
             "offline_table": f"features.{definitions.offline_table}"}
 
 
