@@ -110,28 +110,33 @@ def _materialise_spine(cursor, definitions: Definitions) -> int:
     return _insert_features(cursor, definitions, "features/offline_insert.sql", query, params)
 
 
-def _materialise_ledger(cursor, definitions: Definitions, sessions_db, to_lsn: int) -> dict[str, int]:
-    """Every ledger charge at or below ``to_lsn`` (a full build): the window formulation for the
-    charges it computes exactly, then the LATERAL builder for the rest (charges whose windows hold a
-    row loaded after them)."""
+def _materialise_ledger(cursor, definitions: Definitions, sessions_db, to_lsn: int,
+                        formulation: str) -> dict[str, int]:
+    """Every ledger charge at or below ``to_lsn`` (a full build) through the set-based formulation
+    (:func:`ml.features.window_builder.rebuild_query`), then the LATERAL builder for the charges it
+    leaves out (``window``: charges whose frames hold a row loaded after them)."""
     cursor.execute(load_sql("features/full_build_memory.sql"))
     _load_session_signals(cursor, definitions, sessions_db, "features/ledger_sessions.sql", {"to_lsn": to_lsn})
-    query, params = rebuild_query(definitions)
-    windowed = _insert_features(cursor, definitions, "features/offline_insert_full.sql", query,
+    query, params = rebuild_query(definitions, formulation)
+    set_based = _insert_features(cursor, definitions, "features/offline_insert_full.sql", query,
                                 dict(params, to_lsn=to_lsn))
     cursor.execute(load_sql("features/spine_create.sql"))
     cursor.execute(sql.SQL(load_sql("features/spine_from_unbuilt.sql")).format(table=offline_table(definitions)),
                    {"to_lsn": to_lsn})
     lateral = _materialise_spine(cursor, definitions)
-    return {"window": windowed, "lateral": lateral}
+    return {"set_based": set_based, "lateral": lateral}
 
 
-def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild: bool = False) -> dict[str, Any]:
+def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild: bool = False,
+                   formulation: str = "join") -> dict[str, Any]:
     """Bring the offline store up to the marts' positions (one transaction); return counts and positions.
 
     ``sessions_db``: the Mongo database with the ``sessions`` collection (None: session features
     stay NULL). ``rebuild``: recompute every charge's features from the event ledgers (same
-    result as the incremental builds, since rows keep their first-seen positions).
+    result as the incremental builds, since rows keep their first-seen positions). A rebuild and the
+    first build compute every charge at once with the set-based ``formulation`` (``join`` or
+    ``window``, see :mod:`ml.features.window_builder`); later builds compute the new charges with
+    the LATERAL builder.
     """
     ensure_features(conn, definitions)
     try:
@@ -146,18 +151,19 @@ def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild:
             cursor.execute(load_sql("features/dispute_event_ingest.sql"),
                            dict(window, fraud_reasons=list(FRAUD_DISPUTE_REASONS)))
             disputes = max(cursor.rowcount, 0)
-            if rebuild:
+            if rebuild or not done:
+                # a full build: every row is recomputed from the ledgers (identically: rows keep
+                # their first-seen positions), rows of an unrecorded earlier build included
                 cursor.execute(sql.SQL(load_sql("features/offline_delete.sql")).format(
                     table=offline_table(definitions)))
-            if rebuild or not done:
-                paths = _materialise_ledger(cursor, definitions, sessions_db, target["oltp"])
+                paths = _materialise_ledger(cursor, definitions, sessions_db, target["oltp"], formulation)
             else:
                 cursor.execute(load_sql("features/spine_create.sql"))
                 cursor.execute(load_sql("features/spine_from_charges.sql"),
                                {"from_lsn": from_lsn, "to_lsn": target["oltp"]})
                 _load_session_signals(cursor, definitions, sessions_db, "features/spine_sessions.sql", {})
-                paths = {"window": 0, "lateral": _materialise_spine(cursor, definitions)}
-            written = paths["window"] + paths["lateral"]
+                paths = {"set_based": 0, "lateral": _materialise_spine(cursor, definitions)}
+            written = paths["set_based"] + paths["lateral"]
             for source, lsn in target.items():
                 cursor.execute(load_sql("features/build_state_upsert.sql"),
                                {"store": OFFLINE_STORE, "source": source, "commit_lsn": lsn})
@@ -167,7 +173,7 @@ def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild:
         raise
     return {"oltp_lsn": target["oltp"], "reference_lsn": target["reference"], "from_lsn": from_lsn,
             "charge_events": charges, "dispute_events": disputes, "feature_rows": written,
-            "window_rows": paths["window"], "lateral_rows": paths["lateral"],
+            "set_based_rows": paths["set_based"], "lateral_rows": paths["lateral"],
             "offline_table": f"features.{definitions.offline_table}"}
 
 

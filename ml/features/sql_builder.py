@@ -18,6 +18,7 @@ Identifiers come only from checked definitions; windows and encodings are bound 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from functools import cache
@@ -48,6 +49,18 @@ def fragments(library: str = "features/fragments.sql") -> dict[str, str]:
 
 def _fragment(name: str, **parts) -> sql.Composed:
     return sql.SQL(fragments()[name]).format(**parts)
+
+
+def window_params(definitions: Definitions) -> dict[str, object]:
+    """The bound windows: ``window_<label>`` an interval of microseconds only (no day part, so
+    ``as_of - window`` is the same fixed length in every time zone, as the timedelta of the
+    definitions and the scorer's check), ``window_us_<label>`` the same length as a number."""
+    params: dict[str, object] = {}
+    for label, length in definitions.windows.items():
+        microseconds = length // dt.timedelta(microseconds=1)
+        params[f"window_{label}"] = f"{microseconds} microseconds"
+        params[f"window_us_{label}"] = microseconds
+    return params
 
 
 def window_param(label: str) -> sql.Composable:
@@ -87,7 +100,7 @@ def feature_query(definitions: Definitions, *, entities: tuple[str, ...] | None 
     Returned columns: ``spine_id`` then the features in definition order.
     """
     entities = definitions.aggregate_entities if entities is None else entities
-    params: dict = {f"window_{label}": value for label, value in definitions.windows.items()}
+    params: dict = window_params(definitions)
     columns: list[sql.Composable] = []
     joins: list[sql.Composable] = []
     for index, (entity, source, aggregates) in enumerate(lateral_groups(definitions, entities)):

@@ -37,9 +37,11 @@ from ml.features.sql_builder import (
     lookup_columns,
     request_columns,
     window_param,
+    window_params,
 )
 
 WINDOW_FRAGMENTS = "features/window_fragments.sql"
+FORMULATIONS = ("join", "window")
 # The charges are both the points and the events of their own source: source 0 of every pass.
 POINT_SOURCE = "charge_event"
 # A LATERAL over no events gives these; an entity key that is NULL matches no event.
@@ -119,39 +121,50 @@ def entity_pass(definitions: Definitions, entity: str,
     return query, names
 
 
-def distinct_join(definitions: Definitions, entity: str, source: str,
-                  aggregates: list[Aggregate]) -> sql.Composed:
-    """Distinct counts of an entity's events per charge: a join bounded by the widest window."""
+def bounded_join(definitions: Definitions, entity: str, source: str,
+                 aggregates: list[Aggregate]) -> sql.Composed:
+    """Aggregates of an entity's events per charge as a join bounded by the widest window, grouped
+    by charge: the LATERAL's aggregate expressions and load rule (``known_lsn <=`` the charge's),
+    for distinct counts (no ``count(DISTINCT) OVER``) and sparse sources. Charges without an event
+    in the window have no row (the caller fills in the empty values)."""
     schema, table, timestamp = SOURCE_TABLES[source]
     match = sql.SQL(" AND ").join(
         sql.SQL("e.{0} = s.{0}").format(sql.Identifier(column)) for column in definitions.entities[entity])
     widest = max(aggregates, key=lambda a: definitions.windows[a.window]).window
-    return _fragment("distinct_join", aggregates=sql.SQL(", ").join(aggregate_sql(a, timestamp) for a in aggregates),
+    return _fragment("bounded_join", aggregates=sql.SQL(", ").join(aggregate_sql(a, timestamp) for a in aggregates),
                      spine=_fragment("ledger_spine"), source=sql.Identifier(schema, table), entity_match=match,
-                     timestamp=sql.Identifier(timestamp), max_window=window_param(widest))
+                     timestamp=sql.Identifier(timestamp), max_window=window_param(widest),
+                     bucket=sql.Placeholder(f"window_us_{widest}"))
 
 
-def rebuild_query(definitions: Definitions) -> tuple[sql.Composed, dict]:
+def rebuild_query(definitions: Definitions, formulation: str = "join") -> tuple[sql.Composed, dict]:
     """Every ledger charge at or below ``%(to_lsn)s`` with its features: columns ``spine_id, as_of,
     known_lsn``, the features of :func:`rebuild_names`, then ``later_load`` (true: a frame of the
     charge holds an event loaded after it, so its window values may differ from the point-in-time
-    ones and the LATERAL builder must compute it). The parameters miss ``to_lsn``, which the caller
-    binds."""
-    params: dict = {f"window_{label}": value for label, value in definitions.windows.items()}
+    ones and the LATERAL builder must compute it; always false for ``join``). ``formulation``:
+    ``join`` (every aggregate through :func:`bounded_join`) or ``window`` (windows over the charges,
+    the bounded join for distinct counts and other sources). The parameters miss ``to_lsn``, which
+    the caller binds."""
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"formulation {formulation!r} not in {FORMULATIONS}")
+    params: dict = window_params(definitions)
     expressions: dict[str, sql.Composable] = {}
     joins: list[sql.Composable] = []
     later: list[sql.Composable] = []
     per_entity: dict[str, list[tuple[str, list[Aggregate]]]] = {}
     for entity, source, aggregates in lateral_groups(definitions, definitions.aggregate_entities):
-        windowed = [a for a in aggregates if a.aggregation != "count_distinct"]
-        distinct = [a for a in aggregates if a.aggregation == "count_distinct"]
+        # Windows over the charges themselves; distinct counts, and aggregates of the sparse other
+        # sources (disputes: a few per entity), through the bounded join, which applies the load rule.
+        windowed = [a for a in aggregates if a.aggregation != "count_distinct" and source == POINT_SOURCE
+                    and formulation == "window"]
+        joined = [a for a in aggregates if a not in windowed]
         if windowed:
             per_entity.setdefault(entity, []).append((source, windowed))
-        if distinct:
-            alias = sql.Identifier(f"distinct_{len(joins)}")
-            joins.append(_fragment("pass_join", query=distinct_join(definitions, entity, source, distinct),
+        if joined:
+            alias = sql.Identifier(f"joined_{len(joins)}")
+            joins.append(_fragment("pass_join", query=bounded_join(definitions, entity, source, joined),
                                    alias=alias))
-            for aggregate in distinct:
+            for aggregate in joined:
                 expressions[aggregate.name] = sql.SQL("{}.{}").format(alias, sql.Identifier(aggregate.name))
     for entity, groups in per_entity.items():
         alias = sql.Identifier(f"pass_{len(joins)}")
@@ -165,8 +178,9 @@ def rebuild_query(definitions: Definitions) -> tuple[sql.Composed, dict]:
         columns.append(sql.SQL("coalesce({}, {}) AS {}").format(
             expressions[aggregate.name], EMPTY[aggregate.aggregation], sql.Identifier(aggregate.name)))
     if definitions.lookups:
-        joins.append(sql.SQL(fragments()["merchant_lateral"]).format(
-            alias=sql.Identifier("merchant_version")))
+        # the LATERAL's version rule as one join and one sort instead of a lookup per charge
+        joins.append(_fragment("merchant_join", spine=_fragment("ledger_spine"),
+                               alias=sql.Identifier("merchant_version")))
         columns += lookup_columns(definitions, params)
     columns += request_columns(definitions)
     query = _fragment("query", columns=sql.SQL(",\n       ").join(columns), spine=_fragment("ledger_spine"),

@@ -1,7 +1,9 @@
 -- Fragments of the full-rebuild formulation (ml.features.window_builder): one sorted pass per
--- entity with RANGE frames ending one microsecond before the row (strictly before: timestamps have
--- microsecond resolution, so an event at the same instant is outside; an event at exactly
--- T - window is inside, as in the LATERAL builder). Braces take identifiers and placeholders only.
+-- entity with RANGE frames from the window's length before the row to one microsecond before it:
+-- strictly before (timestamps have microsecond resolution, so an event at the same instant is
+-- outside), an event at exactly T - window inside, as in the LATERAL builder. Windows are bound as
+-- intervals of microseconds only, so each frame bound is one integer subtraction (no calendar
+-- arithmetic). Braces take identifiers and placeholders only.
 -- fragment: count
 count(*) FILTER (WHERE {condition}) OVER {frame}
 -- fragment: sum
@@ -28,16 +30,24 @@ FROM (
     FROM ({events}) AS e
     WINDOW {frames}
 ) AS w
-WHERE w.src = 0
--- fragment: distinct_join
+WHERE w.charge_id IS NOT NULL
+-- fragment: bounded_join
 SELECT s.spine_id AS charge_id, {aggregates}
-FROM ({spine}) AS s
-JOIN {source} AS e
+FROM (
+    SELECT sp.*, floor(extract(epoch FROM sp.as_of) * 1000000 / {bucket})::bigint - shift.k AS bucket
+    FROM ({spine}) AS sp
+    CROSS JOIN (VALUES (0), (1)) AS shift (k)
+) AS s
+JOIN (
+    SELECT ev.*, floor(extract(epoch FROM ev.{timestamp}) * 1000000 / {bucket})::bigint AS bucket
+    FROM {source} AS ev
+) AS e
   ON {entity_match}
+ AND e.bucket = s.bucket
  AND e.{timestamp} >= s.as_of - {max_window}
  AND e.{timestamp} < s.as_of
  AND e.known_lsn <= s.known_lsn
-GROUP BY s.spine_id
+GROUP BY s.spine_id, s.as_of
 -- fragment: ledger_spine
 SELECT charge_id AS spine_id, created_at AS as_of, known_lsn, customer_id, card_fingerprint, device_id,
        ip_address_token, merchant_id, session_id, card_country_code, amount_usd
@@ -50,3 +60,13 @@ SELECT s.spine_id, s.as_of, s.known_lsn, {columns},
        {later_load} AS later_load
 FROM ({spine}) AS s
 {joins}
+-- fragment: merchant_join
+LEFT JOIN (
+    SELECT DISTINCT ON (s.spine_id) s.spine_id, m.risk_tier_code, m.mcc
+    FROM ({spine}) AS s
+    JOIN marts.dim_merchant AS m
+      ON m.merchant_id = s.merchant_id
+     AND m.valid_from < s.as_of
+     AND s.as_of <= m.valid_to
+    ORDER BY s.spine_id, m.valid_from DESC, m.version_number DESC
+) AS {alias} ON {alias}.spine_id = s.spine_id
