@@ -26,11 +26,12 @@ from psycopg2 import sql
 from ml.features.definitions import Definitions, definitions_hash
 from ml.features.sessions import signals_for_charges
 from ml.features.sql_builder import feature_names, feature_query
-from ml.features.window_builder import rebuild_query
+from ml.features.window_builder import FORMULATIONS, rebuild_query
 from paydata.sql import load_sql
 from paydata.warehouse.labels import FRAUD_DISPUTE_REASONS, LABEL_MATURITY, derive_charge_labels
 
 OFFLINE_STORE = "offline"
+FULL_BUILD_FORMULATIONS = (*FORMULATIONS, "lateral")
 
 
 def offline_table(definitions: Definitions) -> sql.Identifier:
@@ -114,12 +115,15 @@ def _materialise_ledger(cursor, definitions: Definitions, sessions_db, to_lsn: i
                         formulation: str) -> dict[str, int]:
     """Every ledger charge at or below ``to_lsn`` (a full build) through the set-based formulation
     (:func:`ml.features.window_builder.rebuild_query`), then the LATERAL builder for the charges it
-    leaves out (``window``: charges whose frames hold a row loaded after them)."""
+    leaves out (``window``: charges whose frames hold a row loaded after them; ``lateral``: every
+    charge, the formulation the benchmark compares against)."""
     cursor.execute(load_sql("features/full_build_memory.sql"))
     _load_session_signals(cursor, definitions, sessions_db, "features/ledger_sessions.sql", {"to_lsn": to_lsn})
-    query, params = rebuild_query(definitions, formulation)
-    set_based = _insert_features(cursor, definitions, "features/offline_insert_full.sql", query,
-                                dict(params, to_lsn=to_lsn))
+    set_based = 0
+    if formulation != "lateral":
+        query, params = rebuild_query(definitions, formulation)
+        set_based = _insert_features(cursor, definitions, "features/offline_insert_full.sql", query,
+                                     dict(params, to_lsn=to_lsn))
     cursor.execute(load_sql("features/spine_create.sql"))
     cursor.execute(sql.SQL(load_sql("features/spine_from_unbuilt.sql")).format(table=offline_table(definitions)),
                    {"to_lsn": to_lsn})
@@ -135,9 +139,11 @@ def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild:
     stay NULL). ``rebuild``: recompute every charge's features from the event ledgers (same
     result as the incremental builds, since rows keep their first-seen positions). A rebuild and the
     first build compute every charge at once with the set-based ``formulation`` (``join`` or
-    ``window``, see :mod:`ml.features.window_builder`); later builds compute the new charges with
-    the LATERAL builder.
+    ``window``, see :mod:`ml.features.window_builder`; ``lateral`` runs the LATERAL builder for
+    every charge); later builds compute the new charges with the LATERAL builder.
     """
+    if formulation not in FULL_BUILD_FORMULATIONS:
+        raise ValueError(f"formulation {formulation!r} not in {FULL_BUILD_FORMULATIONS}")
     ensure_features(conn, definitions)
     try:
         with conn.cursor() as cursor:
