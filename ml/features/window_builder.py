@@ -1,27 +1,35 @@
-"""The full-rebuild formulation of the point-in-time features: one sorted pass per entity.
+"""Set-based formulations of the point-in-time features, for builds of every charge at once.
 
 :mod:`ml.features.sql_builder` computes a point's features with one ``LEFT JOIN LATERAL`` per
 entity: an index range scan per charge and entity, which is what incremental builds and online
-refreshes need (a few points) but costs eight index descents per charge when every charge of the
-ledger is recomputed. This module renders, from the same definitions and the same bound windows,
-encodings and lookup fragments, one query over every charge of ``features.charge_event`` at or
-below a position:
+refreshes need (a few points) but costs eight correlated lookups per charge when every charge of
+the ledger is recomputed (a rebuild, the first build). :func:`rebuild_query` renders, from the same
+definitions, the same bound windows, aggregate expressions, encodings and lookup rule, one query
+over every charge of ``features.charge_event`` at or below a position, in one of two formulations:
 
-* **windowed count / sum / avg / seconds since last**: per entity, one pass over the entity's
-  events sorted by time (the charges, unioned with the entity's other sources, e.g. disputes), each
-  aggregate a ``RANGE`` frame from ``window`` before the row to one microsecond before it: strictly
-  before ``created_at`` (timestamps have microsecond resolution), an event at exactly
-  ``T - window`` inside, as in the LATERAL rule;
-* **distinct counts** (Postgres has no ``count(DISTINCT) OVER``): a join of the charges to the
-  entity's events bounded by the window, grouped by charge, with the LATERAL's own aggregate
-  expressions and its load rule (``known_lsn <=`` the charge's);
-* **merchant lookups and request attributes**: the LATERAL builder's fragments.
+* ``join`` (the default): per entity and source, the charges hash-joined to the entity's events on
+  the entity key, with the window, strictly-before and load conditions of the LATERAL as join
+  conditions, grouped by charge, with the LATERAL's own aggregate expressions. Exact by
+  construction, including the load rule (``known_lsn <=`` the charge's). Its cost grows with the
+  square of the events per entity key over the whole ledger (every pair of one key is compared),
+  not with the events in the window: fine for customers, cards and devices with tens of charges,
+  not for a key with tens of thousands (a shared IP), where ``window`` stays n log n. Bounding the
+  pairs by time buckets was tried; the planner then chose merge joins and was slower.
+* ``window``: per entity, one sorted pass over the charges with each aggregate a ``RANGE`` frame
+  from the window's length before the row to one microsecond before it (strictly before: timestamps
+  have microsecond resolution; an event at exactly ``T - window`` inside, as in the LATERAL rule).
+  Postgres has no ``count(DISTINCT) OVER``, so distinct counts, and the aggregates of the sparse
+  other sources (disputes), go through the bounded join. A frame does not know load order: each
+  pass also flags the charges whose widest frame holds an event loaded after the charge
+  (``max(known_lsn)`` over the frame above the charge's own, i.e. a late-loaded row describing the
+  charge's past). The query returns that flag (``later_load``); the caller computes those charges
+  with the LATERAL builder, whose load rule they need. Every other charge's frames hold only
+  events known to it, so its window values are the point-in-time ones.
 
-A window frame does not know load order. Each pass therefore also flags the charges whose widest
-frame of a source holds an event loaded after the charge (``max(known_lsn)`` over the frame above the
-charge's own: a late-loaded row describing the charge's past). Those charges are left out here and
-computed by the LATERAL builder, which applies the load rule; every other charge's frames hold only
-events known to it, so both formulations give the same value (the tests compare them row for row).
+The merchant version (valid just before the charge) is one join with the LATERAL's rule, ordered
+per charge; request attributes are the LATERAL builder's fragments. The tests compare both
+formulations with the LATERAL builder and a plain-Python reference row for row, with late-loaded
+charges and disputes and ties on identical timestamps; bench/fraud_bench.py times all three.
 """
 
 from __future__ import annotations
@@ -133,8 +141,7 @@ def bounded_join(definitions: Definitions, entity: str, source: str,
     widest = max(aggregates, key=lambda a: definitions.windows[a.window]).window
     return _fragment("bounded_join", aggregates=sql.SQL(", ").join(aggregate_sql(a, timestamp) for a in aggregates),
                      spine=_fragment("ledger_spine"), source=sql.Identifier(schema, table), entity_match=match,
-                     timestamp=sql.Identifier(timestamp), max_window=window_param(widest),
-                     bucket=sql.Placeholder(f"window_us_{widest}"))
+                     timestamp=sql.Identifier(timestamp), max_window=window_param(widest))
 
 
 def rebuild_query(definitions: Definitions, formulation: str = "join") -> tuple[sql.Composed, dict]:

@@ -33,17 +33,9 @@ FROM (
 WHERE w.charge_id IS NOT NULL
 -- fragment: bounded_join
 SELECT s.spine_id AS charge_id, {aggregates}
-FROM (
-    SELECT sp.*, floor(extract(epoch FROM sp.as_of) * 1000000 / {bucket})::bigint - shift.k AS bucket
-    FROM ({spine}) AS sp
-    CROSS JOIN (VALUES (0), (1)) AS shift (k)
-) AS s
-JOIN (
-    SELECT ev.*, floor(extract(epoch FROM ev.{timestamp}) * 1000000 / {bucket})::bigint AS bucket
-    FROM {source} AS ev
-) AS e
+FROM ({spine}) AS s
+JOIN {source} AS e
   ON {entity_match}
- AND e.bucket = s.bucket
  AND e.{timestamp} >= s.as_of - {max_window}
  AND e.{timestamp} < s.as_of
  AND e.known_lsn <= s.known_lsn
