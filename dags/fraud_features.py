@@ -5,9 +5,8 @@ Brings the point-in-time fraud features up to the marts whenever the warehouse b
 the charge fact: `build_offline` appends the charges and disputes loaded since the last run to the
 event ledgers (as first seen) and materialises each new charge's features, computed from what
 was known strictly before it (`features.charge_features_v1`, versioned by the marts' positions;
-the first run computes every charge with the set-based query, later runs the new ones with the
-LATERAL query); `refresh_online` then recomputes the online documents (Mongo `features`) of the
-entities those new events touched, with the same LATERAL query.
+the LATERAL query); `refresh_online` then recomputes the online documents (Mongo `features`) of
+the entities those new events touched, with the same query.
 
 Feature definitions: `ml/features/definitions/fraud_charge.yaml`; see docs/ml.md. XCom carries
 positions and counts only.

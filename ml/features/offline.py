@@ -132,15 +132,17 @@ def _materialise_ledger(cursor, definitions: Definitions, sessions_db, to_lsn: i
 
 
 def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild: bool = False,
-                   formulation: str = "join") -> dict[str, Any]:
+                   formulation: str = "lateral") -> dict[str, Any]:
     """Bring the offline store up to the marts' positions (one transaction); return counts and positions.
 
     ``sessions_db``: the Mongo database with the ``sessions`` collection (None: session features
     stay NULL). ``rebuild``: recompute every charge's features from the event ledgers (same
     result as the incremental builds, since rows keep their first-seen positions). A rebuild and the
-    first build compute every charge at once with the set-based ``formulation`` (``join`` or
-    ``window``, see :mod:`ml.features.window_builder`; ``lateral`` runs the LATERAL builder for
-    every charge); later builds compute the new charges with the LATERAL builder.
+    first build compute every charge at once, by ``formulation``: ``lateral`` (the LATERAL builder
+    for every charge, the default: fastest or close to it in bench/fraud_bench.py, see
+    docs/benchmarks.md) or one of the set-based queries of :mod:`ml.features.window_builder`
+    (``join``, ``window``), which give the same rows; later builds compute the new charges with the
+    LATERAL builder.
     """
     if formulation not in FULL_BUILD_FORMULATIONS:
         raise ValueError(f"formulation {formulation!r} not in {FULL_BUILD_FORMULATIONS}")

@@ -7,7 +7,7 @@ the ledger is recomputed (a rebuild, the first build). :func:`rebuild_query` ren
 definitions, the same bound windows, aggregate expressions, encodings and lookup rule, one query
 over every charge of ``features.charge_event`` at or below a position, in one of two formulations:
 
-* ``join`` (the default): per entity and source, the charges hash-joined to the entity's events on
+* ``join``: per entity and source, the charges hash-joined to the entity's events on
   the entity key, with the window, strictly-before and load conditions of the LATERAL as join
   conditions, grouped by charge, with the LATERAL's own aggregate expressions. Exact by
   construction, including the load rule (``known_lsn <=`` the charge's). Its cost grows with the
@@ -30,6 +30,9 @@ The merchant version (valid just before the charge) is one join with the LATERAL
 per charge; request attributes are the LATERAL builder's fragments. The tests compare both
 formulations with the LATERAL builder and a plain-Python reference row for row, with late-loaded
 charges and disputes and ties on identical timestamps; bench/fraud_bench.py times all three.
+Measured there (docs/benchmarks.md), neither is faster than the LATERAL builder on the generated
+history at 1M charges, so :func:`ml.features.offline.build_features` keeps the LATERAL builder as
+its default and offers these as ``formulation="join" | "window"``.
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ def bounded_join(definitions: Definitions, entity: str, source: str,
                      timestamp=sql.Identifier(timestamp), max_window=window_param(widest))
 
 
-def rebuild_query(definitions: Definitions, formulation: str = "join") -> tuple[sql.Composed, dict]:
+def rebuild_query(definitions: Definitions, formulation: str) -> tuple[sql.Composed, dict]:
     """Every ledger charge at or below ``%(to_lsn)s`` with its features: columns ``spine_id, as_of,
     known_lsn``, the features of :func:`rebuild_names`, then ``later_load`` (true: a frame of the
     charge holds an event loaded after it, so its window values may differ from the point-in-time
