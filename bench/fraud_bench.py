@@ -2,6 +2,7 @@
 
     python -m bench.fraud_bench quality --seeds 1 2 3 --payments 40000
     python -m bench.fraud_bench volume --charges 1000000 --small 100000 --changes 10000
+    python -m bench.fraud_bench volume --charges 1000000 --repeats 1 --offline-only
 
 Both generate history with the workload generator's fraud process (unchanged) straight into a
 throwaway warehouse's staging layout (ml.training.synthetic), build the marts, features and labels
@@ -10,9 +11,11 @@ with the production code, and drop the database afterwards.
 * quality: per seed, 60 days of traffic, labels as known 61 days after the last charge, time-ordered
   split; PR-AUC of the model and of the rules baseline on the newest 15 %, with the fraud rate.
   Session documents are kept in memory (the local wire server needs minutes for 40k sessions).
-* volume: the point-in-time feature rebuild of every charge against one plain aggregate scan of the
-  same fact table in the same run (median of --repeats), training time on the labelled set, and the
-  incremental online refresh after --changes new charges on a --small and a full-size history.
+* volume: the point-in-time feature rebuild of every charge, per full-build formulation
+  (--formulations: the bounded join, the window passes, the LATERAL builder for every charge),
+  against one plain aggregate scan of the same fact table in the same run (medians of --repeats,
+  interleaved), training time on the labelled set, and (unless --offline-only) the incremental
+  online refresh after --changes new charges on a --small and a full-size history.
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ import time
 import uuid
 
 from ml.features.definitions import load_definitions
-from ml.features.offline import build_features, build_training_set, load_training_frame
+from ml.features.offline import (
+    FULL_BUILD_FORMULATIONS,
+    build_features,
+    build_training_set,
+    load_training_frame,
+)
 from ml.training.data import time_split
 from ml.training.run import evaluate
 from ml.training.synthetic import InMemorySessions, SyntheticHistory
@@ -156,14 +164,24 @@ def volume(args) -> None:
         print(f"marts built in {seconds:.0f} s", flush=True)
         seconds, report = _timed(lambda: build_features(conn, definitions))
         print(f"first feature build (ledgers + features) {seconds:.1f} s: {report}", flush=True)
-        rebuilds, scans = [], []
+        # formulations interleaved, each rebuild between two plain scans, so all share the load
+        rebuilds: dict[str, list[float]] = {formulation: [] for formulation in args.formulations}
+        scans, paths = [], {}
         for _ in range(args.repeats):
-            scans.append(_plain_scan(conn))
-            rebuilds.append(_timed(lambda: build_features(conn, definitions, rebuild=True))[0])
-            scans.append(_plain_scan(conn))
-        rebuild, scan = statistics.median(rebuilds), statistics.median(scans)
-        print(f"point-in-time features of {report['feature_rows']:,} charges: median {rebuild:.1f} s; plain "
-              f"aggregate scan of marts.fct_charge: median {scan:.2f} s; ratio {rebuild / scan:.1f}x", flush=True)
+            for formulation in args.formulations:
+                scans.append(_plain_scan(conn))
+                seconds, paths[formulation] = _timed(
+                    lambda f=formulation: build_features(conn, definitions, rebuild=True, formulation=f))
+                rebuilds[formulation].append(seconds)
+                scans.append(_plain_scan(conn))
+        scan = statistics.median(scans)
+        print(f"plain aggregate scan of marts.fct_charge: median {scan:.2f} s of {len(scans)}", flush=True)
+        for formulation, times in rebuilds.items():
+            rebuild = statistics.median(times)
+            print(f"point-in-time rebuild of {report['feature_rows']:,} charges, {formulation}: median {rebuild:.1f} s "
+                  f"(runs {', '.join(f'{t:.1f}' for t in times)}; set-based rows "
+                  f"{paths[formulation]['set_based_rows']:,}, LATERAL rows {paths[formulation]['lateral_rows']:,}); "
+                  f"ratio to the scan {rebuild / scan:.1f}x", flush=True)
         reference = build_training_set(conn, definitions, label_as_of=START + dt.timedelta(days=121))
         frame = load_training_frame(conn, definitions, reference["training_set_id"])
         parts = time_split(frame)
@@ -179,6 +197,8 @@ def volume(args) -> None:
         conn.close()
     finally:
         _drop(admin, name)
+    if args.offline_only:
+        return
     for size in (args.small, args.charges):
         print(f"online increment: {_online_after_changes(config, admin, size, args.changes, definitions)}",
               flush=True)
@@ -214,6 +234,10 @@ def main() -> None:
     v.add_argument("--small", type=int, default=100_000)
     v.add_argument("--changes", type=int, default=10_000)
     v.add_argument("--repeats", type=int, default=3)
+    v.add_argument("--formulations", nargs="+", choices=FULL_BUILD_FORMULATIONS, default=list(FULL_BUILD_FORMULATIONS),
+                   help="full-build formulations to time (build_features(rebuild=True, formulation=...))")
+    v.add_argument("--offline-only", action="store_true",
+                   help="stop after the offline part (features, training, scoring latency): no online refresh")
     args = parser.parse_args()
     quality(args) if args.mode == "quality" else volume(args)
 

@@ -4,9 +4,9 @@
 Brings the point-in-time fraud features up to the marts whenever the warehouse build publishes
 the charge fact: `build_offline` appends the charges and disputes loaded since the last run to the
 event ledgers (as first seen) and materialises each new charge's features, computed from what
-was known strictly before it (`features.charge_features_v1`, versioned by the marts' positions);
-`refresh_online` then recomputes the online documents (Mongo `features`) of the entities those
-new events touched, with the same SQL.
+was known strictly before it (`features.charge_features_v1`, versioned by the marts' positions;
+the LATERAL query); `refresh_online` then recomputes the online documents (Mongo `features`) of
+the entities those new events touched, with the same query.
 
 Both tasks connect as the `ml` role (`paydata_warehouse_ml`: reads the marts and two staging
 mirrors, writes the features schema's data, no DDL; the feature tables are created by the migrate

@@ -26,10 +26,12 @@ from psycopg2 import sql
 from ml.features.definitions import Definitions, definitions_hash
 from ml.features.sessions import signals_for_charges
 from ml.features.sql_builder import feature_names, feature_query
+from ml.features.window_builder import FORMULATIONS, rebuild_query
 from paydata.sql import load_sql
 from paydata.warehouse.labels import FRAUD_DISPUTE_REASONS, LABEL_MATURITY, derive_charge_labels
 
 OFFLINE_STORE = "offline"
+FULL_BUILD_FORMULATIONS = (*FORMULATIONS, "lateral")
 
 
 def offline_table(definitions: Definitions) -> sql.Identifier:
@@ -94,12 +96,13 @@ def store_positions(cursor, store: str) -> dict[str, int]:
     return {source: int(lsn) for source, lsn in cursor.fetchall()}
 
 
-def _load_session_signals(cursor, definitions: Definitions, sessions_db) -> int:
+def _load_session_signals(cursor, definitions: Definitions, sessions_db, points: str, params: dict) -> int:
+    """Session signals of the points ``points`` selects (charge, session, time) into ``session_signal``."""
     cursor.execute(sql.SQL(load_sql("features/session_signal_create.sql")).format(
         columns=_column_list(_session_columns(definitions))))
     if sessions_db is None or not definitions.session:
         return 0
-    cursor.execute(load_sql("features/spine_sessions.sql"))
+    cursor.execute(load_sql(points), params)
     rows = signals_for_charges(definitions, sessions_db, cursor.fetchall())
     names = [item["name"] for item in definitions.session]
     buffer = io.StringIO()
@@ -112,27 +115,58 @@ def _load_session_signals(cursor, definitions: Definitions, sessions_db) -> int:
     return len(rows)
 
 
-def _materialise_spine(cursor, definitions: Definitions, sessions_db) -> int:
-    _load_session_signals(cursor, definitions, sessions_db)
-    query, params = feature_query(definitions)
+def _insert_features(cursor, definitions: Definitions, statement: str, query: sql.Composable, params: dict) -> int:
     names = feature_names(definitions)
     session_names = [item["name"] for item in definitions.session]
     values = ([sql.SQL("f.{}").format(sql.Identifier(n)) for n in names]
               + [sql.SQL("ss.{}").format(sql.Identifier(n)) for n in session_names])
-    cursor.execute(sql.SQL(load_sql("features/offline_insert.sql")).format(
+    cursor.execute(sql.SQL(load_sql(statement)).format(
         table=offline_table(definitions), columns=sql.SQL(", ").join(map(sql.Identifier, names + session_names)),
         values=sql.SQL(", ").join(values), query=query), params)
-    written = max(cursor.rowcount, 0)
-    return written
+    return max(cursor.rowcount, 0)
 
 
-def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild: bool = False) -> dict[str, Any]:
+def _materialise_spine(cursor, definitions: Definitions) -> int:
+    """The LATERAL builder over ``feature_spine`` (session signals already loaded)."""
+    query, params = feature_query(definitions)
+    return _insert_features(cursor, definitions, "features/offline_insert.sql", query, params)
+
+
+def _materialise_ledger(cursor, definitions: Definitions, sessions_db, to_lsn: int,
+                        formulation: str) -> dict[str, int]:
+    """Every ledger charge at or below ``to_lsn`` (a full build) through the set-based formulation
+    (:func:`ml.features.window_builder.rebuild_query`), then the LATERAL builder for the charges it
+    leaves out (``window``: charges whose frames hold a row loaded after them; ``lateral``: every
+    charge, the formulation the benchmark compares against)."""
+    cursor.execute(load_sql("features/full_build_memory.sql"))
+    _load_session_signals(cursor, definitions, sessions_db, "features/ledger_sessions.sql", {"to_lsn": to_lsn})
+    set_based = 0
+    if formulation != "lateral":
+        query, params = rebuild_query(definitions, formulation)
+        set_based = _insert_features(cursor, definitions, "features/offline_insert_full.sql", query,
+                                     dict(params, to_lsn=to_lsn))
+    cursor.execute(load_sql("features/spine_create.sql"))
+    cursor.execute(sql.SQL(load_sql("features/spine_from_unbuilt.sql")).format(table=offline_table(definitions)),
+                   {"to_lsn": to_lsn})
+    lateral = _materialise_spine(cursor, definitions)
+    return {"set_based": set_based, "lateral": lateral}
+
+
+def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild: bool = False,
+                   formulation: str = "lateral") -> dict[str, Any]:
     """Bring the offline store up to the marts' positions (one transaction); return counts and positions.
 
     ``sessions_db``: the Mongo database with the ``sessions`` collection (None: session features
     stay NULL). ``rebuild``: recompute every charge's features from the event ledgers (same
-    result as the incremental builds, since rows keep their first-seen positions).
+    result as the incremental builds, since rows keep their first-seen positions). A rebuild and the
+    first build compute every charge at once, by ``formulation``: ``lateral`` (the LATERAL builder
+    for every charge, the default: fastest or close to it in bench/fraud_bench.py, see
+    docs/benchmarks.md) or one of the set-based queries of :mod:`ml.features.window_builder`
+    (``join``, ``window``), which give the same rows; later builds compute the new charges with the
+    LATERAL builder.
     """
+    if formulation not in FULL_BUILD_FORMULATIONS:
+        raise ValueError(f"formulation {formulation!r} not in {FULL_BUILD_FORMULATIONS}")
     prepare_features(conn, definitions)
     try:
         with conn.cursor() as cursor:
@@ -146,13 +180,19 @@ def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild:
             cursor.execute(load_sql("features/dispute_event_ingest.sql"),
                            dict(window, fraud_reasons=list(FRAUD_DISPUTE_REASONS)))
             disputes = max(cursor.rowcount, 0)
-            if rebuild:
+            if rebuild or not done:
+                # a full build: every row is recomputed from the ledgers (identically: rows keep
+                # their first-seen positions), rows of an unrecorded earlier build included
                 cursor.execute(sql.SQL(load_sql("features/offline_delete.sql")).format(
                     table=offline_table(definitions)))
-            cursor.execute(load_sql("features/spine_create.sql"))
-            cursor.execute(load_sql("features/spine_from_charges.sql"),
-                           {"from_lsn": -1 if rebuild else from_lsn, "to_lsn": target["oltp"]})
-            written = _materialise_spine(cursor, definitions, sessions_db)
+                paths = _materialise_ledger(cursor, definitions, sessions_db, target["oltp"], formulation)
+            else:
+                cursor.execute(load_sql("features/spine_create.sql"))
+                cursor.execute(load_sql("features/spine_from_charges.sql"),
+                               {"from_lsn": from_lsn, "to_lsn": target["oltp"]})
+                _load_session_signals(cursor, definitions, sessions_db, "features/spine_sessions.sql", {})
+                paths = {"set_based": 0, "lateral": _materialise_spine(cursor, definitions)}
+            written = paths["set_based"] + paths["lateral"]
             for source, lsn in target.items():
                 cursor.execute(load_sql("features/build_state_upsert.sql"),
                                {"store": OFFLINE_STORE, "source": source, "commit_lsn": lsn})
@@ -162,6 +202,7 @@ def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild:
         raise
     return {"oltp_lsn": target["oltp"], "reference_lsn": target["reference"], "from_lsn": from_lsn,
             "charge_events": charges, "dispute_events": disputes, "feature_rows": written,
+            "set_based_rows": paths["set_based"], "lateral_rows": paths["lateral"],
             "offline_table": f"features.{definitions.offline_table}"}
 
 

@@ -18,6 +18,7 @@ Identifiers come only from checked definitions; windows and encodings are bound 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from functools import cache
@@ -32,11 +33,11 @@ SOURCE_TABLES = {"charge_event": ("features", "charge_event", "created_at"),
 
 
 @cache
-def fragments() -> dict[str, str]:
-    """The named fragments of ``features/fragments.sql``."""
+def fragments(library: str = "features/fragments.sql") -> dict[str, str]:
+    """The named fragments (``-- fragment: <name>`` sections) of a SQL file of the library."""
     found: dict[str, str] = {}
     name = None
-    for line in load_sql("features/fragments.sql").splitlines():
+    for line in load_sql(library).splitlines():
         match = re.match(r"^-- fragment: ([a-z_]+)$", line)
         if match:
             name = match.group(1)
@@ -50,13 +51,27 @@ def _fragment(name: str, **parts) -> sql.Composed:
     return sql.SQL(fragments()[name]).format(**parts)
 
 
-def _window_param(label: str) -> sql.Composable:
+def window_params(definitions: Definitions) -> dict[str, object]:
+    """The bound windows: ``window_<label>`` an interval of microseconds only (no day part, so
+    ``as_of - window`` is the same fixed length in every time zone, as the timedelta of the
+    definitions and the scorer's check), ``window_us_<label>`` the same length as a number."""
+    params: dict[str, object] = {}
+    for label, length in definitions.windows.items():
+        microseconds = length // dt.timedelta(microseconds=1)
+        params[f"window_{label}"] = f"{microseconds} microseconds"
+        params[f"window_us_{label}"] = microseconds
+    return params
+
+
+def window_param(label: str) -> sql.Composable:
+    """The bound interval of a declared window (parameter ``window_<label>``)."""
     return sql.SQL("{}::interval").format(sql.Placeholder(f"window_{label}"))
 
 
-def _aggregate_sql(aggregate: Aggregate, timestamp: str) -> sql.Composable:
+def aggregate_sql(aggregate: Aggregate, timestamp: str) -> sql.Composable:
+    """One aggregate over events ``e`` of a point ``s`` (its window a ``FILTER``), named as the feature."""
     condition = _fragment("in_window", timestamp=sql.Identifier(timestamp),
-                          window=_window_param(aggregate.window))
+                          window=window_param(aggregate.window))
     if aggregate.filter:
         condition = sql.SQL("{} AND {}").format(condition, sql.SQL(fragments()[f"filter_{aggregate.filter}"]))
     parts = {"condition": condition}
@@ -85,7 +100,7 @@ def feature_query(definitions: Definitions, *, entities: tuple[str, ...] | None 
     Returned columns: ``spine_id`` then the features in definition order.
     """
     entities = definitions.aggregate_entities if entities is None else entities
-    params: dict = {f"window_{label}": value for label, value in definitions.windows.items()}
+    params: dict = window_params(definitions)
     columns: list[sql.Composable] = []
     joins: list[sql.Composable] = []
     for index, (entity, source, aggregates) in enumerate(lateral_groups(definitions, entities)):
@@ -95,30 +110,44 @@ def feature_query(definitions: Definitions, *, entities: tuple[str, ...] | None 
             sql.SQL("e.{0} = s.{0}").format(sql.Identifier(column)) for column in definitions.entities[entity])
         widest = max(aggregates, key=lambda a: definitions.windows[a.window]).window
         joins.append(_fragment(
-            "entity_lateral", aggregates=sql.SQL(", ").join(_aggregate_sql(a, timestamp) for a in aggregates),
+            "entity_lateral", aggregates=sql.SQL(", ").join(aggregate_sql(a, timestamp) for a in aggregates),
             source=sql.Identifier(schema, table), entity_match=match, timestamp=sql.Identifier(timestamp),
-            max_window=_window_param(widest), alias=sql.Identifier(alias)))
+            max_window=window_param(widest), alias=sql.Identifier(alias)))
         columns += [sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(a.name)) for a in aggregates]
     if lookups and definitions.lookups:
         joins.append(_fragment("merchant_lateral", alias=sql.Identifier("merchant_version")))
-        for lookup in definitions.lookups:
-            params[f"encoding_{lookup.name}"] = json.dumps(lookup.encoding)
-            default = sql.SQL("NULL") if lookup.default is None else sql.Literal(float(lookup.default))
-            columns.append(sql.SQL("{} AS {}").format(
-                _fragment("lookup_encoded", encoding=sql.Placeholder(f"encoding_{lookup.name}"),
-                          alias=sql.Identifier("merchant_version"), column=sql.Identifier(lookup.column),
-                          default=default),
-                sql.Identifier(lookup.name)))
+        columns += lookup_columns(definitions, params)
     if request:
-        for item in definitions.request:
-            if item.get("transform") == "hour_utc":
-                expression = sql.SQL(fragments()["request_hour_utc"])
-            else:
-                expression = sql.SQL("s.{}").format(sql.Identifier(item["column"]))
-            columns.append(sql.SQL("{} AS {}").format(expression, sql.Identifier(item["name"])))
+        columns += request_columns(definitions)
     query = _fragment("query", columns=sql.SQL(", ").join(columns) if columns else sql.SQL("NULL"),
                       joins=sql.SQL("\n").join(joins))
     return query, params
+
+
+def lookup_columns(definitions: Definitions, params: dict) -> list[sql.Composable]:
+    """The encoded merchant lookups over the ``merchant_lateral`` join (encodings added to ``params``)."""
+    columns = []
+    for lookup in definitions.lookups:
+        params[f"encoding_{lookup.name}"] = json.dumps(lookup.encoding)
+        default = sql.SQL("NULL") if lookup.default is None else sql.Literal(float(lookup.default))
+        columns.append(sql.SQL("{} AS {}").format(
+            _fragment("lookup_encoded", encoding=sql.Placeholder(f"encoding_{lookup.name}"),
+                      alias=sql.Identifier("merchant_version"), column=sql.Identifier(lookup.column),
+                      default=default),
+            sql.Identifier(lookup.name)))
+    return columns
+
+
+def request_columns(definitions: Definitions) -> list[sql.Composable]:
+    """The charge's own attributes, from the point ``s``."""
+    columns = []
+    for item in definitions.request:
+        if item.get("transform") == "hour_utc":
+            expression = sql.SQL(fragments()["request_hour_utc"])
+        else:
+            expression = sql.SQL("s.{}").format(sql.Identifier(item["column"]))
+        columns.append(sql.SQL("{} AS {}").format(expression, sql.Identifier(item["name"])))
+    return columns
 
 
 def feature_names(definitions: Definitions, *, entities: tuple[str, ...] | None = None,

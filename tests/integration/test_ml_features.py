@@ -10,12 +10,10 @@ import pytest
 
 from ml.features.definitions import load_definitions
 from ml.features.offline import build_features, build_training_set, load_training_frame
-from ml.features.sql_builder import feature_names
-from paydata.settings import REPO_ROOT
-from paydata.sql import SqlLibrary
+from ml.features.sql_builder import feature_names, feature_query
+from ml.features.window_builder import rebuild_names, rebuild_query
+from paydata.sql import load_sql
 from paydata.warehouse import build
-
-TEST_SQL = SqlLibrary(REPO_ROOT / "tests" / "sql")
 
 pytestmark = pytest.mark.integration
 
@@ -189,15 +187,88 @@ def test_later_payments_disputes_and_late_loaded_rows_leave_earlier_features_unc
     assert_same(naive_features(warehouse), after, names)
 
 
-def test_lateral_and_window_formulations_agree_row_for_row(warehouse, staging):
+def lateral_features(conn) -> dict[int, dict]:
+    """Every ledger charge through the LATERAL builder (the incremental path), whatever its load order."""
+    query_sql, params = feature_query(DEFINITIONS)
+    names = feature_names(DEFINITIONS)
+    with conn.cursor() as cursor:
+        cursor.execute(load_sql("features/spine_create.sql"))
+        cursor.execute(load_sql("features/spine_from_charges.sql"), {"from_lsn": -1, "to_lsn": 2**62})
+        cursor.execute(query_sql, params)
+        rows = cursor.fetchall()
+    conn.rollback()
+    return {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}
+
+
+def late_loaded_history(staging) -> None:
+    """After the seed's build: a later payment, a later dispute, and rows loaded late that describe
+    the past (charge 8 five minutes before T0, a decline 9 twenty minutes before it, a charge 10 on
+    the shared device between them, a fraud dispute 902 on charge 2 opened half an hour before T0),
+    each in its own commit."""
+    minutes = dt.timedelta(minutes=1)
+    attempt(staging, 7, "tok_a", 10, T0 + 30 * minutes, 4000)
+    dispute(staging, 901, 3, T0 + 40 * minutes)
+    attempt(staging, 8, "tok_a", 10, T0 - 5 * minutes, 3000, device="tok_dev_shared")
+    attempt(staging, 9, "tok_b", 20, T0 - 20 * minutes, 600, status="failed")
+    attempt(staging, 10, "tok_b", 21, T0 - 7 * minutes, 650, device="tok_dev_shared", ip="tok_ip_tok_a")
+    dispute(staging, 902, 2, T0 - 30 * minutes)
+
+
+@pytest.mark.parametrize("formulation", ["join", "window"])
+@pytest.mark.parametrize("late", [False, True], ids=["in-order-loads", "late-loaded-rows"])
+def test_set_based_and_lateral_formulations_agree_row_for_row(warehouse, staging, late, formulation):
+    seed(staging)
+    staging.card(21, "tok_b")
+    build(warehouse)
+    build_features(warehouse, DEFINITIONS, formulation=formulation)
+    if late:
+        late_loaded_history(staging)
+        build(warehouse)
+        build_features(warehouse, DEFINITIONS)
+    incremental = features(warehouse)
+    report = build_features(warehouse, DEFINITIONS, rebuild=True, formulation=formulation)
+    rebuilt = features(warehouse)
+    names = feature_names(DEFINITIONS)
+    # the full build equals the LATERAL builder over every charge, and the rows built incrementally
+    # before the late rows arrived (a rebuild does not let them leak into earlier rows)
+    assert_same(rebuilt, lateral_features(warehouse), names)
+    assert_same(rebuilt, incremental, names)
+    assert_same(naive_features(warehouse), rebuilt, [a.name for a in DEFINITIONS.aggregates])
+    charges = 10 if late else 6
+    if formulation == "join" or not late:
+        # every charge through the set-based query; ties (4 and 5 at T0) included
+        assert (report["set_based_rows"], report["lateral_rows"]) == (charges, 0)
+    if not late:
+        return
+    assert rebuilt[4]["customer_charges_1h"] == 2 and rebuilt[4]["device_cards_24h"] == 1
+    assert rebuilt[6]["device_cards_24h"] == 2 and rebuilt[6]["ip_cards_24h"] == 2
+    # dispute 902 (opened before charge 3, loaded after every charge) is seen by none of them
+    assert rebuilt[4]["customer_fraud_disputes_90d"] == 1 and rebuilt[7]["customer_fraud_disputes_90d"] == 1
+    if formulation == "join":
+        return
+    # windows: the charges whose frames hold a row loaded after them go through the LATERAL
+    # builder: 4-7 (their customer, card, device or IP windows hold 8, 9 or 10) and 8 (its device
+    # window holds 10); 1-3 (older than every late row), 9 and 10 through the windows
+    assert (report["set_based_rows"], report["lateral_rows"]) == (5, 5)
+    # the flag is necessary and sufficient here: unflagged window rows equal the LATERAL ones, and
+    # some flagged row's window values differ (they count a row loaded after the charge)
+    query_sql, params = rebuild_query(DEFINITIONS, "window")
+    names = rebuild_names(DEFINITIONS)
+    rows = query(warehouse, query_sql, dict(params, to_lsn=2**62))
+    window = {row[0]: dict(zip(names, row[3:-1], strict=True)) for row in rows}
+    flagged = {row[0] for row in rows if row[-1]}
+    reference = lateral_features(warehouse)
+    assert set(window) == set(reference) and sorted(flagged) == [4, 5, 6, 7, 8]
+    assert_same({k: v for k, v in window.items() if k not in flagged},
+                {k: v for k, v in reference.items() if k not in flagged}, names)
+    assert any(window[key][name] != reference[key][name] for key in flagged for name in names)
+
+
+def test_full_build_refuses_an_unknown_formulation(warehouse, staging):
     seed(staging)
     build(warehouse)
-    build_features(warehouse, DEFINITIONS)
-    rows = query(warehouse, TEST_SQL.load("features/window_reference.sql"))
-    names = ["customer_charges_1h", "customer_charges_24h", "customer_charges_7d", "customer_amount_usd_24h",
-             "customer_declines_24h", "card_charges_1h", "card_amount_usd_7d", "card_declines_1h"]
-    window = {row[0]: dict(zip(names, map(float, row[1:]), strict=True)) for row in rows}
-    assert_same(window, {key: {n: v[n] for n in names} for key, v in features(warehouse).items()}, names)
+    with pytest.raises(ValueError, match="formulation"):
+        build_features(warehouse, DEFINITIONS, formulation="magic")
 
 
 def test_training_sets_are_versioned_by_positions_and_labels(warehouse, staging):

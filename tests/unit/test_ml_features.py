@@ -9,7 +9,8 @@ import pytest
 
 from ml.features.definitions import DefinitionError, definitions_from_dict, definitions_hash, load_definitions
 from ml.features.sessions import encode_signals, session_signals
-from ml.features.sql_builder import feature_names, fragments
+from ml.features.sql_builder import feature_names, fragments, window_params
+from ml.features.window_builder import rebuild_names, rebuild_query
 
 UTC = dt.UTC
 DEFINITIONS = load_definitions()
@@ -84,3 +85,20 @@ def test_session_signals_count_only_what_happened_strictly_before():
     naive = [dict(SESSION[0], started_at=(T - dt.timedelta(minutes=5)).replace(tzinfo=None))]
     assert session_signals(naive, T)["seconds_since_start"] == 300.0
     assert encode_signals(DEFINITIONS, signals)["session_device_type"] == 1
+
+
+def test_windows_are_bound_as_fixed_microsecond_lengths():
+    params = window_params(DEFINITIONS)
+    assert params["window_24h"] == "86400000000 microseconds" and params["window_us_24h"] == 86_400_000_000
+    assert params["window_7d"] == "604800000000 microseconds"
+
+
+def test_set_based_formulations_render_from_the_same_definitions():
+    join, _ = rebuild_query(DEFINITIONS, "join")
+    window, params = rebuild_query(DEFINITIONS, "window")
+    assert rebuild_names(DEFINITIONS)[:3] == ["customer_charges_1h", "customer_charges_24h", "customer_charges_7d"]
+    assert sorted(rebuild_names(DEFINITIONS)) == sorted(feature_names(DEFINITIONS))
+    assert "window_us_30d" in params and "window_90d" in params
+    with pytest.raises(ValueError, match="formulation"):
+        rebuild_query(DEFINITIONS, "lateral")
+    assert join != window
