@@ -37,14 +37,11 @@ from ml.training.data import time_split
 from ml.training.run import evaluate
 from ml.training.synthetic import InMemorySessions, SyntheticHistory
 from paydata.generator.config import TrafficConfig
-from paydata.settings import REPO_ROOT
-from paydata.sql import SqlLibrary
 from paydata.stack import admin_connect, ensure_up, mongo_root_client
 from paydata.stack.config import PG_SUPERUSER
 from paydata.stack.postgres import sql_statement
 from paydata.warehouse import build
-
-TEST_SQL = SqlLibrary(REPO_ROOT / "tests" / "sql")  # the staging layout the tests use
+from tests.staging_layout import create_staging_layout
 
 START = dt.datetime(2025, 9, 1, tzinfo=dt.UTC)
 PLAIN_SCAN = "SELECT customer_id, count(*), sum(amount_usd) FROM marts.fct_charge GROUP BY customer_id"
@@ -63,9 +60,7 @@ def _drop(admin, name: str) -> None:
 
 
 def _history(conn, payments: int, days: int, seed: int, sessions=None, batches: int = 6) -> SyntheticHistory:
-    with conn.cursor() as cursor:
-        cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
-    conn.commit()
+    create_staging_layout(conn, admin_connect)
     history = SyntheticHistory(conn, merchants=80, seed=seed)
     history.reference(START.date() - dt.timedelta(days=1), days + 2, seed)
     span = days / batches

@@ -100,11 +100,10 @@ def pass_(args) -> None:
     from ml.monitoring.testing import GeneratedWorld
     from ml.registry.gate import CHAMPION, MODEL_NAME
     from ml.training.run import train_and_register
-    from paydata.settings import REPO_ROOT
-    from paydata.sql import SqlLibrary
     from paydata.stack import admin_connect, ensure_up
     from paydata.stack.config import PG_SUPERUSER
     from paydata.stack.postgres import sql_statement
+    from tests.staging_layout import create_staging_layout
 
     stack = ensure_up()
     admin = admin_connect(dbname="postgres", config=stack)
@@ -115,10 +114,7 @@ def pass_(args) -> None:
     definitions = load_definitions()
     try:
         conn = admin_connect(dbname=name, config=stack)
-        with conn.cursor() as cursor:
-            # the staging layout the tests use
-            cursor.execute(SqlLibrary(REPO_ROOT / "tests" / "sql").load("warehouse/staging_layout.sql"))
-        conn.commit()
+        create_staging_layout(conn, lambda dbname: admin_connect(dbname=dbname, config=stack))
         start = dt.datetime(2025, 3, 3, tzinfo=dt.UTC)
         days = args.reference_days
         world = GeneratedWorld(conn, start, days_of_fx=days + 2, payments_per_day=args.payments_per_day)

@@ -172,12 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     from ml.serving.metrics import ScorerMetrics
     from ml.serving.schemas import ChargeAttributes
     from ml.serving.scorer import Scorer
-    from paydata.settings import REPO_ROOT
-    from paydata.sql import SqlLibrary
     from paydata.stack import admin_connect, ensure_up, mongo_root_client
     from paydata.stack.config import PG_SUPERUSER
     from paydata.stack.mongo import user_uri
     from paydata.stack.postgres import sql_statement
+    from tests.staging_layout import create_staging_layout
 
     stack = ensure_up()
     work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
@@ -191,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     database = mongo[name]
     servers: list[subprocess.Popen] = []
     try:
-        with conn.cursor() as cursor:
-            cursor.execute(SqlLibrary(REPO_ROOT / "tests" / "sql").load("warehouse/staging_layout.sql"))
-        conn.commit()
+        create_staging_layout(conn, lambda dbname: admin_connect(dbname, config=stack))
         uri = f"sqlite:///{work / 'mlflow.db'}"
         os.environ["PAYDATA_MLFLOW_ARTIFACTS"] = str(work / "artifacts")
         mlflow.set_tracking_uri(uri)

@@ -35,15 +35,16 @@ import psycopg2.extensions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
+sys.path.insert(0, str(REPO_ROOT))  # the staging layout the tests build (tests/staging_layout.py)
 
 from paydata.sql import SqlLibrary, load_sql  # noqa: E402
 from paydata.stack import admin_connect  # noqa: E402
 from paydata.stack.config import PG_SUPERUSER  # noqa: E402
 from paydata.stack.postgres import sql_statement  # noqa: E402
 from paydata.warehouse import build  # noqa: E402
+from tests.staging_layout import create_staging_layout  # noqa: E402
 
 BENCH_SQL = SqlLibrary(REPO_ROOT / "bench" / "sql")
-TEST_SQL = SqlLibrary(REPO_ROOT / "tests" / "sql")  # the staging layout the tests use
 
 MERCHANTS = 1000
 CUSTOMERS = 50_000
@@ -115,8 +116,8 @@ def run_size(admin, facts: int, changes: int, repeats: int, chunk: int) -> dict:
         conn = admin_connect(database)
         statement_seconds: defaultdict[str, float] = defaultdict(float)
         conn.cursor_factory = profiling_cursor(statement_seconds)
+        create_staging_layout(conn, admin_connect)
         with conn.cursor() as cursor:
-            cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
             cursor.execute(BENCH_SQL.load("warehouse/seed_reference.sql"),
                            {"merchants": MERCHANTS, "customers": CUSTOMERS})
         conn.commit()

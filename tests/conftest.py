@@ -119,11 +119,10 @@ def scoring_world(stack, admin_connect, tmp_path_factory):
     import mlflow
 
     from ml.serving import sample
-    from paydata.settings import REPO_ROOT
-    from paydata.sql import SqlLibrary
     from paydata.stack import mongo_root_client
     from paydata.stack.config import PG_SUPERUSER
     from paydata.stack.postgres import sql_statement
+    from tests.staging_layout import create_staging_layout
 
     admin = admin_connect("postgres")
     admin.autocommit = True
@@ -131,9 +130,7 @@ def scoring_world(stack, admin_connect, tmp_path_factory):
     with admin.cursor() as cursor:
         cursor.execute(sql_statement("create_database", database=name, owner=PG_SUPERUSER))
     conn = admin_connect(name)
-    with conn.cursor() as cursor:
-        cursor.execute(SqlLibrary(REPO_ROOT / "tests" / "sql").load("warehouse/staging_layout.sql"))
-    conn.commit()
+    create_staging_layout(conn, admin_connect)
     client = mongo_root_client(stack, serverSelectionTimeoutMS=5000)
     database = client[_unique_name("t")]
     folder = tmp_path_factory.mktemp("scoring_mlflow")

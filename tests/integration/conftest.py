@@ -8,10 +8,7 @@ import datetime as dt
 import pytest
 from psycopg2 import sql
 
-from paydata.settings import REPO_ROOT
-from paydata.sql import SqlLibrary
-
-TEST_SQL = SqlLibrary(REPO_ROOT / "tests" / "sql")
+from tests.staging_layout import create_staging_layout
 
 UTC = dt.UTC
 
@@ -124,9 +121,7 @@ class Staging:
 @pytest.fixture
 def warehouse(stack, admin_connect, fresh_database):
     conn = admin_connect(fresh_database(prefix="warehouse"))
-    with conn.cursor() as cursor:
-        cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
-    conn.commit()
+    create_staging_layout(conn, admin_connect)
     return conn
 
 
@@ -189,8 +184,8 @@ def role_warehouse(stack, admin_connect, fresh_database):
     warehouse.owner = warehouse.connect(owner_role, stack.password_file(owner_role).read_text().strip())
     apply_migrations(warehouse.owner, "warehouse")
     ensure_marts(warehouse.owner)
+    create_staging_layout(warehouse.owner, admin_connect)
     with warehouse.owner.cursor() as cursor:
-        cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
         cursor.execute("SELECT security.apply_table_grants()")
     warehouse.owner.commit()
     try:

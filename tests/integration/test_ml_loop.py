@@ -24,8 +24,7 @@ import pytest
 from ml.features.definitions import load_definitions
 from ml.monitoring.testing import GeneratedWorld
 from paydata.generator.shift import WorldShift
-from paydata.settings import REPO_ROOT
-from paydata.sql import SqlLibrary
+from tests.staging_layout import create_staging_layout
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +46,7 @@ def loop_world(admin_connect, fresh_database, mongo_db, tmp_path, monkeypatch):
 
     name = fresh_database(prefix="loop")
     conn = admin_connect(name)
-    with conn.cursor() as cursor:
-        cursor.execute(SqlLibrary(REPO_ROOT / "tests" / "sql").load("warehouse/staging_layout.sql"))
-    conn.commit()
+    create_staging_layout(conn, admin_connect)
     world = GeneratedWorld(conn, START, days_of_fx=SHIFTED_DAY + 2, payments_per_day=1000, seed=7)
     world.add_days(0, TRAINING_DAYS, seed=7)
     world.add_days(SHIFTED_DAY, 1, seed=7, shift=WorldShift(covariate=True))

@@ -30,10 +30,8 @@ from ml.monitoring.testing import GeneratedWorld
 from ml.training.data import model_matrix, time_split
 from ml.training.run import evaluate
 from paydata.generator.shift import WorldShift
-from paydata.settings import REPO_ROOT
-from paydata.sql import SqlLibrary, load_sql
-
-TEST_SQL = SqlLibrary(REPO_ROOT / "tests" / "sql")
+from paydata.sql import load_sql
+from tests.staging_layout import create_staging_layout
 
 pytestmark = pytest.mark.integration
 
@@ -61,9 +59,7 @@ def world(admin_connect):
         cursor.execute(sql_statement("create_database", database=name, owner=PG_SUPERUSER))
     conn = admin_connect(name)
     try:
-        with conn.cursor() as cursor:
-            cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
-        conn.commit()
+        create_staging_layout(conn, admin_connect)
         generated = GeneratedWorld(conn, START, days_of_fx=370, payments_per_day=1000)
         for number in range(1, 11):
             generated.add_days(world_day(number), REFERENCE_DAYS + 1, seed=number)

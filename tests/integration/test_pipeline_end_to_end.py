@@ -39,6 +39,7 @@ from paydata.oltp.reference_sync import sync_reference
 from paydata.oltp.writers import run_writers
 from paydata.sql import SQL_ROOT, SqlLibrary
 from paydata.warehouse import build, label_charges, reconcile, refresh_aggregates
+from tests.staging_layout import create_staging_layout
 
 TEST_SQL = SqlLibrary(settings.REPO_ROOT / "tests" / "sql")
 
@@ -306,37 +307,45 @@ def _strings(value):
             yield from _strings(item)
 
 
-def _staging_columns(conn) -> dict[str, dict[str, str]]:
+# Staging tables the engine creates beside the sink's (dead-letter store, confirm ledger): not the sink's layout.
+ENGINE_BOOKKEEPING = frozenset({"cdc_dead_letters", "cdc_slot_ledger"})
+
+
+def _staging_structure(conn) -> tuple[dict, dict]:
+    """Columns (type, nullability, default) and index definitions of the sink's staging tables, by table."""
     with conn.cursor() as cursor:
-        cursor.execute(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'staging'"
-        )
-        columns: dict[str, dict[str, str]] = {}
-        for table, column, data_type in cursor.fetchall():
-            columns.setdefault(table, {})[column] = data_type
+        cursor.execute(TEST_SQL.load("warehouse/staging_columns.sql"))
+        columns: dict[str, dict[str, tuple]] = {}
+        for table, column, *definition in cursor.fetchall():
+            columns.setdefault(table, {})[column] = tuple(definition)
+        cursor.execute(TEST_SQL.load("warehouse/staging_indexes.sql"))
+        indexes: dict[str, dict[str, str]] = {}
+        for table, index, definition in cursor.fetchall():
+            indexes.setdefault(table, {})[index] = definition
     conn.rollback()
-    return columns
+    return (
+        {table: value for table, value in columns.items() if table not in ENGINE_BOOKKEEPING},
+        {table: value for table, value in indexes.items() if table not in ENGINE_BOOKKEEPING},
+    )
 
 
-def test_warehouse_test_layout_matches_the_staging_the_sink_creates(pipeline, fresh_database, admin_connect):
-    """The marts tests build on a hand-written staging layout; it must not drift from the real one."""
+def test_generated_staging_layout_is_what_a_capture_run_creates(pipeline, fresh_database, admin_connect):
+    """The marts tests build on a layout generated from the shipped manifests without running capture.
+
+    A real capture run types its specs from the live source catalog and creates the tables through
+    the engine and the sink; the generated layout must be the same tables, columns, types, keys and
+    indexes, in both directions (a table or index one side lacks is drift too).
+    """
     pipeline.capture()  # empty sources: the snapshot creates every staging table through the real sink
     real = pipeline.warehouse_connect()
     layout_db = admin_connect(fresh_database(prefix="e2elayout"))
     try:
-        with layout_db.cursor() as cursor:
-            cursor.execute(TEST_SQL.load("warehouse/staging_layout.sql"))
-        layout_db.commit()
-        created_by_sink, hand_written = _staging_columns(real), _staging_columns(layout_db)
+        create_staging_layout(layout_db, admin_connect)
+        created_by_sink, generated = _staging_structure(real), _staging_structure(layout_db)
     finally:
         real.close()
         layout_db.close()
-    assert hand_written, "the layout created no staging tables"
-    drift = [
-        f"staging.{table}.{column}: layout {data_type}, sink {created_by_sink.get(table, {}).get(column)}"
-        for table, columns in sorted(hand_written.items())
-        for column, data_type in sorted(columns.items())
-        if created_by_sink.get(table, {}).get(column) != data_type
-    ]
-    assert drift == []
+    generated_columns, generated_indexes = generated
+    assert {"cdc_offsets", "oltp_charge", "reference_merchant", "reference_merchant_history"} <= set(generated_columns)
+    assert generated_indexes["oltp_charge"], "the generated layout has no index on staging.oltp_charge"
+    assert generated == created_by_sink

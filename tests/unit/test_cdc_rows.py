@@ -36,8 +36,14 @@ from paydata.cdc.pgoutput import (
     RelationColumn,
 )
 from paydata.cdc.sinks.warehouse import WarehouseSink, WarehouseSinkError
+from paydata.cdc.sinks.warehouse.checks import validated_rows
 from paydata.cdc.sinks.warehouse.plan import _TablePlan
-from paydata.cdc.sinks.warehouse.versions import FILL_BY_OLD_KEY, _encode_row_versions, _row_versions
+from paydata.cdc.sinks.warehouse.versions import (
+    FILL_BY_OLD_KEY,
+    _encode_row_versions,
+    _row_versions,
+    encode_segment,
+)
 from paydata.crypto.tokens import _TOKEN_MAC_BYTES, _base32_lower
 from tests.oracles.parsed_changes import ParsedDecoder, capture_parsed
 
@@ -750,7 +756,7 @@ def encode_rows(spec, rows, history=None):
 
 def encode_typed(spec, rows, history=None):
     plan = _TablePlan.build(spec if history is None else replace(spec, history=history))
-    return WarehouseSink(refusing_factory)._encode_segment(plan, [row.typed() for row in rows])
+    return encode_segment(plan, [row.typed() for row in rows])
 
 
 def copy_field(text):
@@ -920,10 +926,14 @@ def refusing_factory():
     raise AssertionError("bad input must be refused before a connection is opened")
 
 
+def rows_plans():
+    # as prepare() would register them, without a database
+    return {(spec.source, spec.table): _TablePlan.build(spec) for spec in (NOTES, LABELS)}
+
+
 def rows_sink():
     sink = WarehouseSink(refusing_factory)
-    for spec in (NOTES, LABELS):  # as prepare() would register them, without a database
-        sink._plans[(spec.source, spec.table)] = _TablePlan.build(spec)
+    sink._plans.update(rows_plans())
     return sink
 
 
@@ -976,7 +986,7 @@ def test_key_move_at_one_position_and_truncates_are_accepted():
         note("truncate", 11, 1, None),
         note("insert", 11, 2, "x", ("x", "y"), LABELS_LAYOUT, "label"),
     ]
-    assert rows_sink()._validated_rows("oltp", rows) == rows
+    assert validated_rows(rows_plans(), "oltp", rows) == rows
 
 
 @pytest.mark.parametrize(
@@ -991,7 +1001,7 @@ def test_key_move_at_one_position_and_truncates_are_accepted():
 )
 def test_every_row_is_checked_not_only_the_first_of_its_layout(bad):
     with pytest.raises(WarehouseSinkError):
-        rows_sink()._validated_rows("oltp", [GOOD, bad])
+        validated_rows(rows_plans(), "oltp", [GOOD, bad])
 
 
 # --------------------------------------------------------------------------------------------

@@ -259,7 +259,7 @@ def test_frames_in_big_random_chunks_across_read_boundaries(pair):
 
 def test_tiny_reads_cut_frames_at_every_offset(pair, monkeypatch):
     stream, server = pair
-    monkeypatch.setattr(wire, "READ_CHUNK", 7)
+    monkeypatch.setattr(wire.protocol, "READ_CHUNK", 7)
     frames = sample_frames(60, seed=4)
     payloads = b"".join(xlog(lsn, payload) for lsn, payload in frames)
     sender = threading.Thread(target=server.sendall, args=(payloads,), daemon=True)

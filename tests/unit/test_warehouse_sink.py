@@ -22,6 +22,7 @@ from paydata.cdc.sinks.warehouse.copytext import (
     values_encoder_for_type,
 )
 from paydata.cdc.sinks.warehouse.plan import _TablePlan
+from paydata.cdc.sinks.warehouse.versions import encode_segment
 
 
 @pytest.mark.parametrize(
@@ -197,7 +198,7 @@ def encoded_rows(history, changes):
     plan = _TablePlan.build(
         spec(columns={"charge_id": "bigint", "amount": "bigint", "notes": "text"}, history=history)
     )
-    text, needs_stored_values = WarehouseSink(refusing_factory)._encode_segment(plan, changes)
+    text, needs_stored_values = encode_segment(plan, changes)
     return [line.split("\t") for line in io.StringIO(text).read().splitlines()], needs_stored_values
 
 

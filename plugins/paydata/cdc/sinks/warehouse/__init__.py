@@ -1,8 +1,10 @@
 """The warehouse staging sink (:class:`WarehouseSink`): captured changes into ``staging.<source>_<table>``.
 
-Along the data path: :mod:`.plan` (a table's columns, key, types and DDL), :mod:`.versions`
-(folding a batch into rows and encoding them), :mod:`.copytext` (types and COPY text), :mod:`.sink`
-(the sink: connection, offset transaction, loading).
+Along the data path: :mod:`.plan` (a table's columns, key, types and DDL statements), :mod:`.tables`
+(creating the staging tables from plans), :mod:`.checks` (refusing a batch that does not fit),
+:mod:`.versions` (folding a batch into rows and encoding them in chunks), :mod:`.copytext` (types
+and COPY text), :mod:`.loading` (loading chunks into mirror and history), :mod:`.sink` (the sink:
+connection and the offset transaction).
 """
 
 from paydata.cdc.sinks.warehouse.copytext import WarehouseSinkError, copy_text

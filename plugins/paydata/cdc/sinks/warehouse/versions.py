@@ -4,11 +4,13 @@ Columns a change does not carry (unchanged TOAST, every non-key column of a dele
 the key's previous version in the batch (the old key's, for the update half of a key change); what
 is still missing is named in the row's ``_unchanged`` (and ``_moved_from``) and filled from the
 stored row in SQL. A table with history stages every version; a mirror-only table the last per key.
+The rows are cut into chunks of COPY text, encoded one at a time as the loader asks for the next.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from paydata.cdc.model import (
@@ -265,3 +267,64 @@ def _encode_versions(
     lines = list(map("\t".join, zip(*fields, strict=True)))
     lines.append("")
     return "\n".join(lines), needs_stored_values
+
+
+@dataclass(frozen=True)
+class EncodedChunk:
+    """Up to ``rows_per_chunk`` staged rows of one table segment, as COPY text for the loader."""
+
+    plan: _TablePlan
+    text: str
+    needs_stored_values: int  # FILL_* flags
+    name: str  # the temporary table it is copied into
+
+
+@dataclass(frozen=True)
+class TruncateStep:
+    """A TRUNCATE between two segments of its table: every live row is tombstoned at its position."""
+
+    plan: _TablePlan
+    change: CapturedChange | CapturedRow
+
+
+def encoded_chunks(
+    plans: Mapping[tuple[str, str], _TablePlan],
+    source: str,
+    pending: list[CapturedChange] | list[CapturedRow],
+    rows_per_chunk: int,
+    *,
+    text_rows: bool,
+) -> Iterator[EncodedChunk | TruncateStep]:
+    """The steps that stage ``pending`` (in position order), encoded lazily: one chunk per ``next``.
+
+    ``text_rows`` says whether ``pending`` holds :class:`CapturedRow` (the source's output text) or
+    :class:`CapturedChange` (typed values); both become the same staged rows and statements.
+    """
+    time_texts: dict[Any, str] = {}
+    prefix = "cdc_rows" if text_rows else "cdc_batch"
+    for number, (table, work) in enumerate(_segments(pending)):
+        plan = plans[(source, table)]
+        if not isinstance(work, list):
+            yield TruncateStep(plan, work)
+            continue
+        versions = _row_versions(plan, work) if text_rows else _versions(plan, work)
+        for part, start in enumerate(range(0, len(versions), rows_per_chunk)):
+            chunk = versions[start : start + rows_per_chunk]
+            if text_rows:
+                text, needs_stored_values = _encode_row_versions(plan, chunk, time_texts)
+            else:
+                text, needs_stored_values = _encode_versions(plan, chunk)
+            yield EncodedChunk(plan, text, needs_stored_values, f"{prefix}_{number}_{part}")
+
+
+def encode_segment(plan: _TablePlan, changes: list[CapturedChange]) -> tuple[str, int]:
+    """COPY text for one table segment of ``changes`` and whether any row still needs the stored row.
+
+    Each row is the key's complete version as far as this batch knows it: columns a change does
+    not carry are taken from the key's previous change in the batch, and the rest are listed in
+    the row's ``_unchanged`` array. A table with history gets a row per change; a table without
+    only gets the last version of each key (the only one its mirror keeps), so the rows' keys
+    are unique. Encoding runs column by column so that each column's type is checked once for
+    the whole batch.
+    """
+    return _encode_versions(plan, _versions(plan, changes))
