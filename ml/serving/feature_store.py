@@ -1,6 +1,7 @@
 """The scorer's reads of the online store: entity documents and sessions, bounded in time.
 
-One ``$in`` query on ``features`` by document id for every entity of every charge of a request,
+One ``$in`` query on ``features`` by document id for every entity of every charge of a request
+(only the fields scoring reads),
 and one on ``sessions`` (the offline build's :func:`ml.features.sessions.fetch_sessions`), both
 inside one ``pymongo.timeout`` (client-side operation timeout, the per-request budget). A store
 that is down or slow makes the whole lookup *unavailable*: the request is still scored with every
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from ml.features.sessions import fetch_sessions
 
 PING_CACHE_SECONDS = 1.0
+# What the scorer reads of an entity document (:func:`ml.features.vector.aggregate_value`).
+DOCUMENT_PROJECTION = {"values": 1, "expires_at": 1, "as_of": 1}
 
 
 @dataclass
@@ -37,8 +40,8 @@ class OnlineFeatureStore:
         ids = sorted(set(document_ids))
         try:
             with pymongo.timeout(self.timeout_seconds):
-                documents = {d["_id"]: d for d in self.database[self.collection].find({"_id": {"$in": ids}})} \
-                    if ids else {}
+                found = self.database[self.collection].find({"_id": {"$in": ids}}, DOCUMENT_PROJECTION) if ids else ()
+                documents = {document["_id"]: document for document in found}
                 sessions = fetch_sessions(self.database, session_tokens) if any(session_tokens) else {}
         except PyMongoError:
             return Lookup(available=False)
