@@ -72,7 +72,8 @@ def test_values_use_the_kubernetes_executor_the_image_and_the_pinned_airflow(val
 
 
 def test_every_connection_comes_from_a_secret(values, secrets):
-    needed = {*settings.POSTGRES_DATABASES.values(), *settings.MONGO_USERS, alerts.ALERT_CONN_ID,
+    needed = {*settings.POSTGRES_DATABASES.values(), *set(settings.MONGO_USERS) - set(settings.SERVICE_MONGO_CONN_IDS),
+              alerts.ALERT_CONN_ID,
               *privileges.role_connections(),
               *(settings.capture_conn_id(source) for source in settings.cdc_sources())}
     from_secrets = {entry["envName"]: entry for entry in values["secret"]}
