@@ -156,6 +156,11 @@ def test_decisions_off_make_no_call_and_store_nothing(oltp, monkeypatch):
     assert FraudDecisions.from_settings({}) is None and not decisions_enabled({})
     with pytest.raises(ValueError, match="PAYDATA_OLTP_FRAUD_DECISIONS"):
         decisions_enabled({"PAYDATA_OLTP_FRAUD_DECISIONS": "maybe"})
+    # a setting that cannot be used is logged and read as off: the payment still goes through
+    monkeypatch.setenv("PAYDATA_OLTP_FRAUD_DECISIONS", "maybe")
+    monkeypatch.setattr(app, "_fraud_decisions", {})
+    payment = app.create_payment(oltp, MERCHANT, customer, card, 1_100, "USD")
+    assert payment.fraud_decision is None and rows(oltp, payment.charge_id) == [] and calls == []
 
 
 def test_usd_amounts_follow_the_charge_fact_s_rule(reference):

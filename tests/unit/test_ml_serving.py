@@ -198,3 +198,30 @@ def test_a_calibrated_booster_is_unwrapped_to_the_same_probabilities_and_other_m
     fallback = model_probabilities(plain, tuple(columns))
     assert fallback.__name__ == "through_predict_proba"
     np.testing.assert_array_equal(fallback(np.nan_to_num(values)), plain.predict_proba(frame.fillna(0.0))[:, 1])
+
+
+def test_after_a_failed_lookup_the_store_is_not_asked_again_until_the_retry_time():
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from ml.serving.feature_store import RETRY_AFTER_SECONDS, OnlineFeatureStore
+
+    class Collection:
+        def __init__(self, calls, fail):
+            self.calls, self.fail = calls, fail
+
+        def find(self, *_args, **_kwargs):
+            self.calls.append("find")
+            if self.fail[0]:
+                raise ServerSelectionTimeoutError("store down")
+            return [{"_id": "customer:c1", "values": {}}]
+
+    calls, fail, now = [], [True], [100.0]
+    database = {"features": Collection(calls, fail), "sessions": Collection(calls, fail)}
+    store = OnlineFeatureStore(database, timeout_seconds=0.05, clock=lambda: now[0])
+    assert not store.lookup(["customer:c1"], []).available and calls == ["find"]
+    now[0] += RETRY_AFTER_SECONDS / 2
+    assert not store.lookup(["customer:c1"], []).available and calls == ["find"]  # not asked: still down
+    fail[0] = False
+    now[0] += RETRY_AFTER_SECONDS
+    found = store.lookup(["customer:c1"], [])
+    assert found.available and list(found.documents) == ["customer:c1"] and calls == ["find", "find"]

@@ -17,6 +17,7 @@ written when any of them is raised. Key problems surface as :class:`paydata.cryp
 from __future__ import annotations
 
 import ipaddress
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,8 @@ from paydata.oltp.cards import (
 )
 from paydata.oltp.errors import InvalidRequest, NotFound
 from paydata.oltp.fraud_decision import Decision, FraudDecisions
+
+log = logging.getLogger(__name__)
 
 CUSTOMER_TABLE = "customer"
 CUSTOMER_FIELDS = ("email", "name", "phone")
@@ -495,9 +498,15 @@ _fraud_decisions: dict[str, FraudDecisions | None] = {}
 
 
 def default_fraud_decisions() -> FraudDecisions | None:
-    """The process-wide decision client from the environment (built once), None when off."""
+    """The process-wide decision client from the environment (built once), None when off. A
+    configuration that cannot be used (a bad setting, no scorer connection) is logged once and
+    treated as off: payments go on without decisions."""
     if "default" not in _fraud_decisions:
-        _fraud_decisions["default"] = FraudDecisions.from_settings()
+        try:
+            _fraud_decisions["default"] = FraudDecisions.from_settings()
+        except Exception as exc:  # noqa: BLE001 - a decision setting must never stop payments
+            log.error("fraud decisions are off: their configuration failed (%s: %s)", type(exc).__name__, exc)
+            _fraud_decisions["default"] = None
     return _fraud_decisions["default"]
 
 
