@@ -105,7 +105,7 @@ def test_a_new_charge_gets_the_scorer_s_decision_stored(oltp, reference, scoring
     assert body["customer_token"] == tokenise(str(customer), domain="customer")
     assert body["ip_token"] == tokenise("203.0.113.9", domain="ip") and body["session_token"].startswith("tok_")
     assert body["card_token"] == tokenise(context["fingerprint"], domain="card") and body["card_country"] == "GB"
-    assert body["amount_usd"] == 133.64  # 123.45 EUR at the latest rate before today (1.0825), to the cent
+    assert body["amount_usd"] == 133.63  # 123.45 EUR at the latest rate before today (1.0825), to the cent
 
 
 def test_a_scorer_that_does_not_answer_in_time_leaves_unavailable_and_the_charge_created(oltp):
@@ -171,6 +171,7 @@ def test_usd_amounts_follow_the_charge_fact_s_rule(reference):
     assert rates.rate("EUR", today - dt.timedelta(days=5)) == Decimal("1.05")  # the latest on or before
     assert rates.rate("EUR", today - dt.timedelta(days=30)) is None  # no rate yet: unknown, not zero
     assert rates.rate("JPY", today) == (Decimal(1) / Decimal(150)).quantize(Decimal("1e-16"))  # inverse quote
-    assert amount_usd(12_345, 2, Decimal("1.0825")) == 133.64  # 133.635375: half away from zero, as round()
+    assert amount_usd(12_345, 2, Decimal("1.0825")) == 133.63  # 133.634625
+    assert amount_usd(1_010, 2, Decimal("0.5")) == 5.05 and amount_usd(1, 2, Decimal("0.5")) == 0.01  # half up
     assert amount_usd(10_000, 0, rates.rate("JPY", today)) == 66.67
     assert amount_usd(5, 2, None) is None

@@ -355,8 +355,10 @@ def test_scorer_user_reads_features_and_sessions_but_cannot_write_or_delete_feat
     scorer = db(clients, settings.MONGO_SCORER_CONN_ID)
     doc_id = unique_id("scorer")
     now = datetime.now(UTC)
-    root.paydata.features.insert_one({"_id": doc_id, "entity": "card", "values": {"card_charges_1h": 1.0},
-                                      "expires_at": {"card_charges_1h": now}, "as_of": now})
+    root.paydata.features.insert_one({
+        "_id": doc_id, "entity": "card", "key": {"card": "tok_test"}, "values": {"card_charges_1h": 1.0},
+        "expires_at": {"card_charges_1h": now}, "as_of": now, "known_lsn": 1, "computed_at": now,
+        "definitions": {"name": "security", "hash": "0" * 64}})
     try:
         assert scorer.features.find_one({"_id": doc_id}, {"values": 1})["values"] == {"card_charges_1h": 1.0}
         scorer.sessions.find_one({"session_id": "tok_none"})
