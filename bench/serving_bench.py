@@ -14,8 +14,10 @@ documents in throwaway databases, then per run:
 * measures peak throughput closed-loop (16 concurrent callers, 10 s) and the RSS of each server's
   process tree after the load.
 
-Also the in-process floors: one ``predict_proba`` on one row, and the scorer's whole path (lookup,
-inputs, model, reasons) without HTTP. Prints a Markdown table of the medians over runs.
+The charges' sessions are copied into the Mongo ``sessions`` collection with the landing ingest's
+index, so the lookup reads both collections as in production. Also the in-process floors: one
+``predict_proba`` on a one-row DataFrame, the unwrapped model on the same row as an array, and the
+scorer's whole path (lookup, inputs, model, reasons) without HTTP. Prints a Markdown table of the medians over runs.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def measure(url: str, bodies: list, headers: dict, pid: int, rates: list[float],
 
 def floors(world: dict, database, bodies: list) -> dict:
     import mlflow
+    import pandas as pd
     from threadpoolctl import threadpool_limits
 
     from ml.serving.feature_store import OnlineFeatureStore
@@ -144,13 +147,16 @@ def floors(world: dict, database, bodies: list) -> dict:
     scorer = Scorer(world["definitions"], OnlineFeatureStore(database, timeout_seconds=1), ScorerMetrics())
     charges = [ChargeAttributes(**body) for body in bodies[:200]]
     inputs = [scorer.inputs([c])[0] for c in charges[:50]]
-    timings: dict[str, list[float]] = {"predict_proba_ms": [], "scorer_path_ms": []}
+    frames = [pd.DataFrame(row, columns=list(loaded.features)) for row in inputs]
+    timings: dict[str, list[float]] = {"predict_proba_ms": [], "unwrapped_ms": [], "scorer_path_ms": []}
     with threadpool_limits(limits=1):
         for i in range(2000):
-            row = inputs[i % len(inputs)]
             started = time.perf_counter()
-            loaded.model.predict_proba(row)
+            loaded.model.predict_proba(frames[i % len(frames)])
             timings["predict_proba_ms"].append(1000 * (time.perf_counter() - started))
+            started = time.perf_counter()
+            loaded.probabilities(inputs[i % len(inputs)])
+            timings["unwrapped_ms"].append(1000 * (time.perf_counter() - started))
         for i in range(500):
             started = time.perf_counter()
             scorer.score(loaded, [charges[i % len(charges)]])
@@ -198,10 +204,17 @@ def main(argv: list[str] | None = None) -> int:
         world = sample.prepare(conn, database, uri)
         print(f"prepared history, model v{world['model_version']} and {world['online']['documents']} online "
               f"documents in {time.monotonic() - started:.0f} s", flush=True)
+        # the sessions the charges came from, with the landing ingest's index
+        # (include/nosql/collections.json): the lookup reads them as in production
+        database["sessions"].insert_many([document for documents in world["sessions"].by_session.values()
+                                          for document in documents])
+        database["sessions"].create_index([("session_id", 1), ("bucket", 1)], name="sessions_session")
         bodies = sample.charges(conn, 2000)
         scorer = Scorer(world["definitions"], OnlineFeatureStore(database, timeout_seconds=5), ScorerMetrics())
-        frames = [scorer.inputs([ChargeAttributes(**b)])[0] for b in bodies[:500]]
-        mlflow_bodies = [{"dataframe_split": json.loads(f.to_json(orient="split", index=False))} for f in frames]
+        columns = list(world["definitions"].model_features)
+        mlflow_bodies = [{"dataframe_split": {"columns": columns, "data": [
+            [None if value != value else value for value in row]  # NaN -> null, as pandas' to_json
+            for row in scorer.inputs([ChargeAttributes(**b)])[0].tolist()]}} for b in bodies[:500]]
 
         key = secrets.token_urlsafe(32)
         (work / "keys").write_text(auth.key_line("bench", key) + "\n")
@@ -214,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                    "conn_type": "mongo", "host": "127.0.0.1", "port": stack.mongo_port, "schema": name,
                    "extra": {"uri": user_uri(stack, "paydata_root", root_password)}})}
         results: dict[str, list[dict]] = {"scorer": [], "mlflow": []}
+        print("load average (1 / 5 / 15 min) before the runs: "
+              + " / ".join(f"{value:.2f}" for value in os.getloadavg()), flush=True)
         for run in range(args.runs):
             port = free_port()
             scorer_process = subprocess.Popen([sys.executable, "-m", "ml.serving", "--port", str(port),
@@ -267,7 +282,9 @@ def report(results: dict, floor: dict, args) -> None:
             values.append(value)
         return statistics.median(values)
 
-    print(f"\n{dt.date.today()}: medians of {args.runs} runs, {args.seconds:.0f} s per rate, one worker each\n")
+    load = " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"\n{dt.date.today()}: medians of {args.runs} runs, {args.seconds:.0f} s per rate, one worker each; "
+          f"load average (1 / 5 / 15 min) at the end {load}\n")
     print("| server | rate (req/s) | p50 (ms) | p99 (ms) | errors | peak (req/s) | RSS (MB) |")
     print("|---|---|---|---|---|---|---|")
     for target, label in (("scorer", "scorer `/v1/score` (with feature lookup)"),
@@ -277,7 +294,8 @@ def report(results: dict, floor: dict, args) -> None:
             print(f"| {label} | {int(rate)} | {median(target, key, 'p50_ms'):.1f} | {median(target, key, 'p99_ms'):.1f} "
                   f"| {sum(r[key]['errors'] for r in results[target])} | {median(target, 'peak_rps'):.0f} "
                   f"| {median(target, 'rss_mb'):.0f} |")
-    print(f"\nIn-process floors (medians): one predict_proba on one row {floor['predict_proba_ms']:.2f} ms; "
+    print(f"\nIn-process floors (medians): one predict_proba on a one-row DataFrame {floor['predict_proba_ms']:.2f} ms; "
+          f"the unwrapped model on the same row (a 1 x n array) {floor['unwrapped_ms']:.2f} ms; "
           f"the scorer's path without HTTP (lookup, inputs, model, reasons) {floor['scorer_path_ms']:.2f} ms")
 
 

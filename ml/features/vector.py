@@ -20,14 +20,21 @@ and the session signals. At scoring time the same values come from:
 * **session signals**: :func:`ml.features.sessions.session_signals`, the function the offline
   build calls.
 
-Derived features are then added by :func:`ml.training.data.add_derived`, as in training.
+Derived features and the model's input vector: :class:`ModelInputs` computes them from such a row
+in plain Python, the one-row twin of training's :func:`ml.training.data.model_matrix` (pandas, whole
+frames); a test holds both equal on every offline row and on generated rows with missing values.
+A scorer builds one charge's inputs in microseconds this way, where a one-row DataFrame costs
+milliseconds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from ml.features.definitions import Aggregate, Definitions
 from ml.features.online import entity_document_id
@@ -102,3 +109,56 @@ def feature_row(definitions: Definitions, documents: Mapping[str, Mapping[str, A
     row.update(request_values(definitions, attributes, at))
     row.update(encode_signals(definitions, session_signals(list(session_documents), at)))
     return row
+
+
+def _numeric(value: Any) -> float:
+    """One value as ``pd.to_numeric(..., errors="coerce")`` reads it: NaN when it is not a number."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _known(value: Any) -> bool:
+    """``pd.notna`` of one value."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _ratio(numerator: Any, denominator: Any) -> float:
+    top, bottom = _numeric(numerator), _numeric(denominator)
+    return math.nan if bottom == 0 or math.isnan(bottom) else top / bottom
+
+
+def _not_equal(left: Any, right: Any) -> float:
+    return float(left != right) if _known(left) and _known(right) else math.nan
+
+
+def _is_zero(value: Any) -> float:
+    number = _numeric(value)
+    return math.nan if math.isnan(number) else float(number == 0)
+
+
+_DERIVED = {"ratio": _ratio, "not_equal": _not_equal, "is_zero": _is_zero}
+
+
+class ModelInputs:
+    """The model's inputs (``model_features``, in order, float64 with NaN for missing) of rows of
+    stored features, computed once per definitions: the derived features of each row in the
+    definitions' order, as :func:`ml.training.data.add_derived` computes them for a frame."""
+
+    def __init__(self, definitions: Definitions):
+        self.features = tuple(definitions.model_features)
+        self.derived = tuple((item["name"], _DERIVED[item["op"]], tuple(item["args"])) for item in definitions.derived)
+
+    def values(self, row: Mapping[str, Any]) -> list[float]:
+        """One row's inputs as floats (a value that is not a number raises, as ``astype(float)``)."""
+        full = dict(row)
+        for name, operation, args in self.derived:
+            full[name] = operation(*(full.get(arg) for arg in args))
+        return [math.nan if full.get(name) is None else float(full[name]) for name in self.features]
+
+    def matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Rows x ``features``, float64 (C order: what a model's ``predict_proba`` takes as is)."""
+        return np.array([self.values(row) for row in rows], dtype=np.float64).reshape(len(rows), len(self.features))

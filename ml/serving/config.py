@@ -7,7 +7,7 @@
 | ``PAYDATA_SCORER_MODEL_ALIAS`` | ``champion`` | the alias served (polled for hot reload) |
 | ``PAYDATA_SCORER_POLL_SECONDS`` | ``10`` | how often the alias is polled |
 | ``PAYDATA_SCORER_FEATURE_TIMEOUT_MS`` | ``50`` | bound on the feature lookup of one request (both queries) |
-| ``PAYDATA_SCORER_MONGO_CONN_ID`` | ``paydata_mongo_features`` | Airflow-style connection of the online store |
+| ``PAYDATA_SCORER_MONGO_CONN_ID`` | ``paydata_mongo_scorer`` | Airflow-style connection of the online store (the read-only scorer user) |
 | ``PAYDATA_SCORER_API_KEYS_FILE`` | (required) | hashed API keys, one per line (:mod:`ml.serving.auth`) |
 | ``PAYDATA_SCORER_REASONS`` | ``3`` | reason codes per answer |
 """
@@ -34,7 +34,7 @@ class ServingSettings:
     alias: str = CHAMPION
     poll_seconds: float = 10.0
     feature_timeout_ms: int = 50
-    mongo_conn_id: str = "paydata_mongo_features"
+    mongo_conn_id: str = "paydata_mongo_scorer"
     reasons: int = 3
 
     @classmethod
@@ -49,5 +49,5 @@ class ServingSettings:
                    alias=env.get("PAYDATA_SCORER_MODEL_ALIAS", CHAMPION),
                    poll_seconds=float(env.get("PAYDATA_SCORER_POLL_SECONDS", "10")),
                    feature_timeout_ms=int(env.get("PAYDATA_SCORER_FEATURE_TIMEOUT_MS", "50")),
-                   mongo_conn_id=env.get("PAYDATA_SCORER_MONGO_CONN_ID", settings.MONGO_FEATURES_CONN_ID),
+                   mongo_conn_id=env.get("PAYDATA_SCORER_MONGO_CONN_ID", settings.MONGO_SCORER_CONN_ID),
                    reasons=int(env.get("PAYDATA_SCORER_REASONS", "3")))

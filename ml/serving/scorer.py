@@ -1,21 +1,22 @@
 """Score charges: online features + request attributes -> the model's inputs -> score, band, reasons.
 
-The inputs are built by the code the offline store uses (:func:`ml.features.vector.feature_row`,
-then :func:`ml.training.data.model_matrix` for the derived features), so a charge scored here gets
-the inputs its offline row would have had with the same store contents (the skew test checks it).
+The inputs are built by the code the offline store uses (:func:`ml.features.vector.feature_row`),
+then the derived features and the input array by :class:`ml.features.vector.ModelInputs`, the
+one-row twin of training's ``model_matrix`` (no pandas on the request path), so a charge scored
+here gets the inputs its offline row would have had with the same store contents (the skew test
+checks it).
 """
 
 from __future__ import annotations
 
-import pandas as pd
+import numpy as np
 
 from ml.features.definitions import Definitions
-from ml.features.vector import MERCHANT_LOOKUP, document_ids, feature_row
+from ml.features.vector import MERCHANT_LOOKUP, ModelInputs, document_ids, feature_row
 from ml.serving.feature_store import OnlineFeatureStore
 from ml.serving.metrics import ScorerMetrics
 from ml.serving.model import LoadedModel
 from ml.serving.schemas import ChargeAttributes, ScoreResponse
-from ml.training.data import model_matrix
 
 USD_MINOR_UNITS = 100
 
@@ -35,16 +36,21 @@ class Scorer:
     def __init__(self, definitions: Definitions, store: OnlineFeatureStore, metrics: ScorerMetrics,
                  reasons: int = 3):
         self.definitions, self.store, self.metrics, self.reasons = definitions, store, metrics, reasons
+        self.model_inputs = ModelInputs(definitions)
+        self.entities = (*definitions.aggregate_entities, MERCHANT_LOOKUP)
+        request_names = {item["name"] for item in definitions.request}
+        self.unknown_when_unavailable = dict.fromkeys(
+            name for name in definitions.stored_columns if name not in request_names)
 
-    def inputs(self, charges: list[ChargeAttributes]) -> tuple[pd.DataFrame, list[list[str]], bool]:
-        """Model inputs of the charges, the entities each missed, and whether the store answered."""
+    def inputs(self, charges: list[ChargeAttributes]) -> tuple[np.ndarray, list[list[str]], bool]:
+        """Model inputs of the charges (rows x ``model_features``), the entities each missed, and
+        whether the store answered."""
         attributes = [attributes_of(charge) for charge in charges]
         ids = [document_ids(self.definitions, a) for a in attributes]
         lookup = self.store.lookup([i for per_charge in ids for i in per_charge.values()],
                                    [a["session_id"] for a in attributes if a["session_id"]])
         rows, misses = [], []
-        entities = [*self.definitions.aggregate_entities, MERCHANT_LOOKUP]
-        request_names = {item["name"] for item in self.definitions.request}
+        entities = self.entities
         for charge, attrs, per_charge in zip(charges, attributes, ids, strict=True):
             if not lookup.available:
                 documents = {}
@@ -59,10 +65,10 @@ class Scorer:
             row = feature_row(self.definitions, documents, attrs, charge.created_at,
                               lookup.sessions.get(attrs["session_id"], []))
             if not lookup.available:  # unknown, not "no history": the store did not say
-                row.update({name: None for name in self.definitions.stored_columns if name not in request_names})
+                row.update(self.unknown_when_unavailable)
             rows.append(row)
             misses.append(list(missed))
-        return model_matrix(pd.DataFrame(rows), self.definitions), misses, lookup.available
+        return self.model_inputs.matrix(rows), misses, lookup.available
 
     def score(self, model: LoadedModel, charges: list[ChargeAttributes]) -> list[ScoreResponse]:
         """Score with ``model`` (the caller's snapshot of the served model, kept for the whole request)."""

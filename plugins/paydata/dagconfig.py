@@ -98,7 +98,7 @@ TASK_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "platform_healthcheck": {
         "check_postgres": _POSTGRES_OWNERS,  # checks the owner connections themselves
-        "check_mongo": tuple(settings.MONGO_USERS),
+        "check_mongo": tuple(user for user in settings.MONGO_USERS if user not in settings.SERVICE_MONGO_CONN_IDS),
         "summary": (),
     },
     "reference_sync": {"sync": _SOURCES},

@@ -13,6 +13,7 @@ its collections in the ``paydata`` database:
 | ``paydata_features`` (``paydata_mongo_features``) | ``paydata_features_rw`` | read sessions, telemetry, feedback, payments; read/write ``features`` and ``feature_offsets`` |
 | ``paydata_analyst`` (``paydata_mongo_analyst``) | ``paydata_analyst_read`` | read the document collections (not quarantine or bookkeeping) |
 | ``paydata_backup`` (``paydata_mongo_backup``) | ``read`` on ``paydata``; ``readWrite`` + ``dbAdmin`` on ``restore_drill_paydata`` | export ``paydata`` for backups; restore drills into the scratch database |
+| ``paydata_scorer`` (``paydata_mongo_scorer``) | ``paydata_scorer_read`` | read ``features`` and ``sessions`` (the fraud scoring API's online lookup); nothing else |
 
 ``paydata_root`` (``root``) only provisions the others; no Airflow connection carries it.
 docs/security.md says what SecantusDB enforces of this and what only MongoDB 7 does.
@@ -34,6 +35,9 @@ CDC_COLLECTIONS = ("merchant_profiles", "customers", "payment_intents", "payment
 INGEST_COLLECTIONS = ("sessions", "telemetry", "feedback", "app_logs", "quarantine", "ingest_files")
 FEATURE_SOURCES = ("sessions", "telemetry", "feedback", "payments")
 FEATURE_COLLECTIONS = ("features", "feature_offsets")
+# The scoring API reads the online feature documents and the sessions they are scored with
+# (ml/serving/feature_store.py): no write, no other collection, no listing.
+SCORER_COLLECTIONS = ("features", "sessions")
 # Quarantine may hold rejected input that was never scrubbed, and the bookkeeping collections are
 # of no analytical use: analysts read the document collections only.
 ANALYST_COLLECTIONS = ("merchant_profiles", "customers", "payment_intents", "payments", "sessions",
@@ -64,6 +68,7 @@ def roles(database: str = settings.MONGO_DATABASE) -> dict[str, list[dict[str, A
                                 *_collections(database, FEATURE_COLLECTIONS, WRITE_ACTIONS)],
         "paydata_analyst_read": [_list_collections(database),
                                  *_collections(database, ANALYST_COLLECTIONS, READ_ACTIONS)],
+        "paydata_scorer_read": _collections(database, SCORER_COLLECTIONS, READ_ACTIONS),
     }
 
 
@@ -77,6 +82,7 @@ def user_roles(database: str = settings.MONGO_DATABASE) -> dict[str, list[dict[s
         settings.MONGO_USERS[settings.MONGO_INGEST_CONN_ID]: [{"role": "paydata_ingest_writer", "db": admin}],
         settings.MONGO_USERS[settings.MONGO_FEATURES_CONN_ID]: [{"role": "paydata_features_rw", "db": admin}],
         settings.MONGO_USERS[settings.MONGO_ANALYST_CONN_ID]: [{"role": "paydata_analyst_read", "db": admin}],
+        settings.MONGO_USERS[settings.MONGO_SCORER_CONN_ID]: [{"role": "paydata_scorer_read", "db": admin}],
         # Backups read everything of paydata; the restore drill may create and drop its own scratch
         # database, and nothing else (a real restore into paydata is the administrator's job).
         settings.MONGO_USERS[settings.MONGO_BACKUP_CONN_ID]: [

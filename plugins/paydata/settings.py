@@ -31,6 +31,7 @@ MONGO_INGEST_CONN_ID = "paydata_mongo_ingest"  # landing-file ingestion writer
 MONGO_FEATURES_CONN_ID = "paydata_mongo_features"  # reads sessions/telemetry/feedback/payments, writes features
 MONGO_ANALYST_CONN_ID = "paydata_mongo_analyst"  # read only (the example queries)
 MONGO_BACKUP_CONN_ID = "paydata_mongo_backup"  # reads paydata for backups; owns only the restore-drill scratch database
+MONGO_SCORER_CONN_ID = "paydata_mongo_scorer"  # the fraud scoring API: reads features and sessions, nothing else
 # Connection id -> MongoDB user name; every user lives in the ``admin`` database (authSource).
 MONGO_USERS = {
     MONGO_CONN_ID: "paydata_admin",
@@ -39,7 +40,11 @@ MONGO_USERS = {
     MONGO_FEATURES_CONN_ID: "paydata_features",
     MONGO_ANALYST_CONN_ID: "paydata_analyst",
     MONGO_BACKUP_CONN_ID: "paydata_backup",
+    MONGO_SCORER_CONN_ID: "paydata_scorer",
 }
+# Mongo connections no Airflow component holds: the service that uses one gets it from its own
+# Secret (compose service, Kubernetes Secret); the local stack's env file has them for development.
+SERVICE_MONGO_CONN_IDS = (MONGO_SCORER_CONN_ID,)
 MONGO_AUTH_SOURCE = "admin"
 # The fraud scoring API (ml/serving): an http connection with the caller's API key as password.
 FRAUD_SCORER_CONN_ID = "paydata_fraud_scorer"

@@ -10,6 +10,7 @@ import threading
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -222,8 +223,9 @@ def test_the_scorer_builds_the_inputs_the_offline_store_holds(scoring_world, mon
         created_at = dt.datetime.fromisoformat(requests[charge_id]["created_at"])
         refresh_online(conn, definitions, mongo_db, as_of=created_at, known_lsn=known_lsn, full=True)
         scorer = Scorer(definitions, OnlineFeatureStore(mongo_db, timeout_seconds=5), ScorerMetrics())
-        online, _, available = scorer.inputs([ChargeAttributes(**requests[charge_id])])
-        assert available
+        values, _, available = scorer.inputs([ChargeAttributes(**requests[charge_id])])
+        assert available and values.shape == (1, len(definitions.model_features))
+        online = pd.DataFrame(values, columns=list(definitions.model_features))
         offline = model_matrix(frame[frame["charge_id"] == charge_id].reset_index(drop=True), definitions)
         # BSON dates hold milliseconds: the sessions copied into Mongo lost the microseconds the
         # in-memory ones the offline build read had (in production both read Mongo)
@@ -232,6 +234,24 @@ def test_the_scorer_builds_the_inputs_the_offline_store_holds(scoring_world, mon
         np.testing.assert_allclose(online.to_numpy(dtype=float), offline.to_numpy(dtype=float), rtol=1e-9,
                                    equal_nan=True, err_msg=f"charge {charge_id}")
         assert not np.isnan(online["session_events_before"].iloc[0])
+
+
+def test_the_one_row_inputs_equal_model_matrix_on_every_offline_row(scoring_world):
+    """The scorer's pandas-free inputs (:class:`ml.features.vector.ModelInputs`) of each stored
+    offline row, one row at a time, equal training's ``model_matrix`` of the whole frame."""
+    from ml.features.offline import load_training_frame
+    from ml.features.vector import ModelInputs
+    from ml.training.data import model_matrix
+
+    definitions = scoring_world["definitions"]
+    frame = load_training_frame(scoring_world["conn"], definitions, scoring_world["training_set_id"])
+    assert len(frame) > 1000
+    expected = model_matrix(frame, definitions).to_numpy()
+    inputs = ModelInputs(definitions)
+    rows = frame.loc[:, list(definitions.stored_columns)].to_dict("records")
+    got = np.vstack([inputs.matrix([row]) for row in rows])
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got).any() and (got == 0).any()
 
 
 def _payloads(conn, charge_ids):

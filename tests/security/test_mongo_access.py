@@ -195,7 +195,7 @@ def test_no_user_can_create_users_or_grant_roles(clients, conn_id):
 
 
 CONSUMERS = [settings.MONGO_CDC_CONN_ID, settings.MONGO_INGEST_CONN_ID, settings.MONGO_FEATURES_CONN_ID,
-             settings.MONGO_ANALYST_CONN_ID, settings.MONGO_BACKUP_CONN_ID]
+             settings.MONGO_ANALYST_CONN_ID, settings.MONGO_BACKUP_CONN_ID, settings.MONGO_SCORER_CONN_ID]
 
 
 @pytest.mark.parametrize("conn_id", CONSUMERS)
@@ -347,6 +347,47 @@ def test_features_user_reads_sources_and_writes_features(clients, root):
         database.features.delete_one({"_id": doc_id})
     finally:
         root.paydata.features.delete_one({"_id": doc_id})
+
+
+def test_scorer_user_reads_features_and_sessions_but_cannot_write_or_delete_features(clients, root):
+    """The scoring API's login (a stolen scorer credential): it reads what a lookup reads, and can
+    neither plant nor change nor remove an online feature document."""
+    scorer = db(clients, settings.MONGO_SCORER_CONN_ID)
+    doc_id = unique_id("scorer")
+    now = datetime.now(UTC)
+    root.paydata.features.insert_one({
+        "_id": doc_id, "entity": "card", "key": {"card": "tok_test"}, "values": {"card_charges_1h": 1.0},
+        "expires_at": {"card_charges_1h": now}, "as_of": now, "known_lsn": 1, "computed_at": now,
+        "definitions": {"name": "security", "hash": "0" * 64}})
+    try:
+        assert scorer.features.find_one({"_id": doc_id}, {"values": 1})["values"] == {"card_charges_1h": 1.0}
+        scorer.sessions.find_one({"session_id": "tok_none"})
+        planted = unique_id("planted")
+        assert refused(lambda: scorer.features.insert_one({"_id": planted, "values": {}})) == UNAUTHORIZED
+        assert refused(lambda: scorer.features.update_one(
+            {"_id": doc_id}, {"$set": {"values.card_charges_1h": 0.0}})) == UNAUTHORIZED
+        assert refused(lambda: scorer.features.replace_one({"_id": doc_id}, {"values": {}})) == UNAUTHORIZED
+        assert refused(lambda: scorer.features.delete_one({"_id": doc_id})) == UNAUTHORIZED
+        assert refused(lambda: scorer.features.delete_many({})) == UNAUTHORIZED
+        assert refused(lambda: scorer.features.find_one_and_delete({"_id": doc_id})) == UNAUTHORIZED
+        assert refused(lambda: scorer.features.bulk_write([InsertOne({"_id": planted})])) == UNAUTHORIZED
+        assert refused(lambda: list(scorer.features.aggregate([{"$match": {"_id": doc_id}},
+                                                               {"$out": "features"}]))) == UNAUTHORIZED
+        assert refused(lambda: scorer.feature_offsets.update_one(
+            {"_id": "fraud_charge"}, {"$set": {"lsn": -1}}, upsert=True)) == UNAUTHORIZED
+        assert refused(lambda: scorer.sessions.insert_one({"_id": planted})) == UNAUTHORIZED
+        # nothing changed: the document is as written, nothing was planted
+        assert root.paydata.features.find_one({"_id": doc_id})["values"] == {"card_charges_1h": 1.0}
+        assert root.paydata.features.find_one({"_id": planted}) is None
+    finally:
+        root.paydata.features.delete_one({"_id": doc_id})
+
+
+def test_scorer_user_cannot_read_payments_or_customers(clients, secantus_gap):
+    secantus_gap("privileges name a collection, SecantusDB grants them for the whole database")
+    scorer = db(clients, settings.MONGO_SCORER_CONN_ID)
+    assert refused(lambda: scorer.payments.find_one()) == UNAUTHORIZED
+    assert refused(lambda: scorer.customers.find_one()) == UNAUTHORIZED
 
 
 def test_analyst_runs_every_example_query(clients):

@@ -39,6 +39,10 @@ OLTP_CASES = [
     ("app", "INSERT INTO balance_transaction (amount) SELECT 1 WHERE false", OK),
     ("app", "SELECT count(*) FROM merchant_ref", OK),
     ("app", APPEND, OK),
+    ("app", "INSERT INTO charge_fraud_decision (charge_id) SELECT 1 WHERE false", OK),
+    ("app", "SELECT count(*) FROM charge_fraud_decision", OK),
+    ("app", "UPDATE charge_fraud_decision SET band = 'approve' WHERE false", DENIED),
+    ("app", "DELETE FROM charge_fraud_decision WHERE false", DENIED),
     ("app", "DELETE FROM customer WHERE false", DENIED),
     ("app", "UPDATE merchant_ref SET status = status WHERE false", DENIED),
     ("app", "UPDATE balance_transaction SET amount = amount WHERE false", DENIED),
@@ -62,10 +66,12 @@ OLTP_CASES = [
     ("cdc", "SELECT count(*) FROM customer", OK),
     ("cdc", "SELECT count(*) FROM audit_log", DENIED),
     ("cdc", "INSERT INTO charge (amount) SELECT 1 WHERE false", DENIED),
+    ("cdc", "SELECT count(*) FROM charge_fraud_decision", DENIED),
     ("cdc", APPEND, DENIED),
     # warehouse roles and a login in no group: nothing in OLTP even when they can connect
     *[(who, statement, DENIED) for who in ("analyst", "ml", "loader", "nobody")
-      for statement in ("SELECT count(*) FROM customer", "SELECT count(*) FROM audit_log", APPEND)],
+      for statement in ("SELECT count(*) FROM customer", "SELECT count(*) FROM audit_log", APPEND,
+                        "SELECT count(*) FROM charge_fraud_decision")],
 ]
 
 WAREHOUSE_GROUPS = {"loader": "warehouse_loader", "analyst": "analyst", "ml": "ml",

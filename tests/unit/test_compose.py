@@ -90,6 +90,11 @@ def conn_env_name(conn_id: str) -> str:
     return "AIRFLOW_CONN_" + conn_id.upper()
 
 
+# Mongo connections only a service holds, not Airflow: connection id -> service.
+SERVICE_MONGO_CONNECTIONS = {settings.MONGO_SCORER_CONN_ID: "fraud-scorer"}
+assert set(SERVICE_MONGO_CONNECTIONS) == set(settings.SERVICE_MONGO_CONN_IDS)
+
+
 def conn_json(common_env: dict, conn_id: str) -> dict:
     raw = common_env[conn_env_name(conn_id)]
     return json.loads(expand(raw))
@@ -132,6 +137,7 @@ def test_airflow_common_defines_exactly_the_project_connections(common_env):
         conn_env_name(conn_id)
         for conn_id in [*settings.POSTGRES_DATABASES.values(), *settings.MONGO_USERS, *CDC_CONN_IDS.values(),
                         *privileges.role_connections()]
+        if conn_id not in SERVICE_MONGO_CONNECTIONS
     }
     defined = {key for key in common_env if key.startswith("AIRFLOW_CONN_")}
     assert defined == expected
@@ -182,6 +188,13 @@ def test_cdc_connection_uses_the_replication_role(common_env, database):
 def test_mongo_connections_log_in_as_their_user_over_tls_to_the_replica_set(
     common_env, services, compose, conn_id, monkeypatch, tmp_path
 ):
+    holder = SERVICE_MONGO_CONNECTIONS.get(conn_id)
+    if holder is not None:  # only that service has it: Airflow never sees its password
+        assert conn_env_name(conn_id) not in common_env
+        common_env = env_of(services[holder])
+        volumes = services[holder]["volumes"]
+    else:
+        volumes = compose["x-airflow-common"]["volumes"]
     data = conn_json(common_env, conn_id)
     assert data["conn_type"] == "mongo"
     assert data["host"] == "mongodb" and data["host"] in services
@@ -194,7 +207,7 @@ def test_mongo_connections_log_in_as_their_user_over_tls_to_the_replica_set(
     assert data["extra"]["tls"] is True and data["extra"]["authSource"] == settings.MONGO_AUTH_SOURCE
     # The CA the clients trust is the one mongod serves a certificate from (the mounted TLS volume).
     assert data["extra"]["tlsCAFile"] == command[command.index("--tlsCAFile") + 1]
-    tls_mounts = [v.split(":")[1] for v in compose["x-airflow-common"]["volumes"] if v.startswith("paydata-tls:")]
+    tls_mounts = [v.split(":")[1] for v in volumes if v.startswith("paydata-tls:")]
     assert str(Path(data["extra"]["tlsCAFile"]).parent) == tls_mounts[0]
     # The password is required from the environment, never a default.
     raw_password = json.loads(common_env[conn_env_name(conn_id)])["password"]
@@ -258,7 +271,9 @@ def test_mongo_init_creates_every_user_from_required_passwords(services):
     # Each Airflow connection uses the password mongo-init set for its user.
     common = env_of(services[OWNER_WORKER])
     for conn_id, user in settings.MONGO_USERS.items():
-        password = json.loads(common[conn_env_name(conn_id)])["password"]
+        holder = SERVICE_MONGO_CONNECTIONS.get(conn_id)
+        source = common if holder is None else env_of(services[holder])
+        password = json.loads(source[conn_env_name(conn_id)])["password"]
         assert password == env[f"PAYDATA_MONGO_{user.removeprefix('paydata_').upper()}_PASSWORD"]
     assert env_of(services["mongodb"])["MONGO_INITDB_ROOT_PASSWORD"] == env["PAYDATA_MONGO_ROOT_PASSWORD"]
     for name in AIRFLOW_SERVICES:

@@ -91,8 +91,8 @@ def env_from_secrets(template: str) -> list[str]:
 
 
 def test_every_connection_comes_from_a_secret(values, secrets):
-    needed = {*settings.POSTGRES_DATABASES.values(), *settings.MONGO_USERS, alerts.ALERT_CONN_ID,
-              settings.FRAUD_SCORER_CONN_ID, *privileges.role_connections(),
+    needed = {*settings.POSTGRES_DATABASES.values(), *set(settings.MONGO_USERS) - set(settings.SERVICE_MONGO_CONN_IDS),
+              alerts.ALERT_CONN_ID, settings.FRAUD_SCORER_CONN_ID, *privileges.role_connections(),
               *(settings.capture_conn_id(source) for source in settings.cdc_sources())}
     task_keys = set(secrets[TASK_SECRET]["stringData"])
     owner_keys = set(secrets[OWNER_SECRET]["stringData"])

@@ -29,10 +29,11 @@ def test_connection_ids_and_users_are_the_documented_ones():
         "paydata_mongo_features": "paydata_features",
         "paydata_mongo_analyst": "paydata_analyst",
         "paydata_mongo_backup": "paydata_backup",
+        "paydata_mongo_scorer": "paydata_scorer",
     }
     assert (settings.MONGO_CONN_ID, settings.MONGO_CDC_CONN_ID, settings.MONGO_INGEST_CONN_ID,
             settings.MONGO_FEATURES_CONN_ID, settings.MONGO_ANALYST_CONN_ID,
-            settings.MONGO_BACKUP_CONN_ID) == tuple(settings.MONGO_USERS)
+            settings.MONGO_BACKUP_CONN_ID, settings.MONGO_SCORER_CONN_ID) == tuple(settings.MONGO_USERS)
 
 
 def test_uri_carries_quoted_credentials_and_every_tls_and_auth_option():
@@ -125,7 +126,8 @@ def test_roles_name_collections_and_never_grant_ddl_or_user_management():
                  "createUser", "grantRole", "createRole", "bypassDocumentValidation", "anyAction"}
     for role in mongo_access.roles():
         privileges = privileges_of(role)
-        assert privileges.pop("") == {"listCollections"}, role
+        # listing collection names is the only database-wide action (the scorer does not even need it)
+        assert privileges.pop("", {"listCollections"}) == {"listCollections"}, role
         for collection, actions in privileges.items():
             assert collection, role
             assert not actions & forbidden, (role, collection)
@@ -141,6 +143,9 @@ def test_writers_write_only_their_collections_and_the_analyst_only_reads():
     assert writable("paydata_ingest_writer") == set(mongo_access.INGEST_COLLECTIONS)
     assert writable("paydata_features_rw") == {"features", "feature_offsets"}
     assert writable("paydata_analyst_read") == set()
+    assert writable("paydata_scorer_read") == set()
+    assert privileges_of("paydata_scorer_read") == {"features": {"find", "listIndexes", "killCursors"},
+                                                    "sessions": {"find", "listIndexes", "killCursors"}}
     assert not set(mongo_access.CDC_COLLECTIONS) & set(mongo_access.INGEST_COLLECTIONS)
     analyst = set(privileges_of("paydata_analyst_read")) - {""}
     assert "quarantine" not in analyst and "cdc_offsets" not in analyst
@@ -224,4 +229,5 @@ def test_the_healthcheck_dag_checks_every_mongo_connection():
     tree = ast.parse((settings.REPO_ROOT / "dags" / "platform_healthcheck.py").read_text())
     assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
                 if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
-    assert assigned["MONGO_CONN_IDS"] == list(settings.MONGO_USERS)
+    assert assigned["MONGO_CONN_IDS"] == [conn_id for conn_id in settings.MONGO_USERS
+                                          if conn_id not in settings.SERVICE_MONGO_CONN_IDS]

@@ -17,6 +17,7 @@ written when any of them is raised. Key problems surface as :class:`paydata.cryp
 from __future__ import annotations
 
 import ipaddress
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,9 @@ from paydata.oltp.cards import (
     require_positive_amount,
 )
 from paydata.oltp.errors import InvalidRequest, NotFound
+from paydata.oltp.fraud_decision import Decision, FraudDecisions
+
+log = logging.getLogger(__name__)
 
 CUSTOMER_TABLE = "customer"
 CUSTOMER_FIELDS = ("email", "name", "phone")
@@ -60,11 +64,15 @@ _MAX_TEXT = 200
 
 @dataclass(frozen=True)
 class Payment:
-    """What :func:`create_payment` created."""
+    """What :func:`create_payment` created (``fraud_decision``: None unless decisions are on)."""
 
     payment_intent_id: int
     charge_id: int
     status: str
+    fraud_decision: Decision | None = None
+
+
+_UNSET = object()
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -414,8 +422,14 @@ def create_payment(
     session_id: str | None = None,
     outcome: str | None = None,
     failure_code: str | None = None,
+    fraud_decisions: FraudDecisions | None | object = _UNSET,
 ) -> Payment:
     """Create a payment intent and a pending charge on the customer's card.
+
+    With fraud decisions on (``fraud_decisions``, by default the process-wide client of
+    :func:`default_fraud_decisions`, None when ``PAYDATA_OLTP_FRAUD_DECISIONS`` is off), the scoring
+    API is asked about the committed charge and its answer, or ``unavailable``, stored in
+    ``charge_fraud_decision`` (:mod:`paydata.oltp.fraud_decision`); that never fails the payment.
 
     ``currency`` defaults to the merchant's default currency. With ``outcome`` ``"succeeded"`` or
     ``"failed"`` the charge is settled in the same transaction (see :func:`update_charge_status`);
@@ -475,7 +489,25 @@ def create_payment(
                       "amount": amount, "currency_code": currency_code}
             _settle(cursor, charge, outcome, failure_code if outcome == "failed" else None, None)
             status = outcome
-    return Payment(intent_id, charge_id, status)
+    decisions = default_fraud_decisions() if fraud_decisions is _UNSET else fraud_decisions
+    decision = decisions.decide(conn, charge_id) if decisions is not None else None
+    return Payment(intent_id, charge_id, status, decision)
+
+
+_fraud_decisions: dict[str, FraudDecisions | None] = {}
+
+
+def default_fraud_decisions() -> FraudDecisions | None:
+    """The process-wide decision client from the environment (built once), None when off. A
+    configuration that cannot be used (a bad setting, no scorer connection) is logged once and
+    treated as off: payments go on without decisions."""
+    if "default" not in _fraud_decisions:
+        try:
+            _fraud_decisions["default"] = FraudDecisions.from_settings()
+        except Exception as exc:  # noqa: BLE001 - a decision setting must never stop payments
+            log.error("fraud decisions are off: their configuration failed (%s: %s)", type(exc).__name__, exc)
+            _fraud_decisions["default"] = None
+    return _fraud_decisions["default"]
 
 
 def _lock_charge(cursor, charge_id: int) -> dict[str, Any]:
