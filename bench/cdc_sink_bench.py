@@ -122,14 +122,14 @@ def baseline_text(batch: list[CapturedChange]) -> str:
 
 
 def bench_statement(name: str, **parts: sql.Composable) -> sql.Composed:
-    return sql.SQL(load_sql(f"warehouse_staging/{name}.sql").strip()).format(**parts)
+    return sql.SQL(load_sql(f"warehouse/queries/staging/{name}.sql").strip()).format(**parts)
 
 
 def run_baseline(connect, total: int, batch_size: int, seed: int) -> float:
     """Rows/s of COPY TO STDOUT piped into COPY FROM STDIN between two plain tables."""
     source_conn, target_conn = connect(), connect()
     definitions = sql.SQL(", ").join(
-        sql.SQL(load_sql("warehouse_staging/column_definition.sql").strip()).format(
+        sql.SQL(load_sql("warehouse/queries/staging/column_definition.sql").strip()).format(
             column=sql.Identifier(column), type=sql.SQL(type_name)
         )
         for column, type_name in CHARGE.columns.items()

@@ -56,11 +56,11 @@ def _statement_names() -> dict[str, str]:
     """Build statements by text, so the profile can name them; others go by their first SQL line."""
     module = sys.modules["paydata.warehouse.build"]
     names = {load_sql(path): name for name, path in (*module.STEPS, *module.LOAD_STEPS)}
-    names[load_sql("warehouse/build/fact_input_violations.sql")] = "input_checks"
-    names[load_sql("warehouse/build/truncate_marts.sql")] = "truncate_marts"
+    names[load_sql("warehouse/queries/build/fact_input_violations.sql")] = "input_checks"
+    names[load_sql("warehouse/queries/build/truncate_marts.sql")] = "truncate_marts"
     names[load_sql(module.FULL_REBUILD_FACT_LOAD)] = "facts_written"
     for check in ("fact_violations", "charge_violations", "dimension_violations"):
-        names[load_sql(f"warehouse/quality/{check}.sql")] = f"quality_{check}"
+        names[load_sql(f"warehouse/queries/quality/{check}.sql")] = f"quality_{check}"
     return names
 
 
@@ -142,7 +142,7 @@ def run_size(admin, facts: int, changes: int, repeats: int, chunk: int) -> dict:
               flush=True)
 
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("warehouse/build/server_settings_select.sql"))
+            cursor.execute(load_sql("warehouse/queries/build/server_settings_select.sql"))
             server_settings = dict(cursor.fetchall())
         conn.rollback()
 

@@ -1,7 +1,7 @@
 """
 ### Schema migrations
 
-Applies the versioned SQL migrations in `include/sql/<database>/V<NNN>__<name>.sql` to each
+Applies the versioned SQL migrations in `include/sql/<database>/migrations/V<NNN>__<name>.sql` to each
 managed database, in version order, each migration in its own transaction and under an advisory
 lock. Applying twice is a no-op; an applied file that was edited afterwards fails the task and
 names the file (history is never rewritten: add a new migration instead).

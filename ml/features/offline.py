@@ -58,8 +58,8 @@ def _column_list(columns: list[tuple[str, str]]) -> sql.Composable:
 def ensure_features(conn, definitions: Definitions) -> None:
     """Create the features schema and the definitions' offline table (idempotent; commits)."""
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("features/schema.sql"))
-        cursor.execute(sql.SQL(load_sql("features/offline_table_create.sql")).format(
+        cursor.execute(load_sql("warehouse/queries/features/schema.sql"))
+        cursor.execute(sql.SQL(load_sql("warehouse/queries/features/offline_table_create.sql")).format(
             table=offline_table(definitions), columns=_column_list(offline_columns(definitions)),
             known_index=sql.Identifier(f"{definitions.offline_table}_known_idx")))
     conn.commit()
@@ -78,7 +78,7 @@ def prepare_features(conn, definitions: Definitions) -> None:
         ensure_features(conn, definitions)
         return
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("features/offline_table_exists.sql"), {"table": definitions.offline_table})
+        cursor.execute(load_sql("warehouse/queries/features/offline_table_exists.sql"), {"table": definitions.offline_table})
         found = cursor.fetchone()[0]
     conn.rollback()
     if not found:
@@ -87,18 +87,18 @@ def prepare_features(conn, definitions: Definitions) -> None:
 
 
 def marts_positions(cursor) -> dict[str, int]:
-    cursor.execute(load_sql("features/marts_watermark.sql"))
+    cursor.execute(load_sql("warehouse/queries/features/marts_watermark.sql"))
     return {source: int(lsn) for source, lsn in cursor.fetchall()}
 
 
 def store_positions(cursor, store: str) -> dict[str, int]:
-    cursor.execute(load_sql("features/build_state_select.sql"), {"store": store})
+    cursor.execute(load_sql("warehouse/queries/features/build_state_select.sql"), {"store": store})
     return {source: int(lsn) for source, lsn in cursor.fetchall()}
 
 
 def _load_session_signals(cursor, definitions: Definitions, sessions_db, points: str, params: dict) -> int:
     """Session signals of the points ``points`` selects (charge, session, time) into ``session_signal``."""
-    cursor.execute(sql.SQL(load_sql("features/session_signal_create.sql")).format(
+    cursor.execute(sql.SQL(load_sql("warehouse/queries/features/session_signal_create.sql")).format(
         columns=_column_list(_session_columns(definitions))))
     if sessions_db is None or not definitions.session:
         return 0
@@ -129,7 +129,7 @@ def _insert_features(cursor, definitions: Definitions, statement: str, query: sq
 def _materialise_spine(cursor, definitions: Definitions) -> int:
     """The LATERAL builder over ``feature_spine`` (session signals already loaded)."""
     query, params = feature_query(definitions)
-    return _insert_features(cursor, definitions, "features/offline_insert.sql", query, params)
+    return _insert_features(cursor, definitions, "warehouse/queries/features/offline_insert.sql", query, params)
 
 
 def _materialise_ledger(cursor, definitions: Definitions, sessions_db, to_lsn: int,
@@ -138,15 +138,15 @@ def _materialise_ledger(cursor, definitions: Definitions, sessions_db, to_lsn: i
     (:func:`ml.features.window_builder.rebuild_query`), then the LATERAL builder for the charges it
     leaves out (``window``: charges whose frames hold a row loaded after them; ``lateral``: every
     charge, the formulation the benchmark compares against)."""
-    cursor.execute(load_sql("features/full_build_memory.sql"))
-    _load_session_signals(cursor, definitions, sessions_db, "features/ledger_sessions.sql", {"to_lsn": to_lsn})
+    cursor.execute(load_sql("warehouse/queries/features/full_build_memory.sql"))
+    _load_session_signals(cursor, definitions, sessions_db, "warehouse/queries/features/ledger_sessions.sql", {"to_lsn": to_lsn})
     set_based = 0
     if formulation != "lateral":
         query, params = rebuild_query(definitions, formulation)
-        set_based = _insert_features(cursor, definitions, "features/offline_insert_full.sql", query,
+        set_based = _insert_features(cursor, definitions, "warehouse/queries/features/offline_insert_full.sql", query,
                                      dict(params, to_lsn=to_lsn))
-    cursor.execute(load_sql("features/spine_create.sql"))
-    cursor.execute(sql.SQL(load_sql("features/spine_from_unbuilt.sql")).format(table=offline_table(definitions)),
+    cursor.execute(load_sql("warehouse/queries/features/spine_create.sql"))
+    cursor.execute(sql.SQL(load_sql("warehouse/queries/features/spine_from_unbuilt.sql")).format(table=offline_table(definitions)),
                    {"to_lsn": to_lsn})
     lateral = _materialise_spine(cursor, definitions)
     return {"set_based": set_based, "lateral": lateral}
@@ -170,31 +170,31 @@ def build_features(conn, definitions: Definitions, *, sessions_db=None, rebuild:
     prepare_features(conn, definitions)
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("features/build_lock.sql"))
+            cursor.execute(load_sql("warehouse/queries/features/build_lock.sql"))
             target = marts_positions(cursor)
             done = store_positions(cursor, OFFLINE_STORE)
             from_lsn = done.get("oltp", 0)
             window = {"from_lsn": from_lsn, "to_lsn": target["oltp"]}
-            cursor.execute(load_sql("features/charge_event_ingest.sql"), window)
+            cursor.execute(load_sql("warehouse/queries/features/charge_event_ingest.sql"), window)
             charges = max(cursor.rowcount, 0)
-            cursor.execute(load_sql("features/dispute_event_ingest.sql"),
+            cursor.execute(load_sql("warehouse/queries/features/dispute_event_ingest.sql"),
                            dict(window, fraud_reasons=list(FRAUD_DISPUTE_REASONS)))
             disputes = max(cursor.rowcount, 0)
             if rebuild or not done:
                 # a full build: every row is recomputed from the ledgers (identically: rows keep
                 # their first-seen positions), rows of an unrecorded earlier build included
-                cursor.execute(sql.SQL(load_sql("features/offline_delete.sql")).format(
+                cursor.execute(sql.SQL(load_sql("warehouse/queries/features/offline_delete.sql")).format(
                     table=offline_table(definitions)))
                 paths = _materialise_ledger(cursor, definitions, sessions_db, target["oltp"], formulation)
             else:
-                cursor.execute(load_sql("features/spine_create.sql"))
-                cursor.execute(load_sql("features/spine_from_charges.sql"),
+                cursor.execute(load_sql("warehouse/queries/features/spine_create.sql"))
+                cursor.execute(load_sql("warehouse/queries/features/spine_from_charges.sql"),
                                {"from_lsn": from_lsn, "to_lsn": target["oltp"]})
-                _load_session_signals(cursor, definitions, sessions_db, "features/spine_sessions.sql", {})
+                _load_session_signals(cursor, definitions, sessions_db, "warehouse/queries/features/spine_sessions.sql", {})
                 paths = {"set_based": 0, "lateral": _materialise_spine(cursor, definitions)}
             written = paths["set_based"] + paths["lateral"]
             for source, lsn in target.items():
-                cursor.execute(load_sql("features/build_state_upsert.sql"),
+                cursor.execute(load_sql("warehouse/queries/features/build_state_upsert.sql"),
                                {"store": OFFLINE_STORE, "source": source, "commit_lsn": lsn})
         conn.commit()
     except BaseException:
@@ -223,17 +223,17 @@ def build_training_set(conn, definitions: Definitions, *, label_as_of: dt.dateti
                        "oltp_lsn": positions["oltp"], "reference_lsn": positions.get("reference", 0),
                        "label_as_of": label_as_of, "label_maturity": maturity,
                        "window_start": window_start, "window_end": window_end}
-            cursor.execute(load_sql("features/training_set_insert.sql"), version)
+            cursor.execute(load_sql("warehouse/queries/features/training_set_insert.sql"), version)
             created = cursor.fetchone()
             if created is None:
-                cursor.execute(load_sql("features/training_set_find.sql"), version)
+                cursor.execute(load_sql("warehouse/queries/features/training_set_find.sql"), version)
                 training_set_id = cursor.fetchone()[0]
             else:
                 training_set_id = created[0]
                 derive_charge_labels(cursor, label_as_of, maturity)
-                cursor.execute(sql.SQL(load_sql("features/training_labels_insert.sql")).format(
+                cursor.execute(sql.SQL(load_sql("warehouse/queries/features/training_labels_insert.sql")).format(
                     table=offline_table(definitions)), dict(version, training_set_id=training_set_id))
-                cursor.execute(load_sql("features/training_set_finish.sql"), {"training_set_id": training_set_id})
+                cursor.execute(load_sql("warehouse/queries/features/training_set_finish.sql"), {"training_set_id": training_set_id})
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -243,7 +243,7 @@ def build_training_set(conn, definitions: Definitions, *, label_as_of: dt.dateti
 
 def training_set_reference(conn, training_set_id: int) -> dict[str, Any]:
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("features/training_set_select.sql"), {"training_set_id": training_set_id})
+        cursor.execute(load_sql("warehouse/queries/features/training_set_select.sql"), {"training_set_id": training_set_id})
         names = [column.name for column in cursor.description]
         row = cursor.fetchone()
     conn.rollback()
@@ -262,7 +262,7 @@ def load_training_frame(conn, definitions: Definitions, training_set_id: int):
     import pandas as pd
 
     columns = offline_columns(definitions)
-    statement = sql.SQL(load_sql("features/training_frame_copy.sql")).format(
+    statement = sql.SQL(load_sql("warehouse/queries/features/training_frame_copy.sql")).format(
         columns=sql.SQL(", ").join(sql.SQL("f.{}").format(sql.Identifier(name)) for name, _ in columns),
         table=offline_table(definitions), training_set_id=sql.Literal(int(training_set_id)))
     buffer = io.StringIO()

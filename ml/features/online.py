@@ -46,7 +46,7 @@ def _changed_keys(definitions: Definitions, entity: str) -> sql.Composable:
     parts = []
     for source in sources:
         schema, table, _ = SOURCE_TABLES[source]
-        parts.append(sql.SQL(load_sql("features/online_changed_keys.sql")).format(
+        parts.append(sql.SQL(load_sql("warehouse/queries/features/online_changed_keys.sql")).format(
             columns=sql.SQL(", ").join(map(sql.Identifier, columns)), source=sql.Identifier(schema, table),
             not_null=sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in columns)))
     return sql.SQL(" UNION ").join(parts)
@@ -85,15 +85,15 @@ def refresh_online(conn, definitions: Definitions, database, *, as_of: dt.dateti
     operations = []
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("features/spine_create.sql"))
+            cursor.execute(load_sql("warehouse/queries/features/spine_create.sql"))
             plans = [(entity, True) for entity in definitions.aggregate_entities]
             if definitions.lookups:
                 plans.append(("merchant", False))
             for entity, aggregates in plans:
-                cursor.execute(load_sql("features/spine_truncate.sql"))
+                cursor.execute(load_sql("warehouse/queries/features/spine_truncate.sql"))
                 columns = definitions.entities[entity]
                 if aggregates:
-                    cursor.execute(sql.SQL(load_sql("features/online_spine_keys.sql")).format(
+                    cursor.execute(sql.SQL(load_sql("warehouse/queries/features/online_spine_keys.sql")).format(
                         columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
                         key_order=sql.SQL(", ").join(map(sql.Identifier, columns)),
                         changed=_changed_keys(definitions, entity)),
@@ -101,11 +101,11 @@ def refresh_online(conn, definitions: Definitions, database, *, as_of: dt.dateti
                     query, params = feature_query(definitions, entities=(entity,), lookups=False, request=False)
                     names = feature_names(definitions, entities=(entity,), lookups=False, request=False)
                 else:
-                    cursor.execute(load_sql("features/online_spine_merchants.sql"),
+                    cursor.execute(load_sql("warehouse/queries/features/online_spine_merchants.sql"),
                                    {"as_of": as_of, "known_lsn": known_lsn})
                     query, params = feature_query(definitions, entities=(), lookups=True, request=False)
                     names = feature_names(definitions, entities=(), lookups=True, request=False)
-                cursor.execute(sql.SQL(load_sql("features/spine_select.sql")).format(
+                cursor.execute(sql.SQL(load_sql("warehouse/queries/features/spine_select.sql")).format(
                     columns=sql.SQL(", ").join(map(sql.Identifier, columns))))
                 keys = {row[0]: tuple(row[1:]) for row in cursor.fetchall()}
                 cursor.execute(query, params)

@@ -11,7 +11,7 @@ entity's events in the largest window) that keeps only events with
   later that describes the past is not used).
 
 Offline, the spine is the charges (``as_of`` = their ``created_at``); online, one row per entity
-at the data's current time. The same builder, the same fragments (``include/sql/features/
+at the data's current time. The same builder, the same fragments (``include/sql/warehouse/queries/features/
 fragments.sql``), the same bound parameters: that is what keeps training and serving equal.
 Identifiers come only from checked definitions; windows and encodings are bound parameters.
 """
@@ -33,7 +33,7 @@ SOURCE_TABLES = {"charge_event": ("features", "charge_event", "created_at"),
 
 
 @cache
-def fragments(library: str = "features/fragments.sql") -> dict[str, str]:
+def fragments(library: str = "warehouse/queries/features/fragments.sql") -> dict[str, str]:
     """The named fragments (``-- fragment: <name>`` sections) of a SQL file of the library."""
     found: dict[str, str] = {}
     name = None

@@ -41,7 +41,7 @@ from ml.features.online import entity_document_id
 from ml.features.sessions import encode_signals, session_signals
 
 MERCHANT_LOOKUP = "merchant_lookup"
-# What the SQL of each aggregation returns over no rows (include/sql/features/fragments.sql).
+# What the SQL of each aggregation returns over no rows (include/sql/warehouse/queries/features/fragments.sql).
 EMPTY_VALUE = {"count": 0.0, "sum": 0.0, "count_distinct": 0.0, "avg": None, "seconds_since_last": None}
 
 

@@ -51,7 +51,7 @@ from ml.features.sql_builder import (
     window_params,
 )
 
-WINDOW_FRAGMENTS = "features/window_fragments.sql"
+WINDOW_FRAGMENTS = "warehouse/queries/features/window_fragments.sql"
 FORMULATIONS = ("join", "window")
 # The charges are both the points and the events of their own source: source 0 of every pass.
 POINT_SOURCE = "charge_event"

@@ -46,7 +46,7 @@ def window_frame(conn, definitions: Definitions, window_start: dt.datetime, wind
         raise ValueError(f"empty window [{window_start}, {window_end})")
     try:
         with conn.cursor() as cursor:
-            cursor.execute(_query("monitoring/window_features.sql", definitions),
+            cursor.execute(_query("warehouse/queries/monitoring/window_features.sql", definitions),
                            {"window_start": window_start, "window_end": window_end, "max_rows": int(max_rows),
                             "seed": int(seed)})
             frame = _frame(cursor, definitions)
@@ -62,7 +62,7 @@ def matured_frame(conn, definitions: Definitions, as_of: dt.datetime, window_sta
     try:
         with conn.cursor() as cursor:
             derive_charge_labels(cursor, as_of, maturity)
-            cursor.execute(_query("monitoring/matured_features.sql", definitions),
+            cursor.execute(_query("warehouse/queries/monitoring/matured_features.sql", definitions),
                            {"window_start": window_start, "window_end": window_end})
             frame = _frame(cursor, definitions)
     finally:

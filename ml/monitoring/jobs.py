@@ -20,7 +20,7 @@ def run_pass(params: dict[str, Any]) -> dict[str, Any]:
     conn = settings.pg_connect(settings.WAREHOUSE_ML_CONN_ID)
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("monitoring/table_exists.sql"), {"table": "marts.freshness"})
+            cursor.execute(load_sql("warehouse/queries/monitoring/table_exists.sql"), {"table": "marts.freshness"})
             built = cursor.fetchone()[0]
         conn.rollback()
         text = params.get("as_of")

@@ -82,11 +82,11 @@ def _stored(conn, config: MonitoringConfig, version: str, charge_ids: list[int],
     names = config.scores
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("monitoring/table_exists.sql"), {"table": names["table"]})
+            cursor.execute(load_sql("warehouse/queries/monitoring/table_exists.sql"), {"table": names["table"]})
             if not cursor.fetchone()[0]:
                 return {}
             schema, _, table = names["table"].rpartition(".")
-            cursor.execute(sql.SQL(load_sql("monitoring/stored_scores.sql")).format(
+            cursor.execute(sql.SQL(load_sql("warehouse/queries/monitoring/stored_scores.sql")).format(
                 table=sql.Identifier(*([schema] if schema else []), table),
                 charge_column=sql.Identifier(names["charge_column"]),
                 score_column=sql.Identifier(names["score_column"]),

@@ -1,6 +1,6 @@
 """The warehouse record of monitoring: ``ml.monitoring_run`` (one row per pass, with the decision
 and its evidence) and ``ml.monitoring`` (one row per number: window, check, metric, segment,
-value, threshold, status). SQL in ``include/sql/monitoring/``; values bound.
+value, threshold, status). SQL in ``include/sql/warehouse/queries/monitoring/``; values bound.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def ensure_schema(conn) -> None:
     """Create the monitoring tables as the owner (the migrate step); as ``ml``, check they exist."""
     from paydata.warehouse.schema import apply_or_require
 
-    apply_or_require(conn, "monitoring/schema.sql", SCHEMA_TABLES)
+    apply_or_require(conn, "warehouse/queries/monitoring/schema.sql", SCHEMA_TABLES)
 
 
 def last_retrain_request(conn, model_name: str, as_of: dt.datetime) -> dt.datetime | None:
@@ -26,7 +26,7 @@ def last_retrain_request(conn, model_name: str, as_of: dt.datetime) -> dt.dateti
     ensure_schema(conn)
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("monitoring/last_retrain_request.sql"), {"model_name": model_name, "as_of": as_of})
+            cursor.execute(load_sql("warehouse/queries/monitoring/last_retrain_request.sql"), {"model_name": model_name, "as_of": as_of})
             return cursor.fetchone()[0]
     finally:
         conn.rollback()
@@ -37,12 +37,12 @@ def record(conn, run: dict[str, Any], metrics: list[dict[str, Any]]) -> int:
     ensure_schema(conn)
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("monitoring/run_upsert.sql"),
+            cursor.execute(load_sql("warehouse/queries/monitoring/run_upsert.sql"),
                            {**run, "evidence": json.dumps(run["evidence"], default=str, sort_keys=True)})
             run_id = cursor.fetchone()[0]
-            cursor.execute(load_sql("monitoring/metrics_delete.sql"), {"monitoring_run_id": run_id})
+            cursor.execute(load_sql("warehouse/queries/monitoring/metrics_delete.sql"), {"monitoring_run_id": run_id})
             for metric in metrics:
-                cursor.execute(load_sql("monitoring/metric_insert.sql"),
+                cursor.execute(load_sql("warehouse/queries/monitoring/metric_insert.sql"),
                                {"row_count": None, "fraud_count": None, "method": None, **metric,
                                 "monitoring_run_id": run_id})
         conn.commit()

@@ -105,8 +105,8 @@ def run_gate(client, *, model_name: str, challenger_version: str, challenger_pro
     if warehouse_conn is not None:
         try:
             with warehouse_conn.cursor() as cursor:
-                cursor.execute(load_sql("features/schema.sql"))
-                cursor.execute(load_sql("features/model_decision_insert.sql"), decision)
+                cursor.execute(load_sql("warehouse/queries/features/schema.sql"))
+                cursor.execute(load_sql("warehouse/queries/features/model_decision_insert.sql"), decision)
                 decision["decision_id"] = cursor.fetchone()[0]
             warehouse_conn.commit()
         except BaseException:

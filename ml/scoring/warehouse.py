@@ -42,7 +42,7 @@ def online_horizon(definitions: Definitions) -> dt.timedelta:
 
 
 def charge_request(row: dict[str, Any]) -> dict[str, Any]:
-    """One warehouse charge row (``scoring/charges_in_window.sql``) as a ``/v1/score`` request body."""
+    """One warehouse charge row (``warehouse/queries/scoring/charges_in_window.sql``) as a ``/v1/score`` request body."""
     return {"charge_id": int(row["charge_id"]), "customer_token": row["customer_id"],
             "card_token": row["card_fingerprint"], "device_token": row["device_id"],
             "ip_token": row["ip_address_token"], "session_token": row["session_id"],
@@ -58,7 +58,7 @@ def ensure_schema(conn) -> None:
     """Create the score tables as the owner (the migrate step); as ``ml``, check they exist."""
     from paydata.warehouse.schema import apply_or_require
 
-    apply_or_require(conn, "scoring/schema.sql", SCHEMA_TABLES)
+    apply_or_require(conn, "warehouse/queries/scoring/schema.sql", SCHEMA_TABLES)
 
 
 def score_new_charges(conn, client, *, model_name: str = MODEL_NAME, from_lsn: int | None = None,
@@ -85,15 +85,15 @@ def score_new_charges(conn, client, *, model_name: str = MODEL_NAME, from_lsn: i
     degraded = misses = too_old = 0
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("scoring/lock.sql"))
-            cursor.execute(load_sql("scoring/state_select.sql"), {"model_name": model_name})
+            cursor.execute(load_sql("warehouse/queries/scoring/lock.sql"))
+            cursor.execute(load_sql("warehouse/queries/scoring/state_select.sql"), {"model_name": model_name})
             stored = cursor.fetchone()
             start = from_lsn if from_lsn is not None else (stored[0] if stored else -1)
-            cursor.execute(load_sql("scoring/charge_fact_position.sql"))
+            cursor.execute(load_sql("warehouse/queries/scoring/charge_fact_position.sql"))
             (end,) = cursor.fetchone()
         with conn.cursor(name="charges_to_score") as charges:
             charges.itersize = page
-            charges.execute(load_sql("scoring/charges_in_window.sql"), {"from_lsn": start, "to_lsn": end})
+            charges.execute(load_sql("warehouse/queries/scoring/charges_in_window.sql"), {"from_lsn": start, "to_lsn": end})
             columns = None
             while rows := charges.fetchmany(page):
                 columns = columns or [c.name for c in charges.description]
@@ -116,9 +116,9 @@ def score_new_charges(conn, client, *, model_name: str = MODEL_NAME, from_lsn: i
                     degraded += bool(result["features_degraded"])
                     misses += bool(result["feature_misses"])
                 with conn.cursor() as writer:
-                    execute_values(writer, load_sql("scoring/score_upsert.sql"), values, page_size=page)
+                    execute_values(writer, load_sql("warehouse/queries/scoring/score_upsert.sql"), values, page_size=page)
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("scoring/state_upsert.sql"),
+            cursor.execute(load_sql("warehouse/queries/scoring/state_upsert.sql"),
                            {"model_name": model_name, "scored_lsn": end, "updated_at": now or dt.datetime.now(dt.UTC)})
         conn.commit()
     except BaseException:

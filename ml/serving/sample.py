@@ -53,7 +53,7 @@ def charges(conn, limit: int | None = None) -> list[dict[str, Any]]:
     from paydata.sql import load_sql
 
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("scoring/sample_charges.sql"),
+        cursor.execute(load_sql("warehouse/queries/scoring/sample_charges.sql"),
                        {"limit": limit})
         names = [column.name for column in cursor.description]
         rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

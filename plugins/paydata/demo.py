@@ -173,10 +173,10 @@ def score_bands() -> tuple[list[tuple], int]:
     conn = settings.pg_connect(settings.WAREHOUSE_CONN_ID)
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("scoring/schema.sql"))
-            cursor.execute(load_sql("scoring/band_summary.sql"))
+            cursor.execute(load_sql("warehouse/queries/scoring/schema.sql"))
+            cursor.execute(load_sql("warehouse/queries/scoring/band_summary.sql"))
             bands = cursor.fetchall()
-            cursor.execute(load_sql("scoring/unscored_count.sql"))
+            cursor.execute(load_sql("warehouse/queries/scoring/unscored_count.sql"))
             return bands, cursor.fetchone()[0]
     finally:
         conn.rollback()
@@ -211,10 +211,10 @@ def monitoring_summary() -> dict | None:
 
     with settings.pg_connect(settings.WAREHOUSE_CONN_ID) as conn:
         with conn.cursor() as cur:
-            cur.execute(load_sql("monitoring/table_exists.sql"), {"table": "ml.monitoring_run"})
+            cur.execute(load_sql("warehouse/queries/monitoring/table_exists.sql"), {"table": "ml.monitoring_run"})
             if not cur.fetchone()[0]:
                 return None
-            cur.execute(load_sql("monitoring/latest_run.sql"))
+            cur.execute(load_sql("warehouse/queries/monitoring/latest_run.sql"))
             names = [column.name for column in cur.description]
             row = cur.fetchone()
         conn.rollback()
@@ -315,7 +315,7 @@ def warehouse_headlines() -> tuple[dict, list[dict]]:
 
     with settings.pg_connect(settings.WAREHOUSE_CONN_ID) as conn:
         with conn.cursor() as cur:
-            cur.execute(load_sql("examples/headline_metrics.sql"))
+            cur.execute(load_sql("warehouse/queries/examples/headline_metrics.sql"))
             names = [column.name for column in cur.description]
             headline = dict(zip(names, cur.fetchone(), strict=True))
         conn.rollback()

@@ -23,9 +23,9 @@ def record_postgres_heartbeat(conn: Any, run_id: str, *, require_tls: bool) -> d
     connection that silently fell back to plaintext must fail the check, not pass it.
     """
     with conn.cursor() as cur:
-        cur.execute(load_sql("ops/heartbeat_table.sql"))
+        cur.execute(load_sql("cluster/queries/heartbeat/heartbeat_table.sql"))
         cur.execute(
-            load_sql("ops/heartbeat_upsert.sql"),
+            load_sql("cluster/queries/heartbeat/heartbeat_upsert.sql"),
             {"run_id": run_id, "checked_at": datetime.now(UTC)},
         )
         tls_version, server_version = cur.fetchone()

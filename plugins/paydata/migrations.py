@@ -1,6 +1,6 @@
 """Versioned schema migrations for the paydata Postgres databases.
 
-Migrations are plain SQL files ``include/sql/<database>/V<NNN>__<name>.sql`` (three or more digits,
+Migrations are plain SQL files ``include/sql/<database>/migrations/V<NNN>__<name>.sql`` (three or more digits,
 lower-case snake-case name). Each database records what it has applied in its own
 ``schema_migrations`` table (version, file name, SHA-256 of the file). Guarantees:
 
@@ -62,7 +62,7 @@ def file_checksum(path: Path) -> str:
 
 
 def migrations_dir(database: str, sql_root: Path | None = None) -> Path:
-    return (sql_root or SQL_ROOT) / database
+    return (sql_root or SQL_ROOT) / database / "migrations"
 
 
 def discover_migrations(database: str, sql_root: Path | None = None) -> list[Migration]:
@@ -97,10 +97,10 @@ def discover_migrations(database: str, sql_root: Path | None = None) -> list[Mig
 
 
 def _applied(cursor) -> dict[int, tuple[str, str]]:
-    cursor.execute(load_sql("schema_migrations/table_exists.sql"))
+    cursor.execute(load_sql("cluster/queries/schema_migrations/table_exists.sql"))
     if not cursor.fetchone()[0]:
         return {}
-    cursor.execute(load_sql("schema_migrations/select_applied.sql"))
+    cursor.execute(load_sql("cluster/queries/schema_migrations/select_applied.sql"))
     return {version: (filename, checksum) for version, filename, checksum in cursor.fetchall()}
 
 
@@ -172,10 +172,10 @@ def apply_migrations(conn, database: str, sql_root: Path | None = None) -> list[
     applied_now: list[str] = []
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("schema_migrations/lock.sql"), lock)
+            cursor.execute(load_sql("cluster/queries/schema_migrations/lock.sql"), lock)
             conn.commit()  # the session-level lock outlives this transaction
             try:
-                cursor.execute(load_sql("schema_migrations/create_table.sql"))
+                cursor.execute(load_sql("cluster/queries/schema_migrations/create_table.sql"))
                 conn.commit()
                 # Read history only after taking the lock: another runner may just have finished.
                 pending = _plan(
@@ -185,7 +185,7 @@ def apply_migrations(conn, database: str, sql_root: Path | None = None) -> list[
                     try:
                         cursor.execute(migration.path.read_text())
                         cursor.execute(
-                            load_sql("schema_migrations/record_applied.sql"),
+                            load_sql("cluster/queries/schema_migrations/record_applied.sql"),
                             {
                                 "version": migration.version,
                                 "name": migration.name,
@@ -204,7 +204,7 @@ def apply_migrations(conn, database: str, sql_root: Path | None = None) -> list[
             finally:
                 try:
                     conn.rollback()
-                    cursor.execute(load_sql("schema_migrations/unlock.sql"), lock)
+                    cursor.execute(load_sql("cluster/queries/schema_migrations/unlock.sql"), lock)
                     conn.commit()
                 except psycopg2.Error:
                     pass  # the connection is gone, and a session lock ends with its session

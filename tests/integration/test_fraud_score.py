@@ -29,7 +29,7 @@ def rows(conn, statement: str, params=None) -> list[tuple]:
 
 
 def example(conn, name: str, params: dict) -> list[tuple]:
-    return rows(conn, load_sql(f"examples/fraud_scores/{name}.sql"), params)
+    return rows(conn, load_sql(f"warehouse/queries/examples/fraud_scores/{name}.sql"), params)
 
 
 @pytest.fixture
@@ -192,7 +192,7 @@ def test_only_charges_younger_than_the_online_horizon_are_sent_and_the_rest_are_
     assert result["online_horizon_seconds"] == horizon.total_seconds() == 3600
     assert dt.datetime.fromisoformat(result["scorable_after"]) == boundary
     # the demo's count of charges without a score is the skipped ones
-    assert rows(conn, load_sql("scoring/unscored_count.sql"))[0][0] == result["skipped_too_old"]
+    assert rows(conn, load_sql("warehouse/queries/scoring/unscored_count.sql"))[0][0] == result["skipped_too_old"]
     # the watermark moves past the skipped charges: they only grow older
     assert rows(conn, "SELECT scored_lsn FROM marts.fraud_score_state")[0][0] == result["to_lsn"]
 
@@ -206,5 +206,5 @@ def test_when_every_charge_is_too_old_nothing_is_sent_and_all_are_counted(scorin
     assert result["scored"] == 0 and result["model_versions"] == {} and result["bands"] == {}
     assert result["skipped_too_old"] == len(times) > 0
     assert rows(conn, "SELECT count(*) FROM marts.fct_fraud_score")[0][0] == 0
-    assert rows(conn, load_sql("scoring/unscored_count.sql"))[0][0] == len(times)
+    assert rows(conn, load_sql("warehouse/queries/scoring/unscored_count.sql"))[0][0] == len(times)
     assert rows(conn, "SELECT scored_lsn FROM marts.fraud_score_state")[0][0] == result["to_lsn"]

@@ -12,7 +12,6 @@ from psycopg2 import sql
 
 from paydata import migrations
 from paydata.migrations import MigrationError, apply_migrations, discover_migrations, pending_migrations
-from paydata.sql import SQL_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +65,7 @@ def test_apply_creates_schema_records_history_and_second_apply_is_a_noop(
 
 
 def copy_migrations(tmp_path, database):
-    shutil.copytree(SQL_ROOT / database, tmp_path / database)
+    shutil.copytree(migrations.migrations_dir(database), migrations.migrations_dir(database, tmp_path))
     return tmp_path
 
 
@@ -77,7 +76,7 @@ def test_editing_an_applied_migration_is_a_checksum_error_naming_the_file(
     conn = admin_connect(fresh_database(prefix="mig_sum"))
     apply_migrations(conn, "reference", sql_root=root)
 
-    edited = root / "reference" / "V002__fx_rate.sql"
+    edited = migrations.migrations_dir("reference", root) / "V002__fx_rate.sql"
     edited.write_text(edited.read_text() + "\n-- an innocent-looking edit\n")
 
     with pytest.raises(MigrationError, match=r"checksum mismatch for .*V002__fx_rate\.sql"):
@@ -86,9 +85,22 @@ def test_editing_an_applied_migration_is_a_checksum_error_naming_the_file(
         pending_migrations(conn, "reference", sql_root=root)
 
 
+def test_migrations_applied_from_another_folder_are_not_applied_again(stack, admin_connect, fresh_database, tmp_path):
+    """Applied history is kept by version, file name and checksum, not by folder: a deployment migrated
+    from files elsewhere (include/sql/<database>/ before the tree had migrations/) re-applies nothing."""
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(migrations.migrations_dir("reference"), elsewhere / "reference" / "migrations")
+    conn = admin_connect(fresh_database(prefix="mig_moved"))
+    applied = apply_migrations(conn, "reference", sql_root=elsewhere)
+    assert applied == [m.label for m in discover_migrations("reference")]
+
+    assert pending_migrations(conn, "reference") == []
+    assert apply_migrations(conn, "reference") == []
+
+
 def test_failing_migration_rolls_back_alone_and_names_the_file(stack, admin_connect, fresh_database, tmp_path):
-    folder = tmp_path / "scratch"
-    folder.mkdir()
+    folder = migrations.migrations_dir("scratch", tmp_path)
+    folder.mkdir(parents=True)
     (folder / "V001__good.sql").write_text("CREATE TABLE good (id int PRIMARY KEY);\n")
     (folder / "V002__half_done.sql").write_text(
         "CREATE TABLE half (id int PRIMARY KEY);\nINSERT INTO missing_table VALUES (1);\n"
@@ -117,8 +129,8 @@ def test_open_transaction_is_refused(stack, admin_connect, fresh_database):
 
 
 def test_concurrent_runners_apply_each_migration_once(stack, admin_connect, fresh_database, tmp_path):
-    folder = tmp_path / "race"
-    folder.mkdir()
+    folder = migrations.migrations_dir("race", tmp_path)
+    folder.mkdir(parents=True)
     # pg_sleep widens the window in which an unlocked second runner would start the same migration.
     (folder / "V001__slow.sql").write_text("SELECT pg_sleep(0.5);\nCREATE TABLE slow (id int);\n")
     (folder / "V002__after.sql").write_text("CREATE TABLE after_slow (id int);\n")
@@ -197,8 +209,8 @@ def test_migrations_apply_as_a_non_superuser_owner_and_grant_cdc_reads(stack, ad
 
 
 def test_psycopg2_errors_do_not_leak_the_lock(stack, admin_connect, fresh_database, tmp_path):
-    folder = tmp_path / "locked"
-    folder.mkdir()
+    folder = migrations.migrations_dir("locked", tmp_path)
+    folder.mkdir(parents=True)
     (folder / "V001__broken.sql").write_text("THIS IS NOT SQL;\n")
     dbname = fresh_database(prefix="mig_lock")
     conn = admin_connect(dbname)

@@ -192,8 +192,8 @@ def lateral_features(conn) -> dict[int, dict]:
     query_sql, params = feature_query(DEFINITIONS)
     names = feature_names(DEFINITIONS)
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("features/spine_create.sql"))
-        cursor.execute(load_sql("features/spine_from_charges.sql"), {"from_lsn": -1, "to_lsn": 2**62})
+        cursor.execute(load_sql("warehouse/queries/features/spine_create.sql"))
+        cursor.execute(load_sql("warehouse/queries/features/spine_from_charges.sql"), {"from_lsn": -1, "to_lsn": 2**62})
         cursor.execute(query_sql, params)
         rows = cursor.fetchall()
     conn.rollback()

@@ -259,7 +259,7 @@ def test_end_to_end_passes_record_alert_retrain_through_the_gate_and_cool_down(w
 
     # the analyst's example query over the table
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("examples/monitoring/drifted_inputs.sql"),
+        cursor.execute(load_sql("warehouse/queries/examples/monitoring/drifted_inputs.sql"),
                        {"as_of": as_of, "days": 30, "limit": 50})
         names = [d.name for d in cursor.description]
         drifted = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

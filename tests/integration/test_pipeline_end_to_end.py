@@ -275,7 +275,7 @@ def test_sources_flow_to_staging_mongo_and_marts_exactly_once_without_pii(pipeli
         refresh_aggregates(warehouse)
         labelled = label_charges(warehouse, as_of=START + dt.timedelta(days=120))  # every label matured
         assert labelled["matured"] > 0 and labelled["matured"] == labelled["charges"]
-        for example in sorted((SQL_ROOT / "examples").glob("*.sql")):
+        for example in sorted((SQL_ROOT / "warehouse/queries/examples").glob("*.sql")):
             with warehouse.cursor() as cursor:
                 cursor.execute(example.read_text(), {"days": 30, "limit": 20})
                 assert cursor.fetchall(), f"example query {example.name} returned no rows"

@@ -259,7 +259,7 @@ def _payloads(conn, charge_ids):
     from paydata.sql import load_sql
 
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("scoring/sample_charges.sql"), {"limit": None})
+        cursor.execute(load_sql("warehouse/queries/scoring/sample_charges.sql"), {"limit": None})
         names = [c.name for c in cursor.description]
         rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     conn.rollback()

@@ -353,7 +353,7 @@ def test_fraud_rate_by_merchant_country_example(warehouse, staging):
     build(warehouse)
     label_charges(warehouse, as_of=at(1) + dt.timedelta(days=60))
     with warehouse.cursor() as cursor:
-        cursor.execute(load_sql("examples/fraud_rate_by_merchant_country.sql"), {"limit": 10})
+        cursor.execute(load_sql("warehouse/queries/examples/fraud_rate_by_merchant_country.sql"), {"limit": 10})
         rows = cursor.fetchall()
     warehouse.rollback()
     # DE: charges 1, 2, 3 (1 fraud); FR: charges 4 and 7 (none); 5 and 8 are not mature

@@ -20,7 +20,7 @@ from paydata.warehouse.schema import ensure_marts, refresh_aggregates
 
 from .privilege_fixtures import SQLSTATE_DENIED, login, outcome, throwaway_logins, unique
 
-TEST_DDL = {"scoring": load_sql("scoring/schema.sql"), "monitoring": load_sql("monitoring/schema.sql")}
+TEST_DDL = {"scoring": load_sql("warehouse/queries/scoring/schema.sql"), "monitoring": load_sql("warehouse/queries/monitoring/schema.sql")}
 
 pytestmark = pytest.mark.integration
 

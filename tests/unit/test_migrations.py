@@ -11,7 +11,7 @@ from paydata.migrations import MigrationError, discover_migrations, file_checksu
 
 
 def write(root, database, filename, text="SELECT 1;\n"):
-    folder = root / database
+    folder = migrations.migrations_dir(database, root)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / filename).write_text(text)
     return folder / filename
@@ -88,7 +88,7 @@ def test_checksum_ignores_line_endings_but_not_content(tmp_path):
 
 def plan(tmp_path, applied):
     found = discover_migrations("db", sql_root=tmp_path)
-    return migrations._plan(found, applied, "db", tmp_path / "db")
+    return migrations._plan(found, applied, "db", migrations.migrations_dir("db", tmp_path))
 
 
 def test_plan_skips_applied_and_returns_the_rest_in_order(tmp_path):
@@ -121,7 +121,7 @@ def test_plan_rejects_a_new_file_numbered_below_applied_history(tmp_path):
     write(tmp_path, "db", "V001__a.sql")
     write(tmp_path, "db", "V002__late_arrival.sql")
     third = write(tmp_path, "db", "V003__c.sql")
-    first = tmp_path / "db" / "V001__a.sql"
+    first = migrations.migrations_dir("db", tmp_path) / "V001__a.sql"
 
     with pytest.raises(MigrationError, match=r"V002__late_arrival\.sql: version 2 is older"):
         plan(tmp_path, {1: ("V001__a.sql", file_checksum(first)), 3: ("V003__c.sql", file_checksum(third))})

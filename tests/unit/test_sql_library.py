@@ -40,3 +40,21 @@ def test_no_module_reads_sql_files_itself():
                  for path in (REPO_ROOT / folder).rglob("*.py")
                  if reading.search(path.read_text()) and path.name != "test_sql_library.py"]
     assert offenders == []
+
+
+SQL_TREES = frozenset({"reference", "oltp", "keystore", "warehouse", "sources", "cluster"})
+
+
+def test_sql_is_a_tree_per_database_of_migrations_and_queries():
+    """<tree>/migrations/V<NNN>__<name>.sql for the managed databases, <tree>/queries/<area>/... for the rest."""
+    from paydata.migrations import MANAGED_DATABASES, MIGRATION_FILENAME
+
+    misplaced = []
+    for path in SQL_ROOT.rglob("*.sql"):
+        parts = path.relative_to(SQL_ROOT).parts
+        migration = (len(parts) == 3 and parts[0] in MANAGED_DATABASES and parts[1] == "migrations"
+                     and MIGRATION_FILENAME.match(parts[2]))
+        query = len(parts) >= 4 and parts[0] in SQL_TREES and parts[1] == "queries"
+        if not (migration or query):
+            misplaced.append("/".join(parts))
+    assert misplaced == []

@@ -44,9 +44,9 @@ def test_full_rebuild_fact_insert_is_the_upsert_without_conflict_handling():
 
 
 def test_index_drop_binds_only_the_index_identifier_and_keeps_constraint_indexes():
-    drop = load_sql("warehouse/build/fct_secondary_index_drop.sql")
+    drop = load_sql("warehouse/queries/build/fct_secondary_index_drop.sql")
     assert re.findall(r"\{(\w*)\}", drop) == ["index"]
-    assert "conindid" in load_sql("warehouse/build/fct_secondary_indexes_select.sql")
+    assert "conindid" in load_sql("warehouse/queries/build/fct_secondary_indexes_select.sql")
 
 
 def test_staging_window_reads_are_bounded_on_both_sides():

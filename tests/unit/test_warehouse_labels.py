@@ -34,9 +34,9 @@ def test_bad_parameters_are_refused(kwargs, message):
 def test_label_sql_binds_only_the_label_parameters():
     bound = set(label_params(AS_OF)) | {"label_table"}
     for name in ("charge_label_derive", "fct_charge_label_upsert", "fct_charge_label_delete", "label_state_upsert"):
-        text = load_sql(f"warehouse/labels/{name}.sql")
+        text = load_sql(f"warehouse/queries/labels/{name}.sql")
         assert set(PARAMETER.findall(text)) <= bound, name
-    derive = load_sql("warehouse/labels/charge_label_derive.sql")
+    derive = load_sql("warehouse/queries/labels/charge_label_derive.sql")
     assert set(PARAMETER.findall(derive)) == {"as_of", "maturity", "fraud_reasons"}
     assert "now()" not in derive and "current_" not in derive  # as_of is bound, never the clock
 

@@ -17,8 +17,8 @@ def truncated(text: str) -> set[str]:
 
 
 def test_the_rebuild_function_truncates_exactly_the_marts_the_owner_path_truncates():
-    owner_path = truncated(load_sql("warehouse/build/truncate_marts.sql"))
-    function = truncated(load_sql("warehouse/V002__loader_runtime.sql").split("CREATE FUNCTION security.begin_full_rebuild")[1]
+    owner_path = truncated(load_sql("warehouse/queries/build/truncate_marts.sql"))
+    function = truncated(load_sql("warehouse/migrations/V002__loader_runtime.sql").split("CREATE FUNCTION security.begin_full_rebuild")[1]
                          .split("DELETE FROM")[0])
     assert owner_path == function
     assert {"marts.fct_balance_transaction", "marts.fct_charge", "marts.build_state"} <= owner_path

@@ -83,7 +83,7 @@ def _dump_database(database: str, path: Path, key: BackupKey, backup_id: str, ch
     try:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("backup/begin_snapshot.sql"))
+            cursor.execute(load_sql("cluster/queries/backup/begin_snapshot.sql"))
             (snapshot,) = cursor.fetchone()
             started = time.perf_counter()
             with pg_dump_stream(conn_id, snapshot) as pieces:
@@ -198,8 +198,8 @@ def _clear_database(conn_id: str, dbname: str) -> str:
     conn = settings.pg_connect(conn_id, dbname=dbname)
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("backup/drop_user_schemas.sql"))
-            cursor.execute(load_sql("backup/current_lsn.sql"))
+            cursor.execute(load_sql("cluster/queries/backup/drop_user_schemas.sql"))
+            cursor.execute(load_sql("cluster/queries/backup/current_lsn.sql"))
             (lsn,) = cursor.fetchone()
         conn.commit()
         return lsn

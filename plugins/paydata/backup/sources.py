@@ -131,10 +131,10 @@ def table_stats(cursor) -> dict[str, dict]:
     """Row count and an order-independent content checksum of every user table, in the
     cursor's transaction (use the dump's snapshot). The checksum sums a 64-bit slice of each row's
     MD5 (a reconciliation check, not a security one)."""
-    cursor.execute(load_sql("backup/user_tables.sql"))
+    cursor.execute(load_sql("cluster/queries/backup/user_tables.sql"))
     stats = {}
     for schema, table in cursor.fetchall():
-        cursor.execute(sql.SQL(load_sql("backup/table_stats.sql")).format(
+        cursor.execute(sql.SQL(load_sql("cluster/queries/backup/table_stats.sql")).format(
             table=sql.Identifier(schema, table)))
         count, checksum = cursor.fetchone()
         stats[f"{schema}.{table}"] = {"rows": count, "checksum": str(checksum)}

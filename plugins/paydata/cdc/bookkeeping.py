@@ -54,8 +54,8 @@ class WarehouseBookkeeping:
         conn.autocommit = False
         try:
             with conn.cursor() as cursor:
-                cursor.execute(load_sql("warehouse_staging/prepare_lock.sql"))
-                cursor.execute(sql.SQL(load_sql("warehouse_staging/create_schema.sql").strip()).format(
+                cursor.execute(load_sql("warehouse/queries/staging/prepare_lock.sql"))
+                cursor.execute(sql.SQL(load_sql("warehouse/queries/staging/create_schema.sql").strip()).format(
                     schema=sql.Identifier(self._schema)))
                 cursor.execute(self._statement(self.create_statement))
             conn.commit()

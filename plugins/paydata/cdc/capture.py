@@ -1,7 +1,7 @@
 """Source-side primitives of capture: catalog, publication, slot, exported snapshot, slot stream.
 
 Everything here talks to one source database and nothing else; :mod:`paydata.cdc.engine` puts the
-pieces together. Statements live in ``include/sql/cdc``.
+pieces together. Statements live in ``include/sql/sources/queries/cdc``.
 
 Privileges: the capture role (``paydata_cdc``: REPLICATION, SELECT on the captured tables) reads
 the catalog, creates/streams/drops the slot and reads snapshots. Publications can only be
@@ -34,7 +34,7 @@ class SlotBusyError(RuntimeError):
 
 
 def statement(name: str, **identifiers: str | Sequence[str]) -> sql.Composed:
-    """``include/sql/cdc/<name>.sql`` with ``{placeholders}`` bound as identifiers.
+    """``include/sql/sources/queries/cdc/<name>.sql`` with ``{placeholders}`` bound as identifiers.
 
     A string binds one identifier; a sequence binds a comma-separated list of ``public.<name>``
     (tables) or plain identifiers (columns), as the placeholder's name says.
@@ -47,7 +47,7 @@ def statement(name: str, **identifiers: str | Sequence[str]) -> sql.Composed:
             bound[key] = sql.SQL(", ").join(sql.Identifier(SOURCE_SCHEMA, name) for name in value)
         else:
             bound[key] = sql.SQL(", ").join(sql.Identifier(name) for name in value)
-    return sql.SQL(load_sql(f"cdc/{name}.sql")).format(**bound)
+    return sql.SQL(load_sql(f"sources/queries/cdc/{name}.sql")).format(**bound)
 
 
 # -- catalog ---------------------------------------------------------------------------------------
@@ -57,7 +57,7 @@ def read_catalog(conn, tables: Sequence[str]) -> dict[str, dict[str, SourceColum
     """Current columns (name, type OID, ``format_type``) of ``tables`` in schema public."""
     catalog: dict[str, dict[str, SourceColumn]] = {}
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("cdc/catalog_columns.sql"), {"tables": list(tables)})
+        cursor.execute(load_sql("sources/queries/cdc/catalog_columns.sql"), {"tables": list(tables)})
         for table, column, type_oid, sql_type in cursor.fetchall():
             catalog.setdefault(table, {})[column] = SourceColumn(column, type_oid, sql_type)
     conn.commit()
@@ -82,7 +82,7 @@ class PublicationState:
 
 def read_publication_state(conn, publication: str) -> PublicationState:
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("cdc/publication_state.sql"), {"publication": publication})
+        cursor.execute(load_sql("sources/queries/cdc/publication_state.sql"), {"publication": publication})
         row = cursor.fetchone()
     conn.commit()
     if row is None:
@@ -107,7 +107,7 @@ def write_publication_state(owner_conn, publication: str, slot: str | None, tabl
 
 def publication_tables(conn, publication: str) -> set[str]:
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("cdc/publication_tables.sql"), {"publication": publication})
+        cursor.execute(load_sql("sources/queries/cdc/publication_tables.sql"), {"publication": publication})
         tables = {row[0] for row in cursor.fetchall()}
     conn.commit()
     return tables
@@ -138,7 +138,7 @@ def ensure_publication(owner_conn, publication: str, tables: Sequence[str], *, e
 def slot_row(conn, slot: str) -> dict[str, Any] | None:
     """The slot's row of ``pg_replication_slots`` (plus current WAL LSN and lag bytes), or None."""
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("cdc/slot_state.sql"), {"slot": slot})
+        cursor.execute(load_sql("sources/queries/cdc/slot_state.sql"), {"slot": slot})
         row = cursor.fetchone()
         names = [d.name for d in cursor.description]
     conn.commit()
@@ -178,7 +178,7 @@ def drop_slot(conn, slot: str, *, wait_seconds: float = 30.0) -> bool:
     def _drop() -> None:
         try:
             with conn.cursor() as cursor:
-                cursor.execute(load_sql("cdc/drop_slot.sql"), {"slot": slot})
+                cursor.execute(load_sql("sources/queries/cdc/drop_slot.sql"), {"slot": slot})
         except pg_errors.UndefinedObject:
             # A slot still being created when its creator died disappears once its backend exits.
             conn.rollback()
@@ -192,7 +192,7 @@ def drop_slot(conn, slot: str, *, wait_seconds: float = 30.0) -> bool:
 def emit_heartbeat(conn, content: str) -> int:
     """Write a non-transactional logical message; return its LSN."""
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("cdc/heartbeat.sql"), {"content": content})
+        cursor.execute(load_sql("sources/queries/cdc/heartbeat.sql"), {"content": content})
         (lsn,) = cursor.fetchone()
     conn.commit()
     return parse_lsn(lsn)
@@ -326,9 +326,9 @@ def copy_snapshot_table(
     conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("cdc/set_transaction_snapshot.sql"), {"snapshot": snapshot_name})
+            cursor.execute(load_sql("sources/queries/cdc/set_transaction_snapshot.sql"), {"snapshot": snapshot_name})
             reader = CopyRowReader(columns, on_rows, chunk_rows)
-            copy = sql.SQL(load_sql("cdc/copy_table.sql")).format(
+            copy = sql.SQL(load_sql("sources/queries/cdc/copy_table.sql")).format(
                 columns=sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
                 table=sql.Identifier(SOURCE_SCHEMA, table),
             )

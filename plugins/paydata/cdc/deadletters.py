@@ -77,7 +77,7 @@ class DeadLetterStore(Protocol):
 class PostgresDeadLetterStore(WarehouseBookkeeping):
     """:class:`DeadLetterStore` in ``staging.cdc_dead_letters`` of the warehouse (autocommit writes)."""
 
-    sql_folder = "cdc_dead_letters"
+    sql_folder = "warehouse/queries/cdc_dead_letters"
     create_statement = "create_dead_letters"
     exists_statement = "dead_letters_exist"
 

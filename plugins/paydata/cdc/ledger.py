@@ -60,7 +60,7 @@ class PostgresConfirmLedger(WarehouseBookkeeping):
     as durable as the sinks' data before the engine reports the position.
     """
 
-    sql_folder = "cdc_ledger"
+    sql_folder = "warehouse/queries/cdc_ledger"
     create_statement = "create_ledger"
     exists_statement = "ledger_exists"
 

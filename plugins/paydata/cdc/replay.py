@@ -106,17 +106,17 @@ def _source_row(manifest, conn, catalog, table, key_values: tuple[str, ...]) -> 
     with conn.cursor() as cursor:
         if not tokenised:
             condition = sql.SQL(" AND ").join(
-                sql.SQL(load_sql("cdc/key_column_equals_text.sql").strip()).format(
+                sql.SQL(load_sql("sources/queries/cdc/key_column_equals_text.sql").strip()).format(
                     column=sql.Identifier(column), type=sql.SQL(catalog[table.name][column].sql_type))
                 for column in table.key
             )
-            cursor.execute(sql.SQL(load_sql("cdc/select_row_where.sql").strip()).format(
+            cursor.execute(sql.SQL(load_sql("sources/queries/cdc/select_row_where.sql").strip()).format(
                 columns=names, table=relation, condition=condition), list(key_values))
             found = cursor.fetchone()
         else:
             # A token cannot be looked up: read the table and tokenise its key until one matches.
             found = None
-            cursor.execute(sql.SQL(load_sql("cdc/select_rows.sql").strip()).format(columns=names, table=relation))
+            cursor.execute(sql.SQL(load_sql("sources/queries/cdc/select_rows.sql").strip()).format(columns=names, table=relation))
             for candidate in cursor:
                 values = dict(zip(captured, candidate, strict=True))
                 try:

@@ -35,7 +35,7 @@ from paydata.cdc.wire import ReplicationStream
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_PREFIX = "paydata.heartbeat"  # include/sql/cdc/heartbeat.sql
+HEARTBEAT_PREFIX = "paydata.heartbeat"  # include/sql/sources/queries/cdc/heartbeat.sql
 
 
 class SinkContractError(RuntimeError):

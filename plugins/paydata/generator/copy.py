@@ -1,4 +1,4 @@
-"""COPY helpers: rows to Postgres text-format buffers, and statements from ``include/sql/generator``.
+"""COPY helpers: rows to Postgres text-format buffers, and statements from ``include/sql/sources/queries/generator``.
 
 The text format is the cheapest to build in Python: one ``\\t``-joined line per row, ``\\N`` for
 NULL, ``\\\\x<hex>`` for bytea, with backslash, tab, newline and carriage return escaped in text.
@@ -16,8 +16,8 @@ _TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 
 
 def statement_text(name: str) -> str:
-    """The text of ``include/sql/generator/<name>.sql``; raises FileNotFoundError naming the file."""
-    return load_sql(f"generator/{name}.sql")
+    """The text of ``include/sql/sources/queries/generator/<name>.sql``; raises FileNotFoundError naming the file."""
+    return load_sql(f"sources/queries/generator/{name}.sql")
 
 
 def statement(name: str, **identifiers: str | Sequence[str]):

@@ -36,7 +36,7 @@ class LegacyMove:
 
 def _legacy(name: str, owner: str):
     table, owner_column = OWNERS[owner]
-    return sql.SQL(load_sql(f"keystore_ops/{name}.sql")).format(
+    return sql.SQL(load_sql(f"keystore/queries/store/{name}.sql")).format(
         table=sql.Identifier(table), owner_column=sql.Identifier(owner_column))
 
 
@@ -53,7 +53,7 @@ def move_legacy_keys(source_conn, database: str, store: KeyStore, batch_size: in
     owner = LEGACY_SOURCES[database]
     table, _ = OWNERS[owner]
     with source_conn.cursor() as cursor:
-        cursor.execute(load_sql("keystore_ops/legacy_table_exists.sql"), {"table": f"public.{table}"})
+        cursor.execute(load_sql("keystore/queries/store/legacy_table_exists.sql"), {"table": f"public.{table}"})
         present = cursor.fetchone()[0]
     source_conn.rollback()
     if not present:

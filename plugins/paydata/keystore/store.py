@@ -56,12 +56,12 @@ def _owner_id(owner_id) -> int:
 
 def statement(name: str, owner: str):
     table, owner_column = _owner(owner)
-    return sql.SQL(load_sql(f"keystore_ops/{name}.sql")).format(
+    return sql.SQL(load_sql(f"keystore/queries/store/{name}.sql")).format(
         table=sql.Identifier(table), owner_column=sql.Identifier(owner_column))
 
 
 def plain_statement(name: str) -> str:
-    return load_sql(f"keystore_ops/{name}.sql")
+    return load_sql(f"keystore/queries/store/{name}.sql")
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ class KnownValues:
         try:
             with conn.cursor(name="paydata_known_customers") as cursor:
                 cursor.itersize = 5000
-                cursor.execute(load_sql("nosql/known_customers.sql"))
+                cursor.execute(load_sql("oltp/queries/nosql/known_customers.sql"))
                 for customer_id, name_enc, phone_enc in cursor:
                     try:
                         cipher = keys.cipher("customer", key_id_of(bytes(name_enc if name_enc is not None else phone_enc)))

@@ -21,11 +21,11 @@ _RETRYABLE_CODES = {"40001", "40P01"}  # serialization_failure, deadlock_detecte
 
 
 def oltp_sql(name: str) -> str:
-    return load_sql(f"oltp_ops/{name}.sql")
+    return load_sql(f"oltp/queries/app/{name}.sql")
 
 
 def reference_sql(name: str) -> str:
-    return load_sql(f"reference_ops/{name}.sql")
+    return load_sql(f"reference/queries/app/{name}.sql")
 
 
 def translate(exc: psycopg2.Error, operation: str) -> OltpError:

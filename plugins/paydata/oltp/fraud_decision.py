@@ -65,7 +65,7 @@ class Decision:
 
 class UsdRates:
     """Units of USD per unit of a currency on a day, from the reference database (the charge
-    fact's rule, ``reference_ops/usd_rate.sql``), remembered per (currency, day): a day's rate is
+    fact's rule, ``reference/queries/app/usd_rate.sql``), remembered per (currency, day): a day's rate is
     read once per process. ``connect`` returns a reference connection with no transaction open."""
 
     def __init__(self, connect: Callable[[], Any]):
@@ -144,7 +144,7 @@ class FraudDecisions:
         return cls(http, UsdRates(lambda: settings.pg_connect(settings.REFERENCE_CONN_ID)), timeout_seconds=timeout)
 
     def request(self, context: dict[str, Any]) -> dict[str, Any]:
-        """The ``/v1/score`` body of a charge (``oltp_ops/charge_scoring_context.sql`` row)."""
+        """The ``/v1/score`` body of a charge (``oltp/queries/app/charge_scoring_context.sql`` row)."""
 
         def token(field: str, value: Any) -> str | None:
             return None if value is None else self.tokenise(str(value), domain=self.domains[field])

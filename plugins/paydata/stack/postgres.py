@@ -361,7 +361,7 @@ def sql_statement(name: str, **identifiers: str):
     """A statement from ``stack/sql/<name>.sql`` with ``{placeholders}`` bound as quoted identifiers."""
     from psycopg2 import sql
 
-    text = load_sql(f"stack/{name}.sql")
+    text = load_sql(f"cluster/queries/stack/{name}.sql")
     return sql.SQL(text).format(**{key: sql.Identifier(value) for key, value in identifiers.items()})
 
 

@@ -43,30 +43,30 @@ TABLE_SOURCE = {
 # Order matters: dimensions before the facts that look them up, inference after the real rows of
 # the window, the merchant repoint after both the dimension and the facts are in place.
 STEPS = (
-    ("dim_currency", "warehouse/build/dim_currency_upsert.sql"),
-    ("dim_country", "warehouse/build/dim_country_upsert.sql"),
-    ("dim_merchant_versions", "warehouse/build/dim_merchant_versions.sql"),
-    ("dim_merchant", "warehouse/build/dim_merchant_replace.sql"),
-    ("dim_customer", "warehouse/build/dim_customer_upsert.sql"),
-    ("dim_payment_method", "warehouse/build/dim_payment_method_upsert.sql"),
-    ("affected_facts", "warehouse/build/fact_affected.sql"),
-    ("affected_charges", "warehouse/build/charge_affected.sql"),
+    ("dim_currency", "warehouse/queries/build/dim_currency_upsert.sql"),
+    ("dim_country", "warehouse/queries/build/dim_country_upsert.sql"),
+    ("dim_merchant_versions", "warehouse/queries/build/dim_merchant_versions.sql"),
+    ("dim_merchant", "warehouse/queries/build/dim_merchant_replace.sql"),
+    ("dim_customer", "warehouse/queries/build/dim_customer_upsert.sql"),
+    ("dim_payment_method", "warehouse/queries/build/dim_payment_method_upsert.sql"),
+    ("affected_facts", "warehouse/queries/build/fact_affected.sql"),
+    ("affected_charges", "warehouse/queries/build/charge_affected.sql"),
 )
 LOAD_STEPS = (
-    ("staged_facts", "warehouse/build/fact_stage.sql"),
-    ("staged_charges", "warehouse/build/charge_stage.sql"),
-    ("inferred_merchants", "warehouse/build/dim_merchant_infer.sql"),
-    ("inferred_customers", "warehouse/build/dim_customer_infer.sql"),
-    ("inferred_payment_methods", "warehouse/build/dim_payment_method_infer.sql"),
-    ("facts_written", "warehouse/build/fct_balance_transaction_upsert.sql"),
-    ("charges_written", "warehouse/build/fct_charge_upsert.sql"),
-    ("facts_repointed", "warehouse/build/fct_repoint_merchant_version.sql"),
-    ("charges_repointed", "warehouse/build/fct_charge_repoint_merchant_version.sql"),
-    ("dates_added", "warehouse/build/dim_date_extend.sql"),
+    ("staged_facts", "warehouse/queries/build/fact_stage.sql"),
+    ("staged_charges", "warehouse/queries/build/charge_stage.sql"),
+    ("inferred_merchants", "warehouse/queries/build/dim_merchant_infer.sql"),
+    ("inferred_customers", "warehouse/queries/build/dim_customer_infer.sql"),
+    ("inferred_payment_methods", "warehouse/queries/build/dim_payment_method_infer.sql"),
+    ("facts_written", "warehouse/queries/build/fct_balance_transaction_upsert.sql"),
+    ("charges_written", "warehouse/queries/build/fct_charge_upsert.sql"),
+    ("facts_repointed", "warehouse/queries/build/fct_repoint_merchant_version.sql"),
+    ("charges_repointed", "warehouse/queries/build/fct_charge_repoint_merchant_version.sql"),
+    ("dates_added", "warehouse/queries/build/dim_date_extend.sql"),
 )
 # A full rebuild loads the emptied fact table with a plain insert (no conflict to resolve) and
 # rebuilds the fact's secondary indexes once, right after that load, before anything reads them.
-FULL_REBUILD_FACT_LOAD = "warehouse/build/fct_balance_transaction_insert.sql"
+FULL_REBUILD_FACT_LOAD = "warehouse/queries/build/fct_balance_transaction_insert.sql"
 FACT_LOAD_STEP = "facts_written"
 # Sorting 10M keys of the widest fact index takes a few hundred MB; less spills the sort to disk.
 INDEX_BUILD_MAINTENANCE_WORK_MEM = "512MB"
@@ -111,9 +111,9 @@ def _drop_fact_secondary_indexes(cursor) -> list[tuple[str, str]]:
     The definitions come from the catalog (``pg_get_indexdef``), so whatever created the indexes
     stays their only definition; storage parameters set later with ALTER INDEX are not carried.
     """
-    cursor.execute(load_sql("warehouse/build/fct_secondary_indexes_select.sql"))
+    cursor.execute(load_sql("warehouse/queries/build/fct_secondary_indexes_select.sql"))
     indexes = cursor.fetchall()
-    drop = sql.SQL(load_sql("warehouse/build/fct_secondary_index_drop.sql"))
+    drop = sql.SQL(load_sql("warehouse/queries/build/fct_secondary_index_drop.sql"))
     for index_schema, index_name, _ in indexes:
         cursor.execute(drop.format(index=sql.Identifier(index_schema, index_name)))
     return [(index_name, definition) for _, index_name, definition in indexes]
@@ -121,7 +121,7 @@ def _drop_fact_secondary_indexes(cursor) -> list[tuple[str, str]]:
 
 def _recreate_indexes(cursor, indexes: list[tuple[str, str]]) -> None:
     """Re-run the catalog definitions ``_drop_fact_secondary_indexes`` returned, one sorted build each."""
-    cursor.execute(load_sql("warehouse/build/index_build_memory.sql"),
+    cursor.execute(load_sql("warehouse/queries/build/index_build_memory.sql"),
                    {"maintenance_work_mem": INDEX_BUILD_MAINTENANCE_WORK_MEM})
     for _, definition in indexes:
         # the catalog's own CREATE INDEX text for an index that existed a moment ago in this transaction
@@ -130,9 +130,9 @@ def _recreate_indexes(cursor, indexes: list[tuple[str, str]]) -> None:
 
 def _recreate_indexes_through_function(cursor) -> None:
     """The owner's function re-runs the definitions ``security.begin_full_rebuild`` kept."""
-    cursor.execute(load_sql("warehouse/build/index_build_memory.sql"),
+    cursor.execute(load_sql("warehouse/queries/build/index_build_memory.sql"),
                    {"maintenance_work_mem": INDEX_BUILD_MAINTENANCE_WORK_MEM})
-    cursor.execute(load_sql("warehouse/build/recreate_rebuild_indexes.sql"))
+    cursor.execute(load_sql("warehouse/queries/build/recreate_rebuild_indexes.sql"))
 
 
 def build(conn, full_rebuild: bool = False, *, quality_checks: bool = True) -> dict[str, Any]:
@@ -155,7 +155,7 @@ def build(conn, full_rebuild: bool = False, *, quality_checks: bool = True) -> d
     prepare_marts(conn)
     through_functions, _ = may_define(conn)
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("warehouse/build/build_lock.sql"))
+        cursor.execute(load_sql("warehouse/queries/build/build_lock.sql"))
     conn.commit()
     previous_isolation = conn.isolation_level
     conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ)
@@ -168,7 +168,7 @@ def build(conn, full_rebuild: bool = False, *, quality_checks: bool = True) -> d
     finally:
         conn.set_session(isolation_level=previous_isolation)
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("warehouse/build/build_unlock.sql"))
+            cursor.execute(load_sql("warehouse/queries/build/build_unlock.sql"))
         conn.commit()
     report["duration_s"] = round(time.monotonic() - started, 3)
     return report
@@ -176,20 +176,20 @@ def build(conn, full_rebuild: bool = False, *, quality_checks: bool = True) -> d
 
 def _build_in_transaction(conn, full_rebuild: bool, quality_checks: bool, through_functions: bool) -> dict[str, Any]:
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("warehouse/build/session_planner.sql"))
-        high_water = _read_positions(cursor, "warehouse/build/staging_offsets_select.sql")
+        cursor.execute(load_sql("warehouse/queries/build/session_planner.sql"))
+        high_water = _read_positions(cursor, "warehouse/queries/build/staging_offsets_select.sql")
         dropped_indexes: list[tuple[str, str]] = []
         if full_rebuild and through_functions:
             # the owner's functions truncate, drop and (after the load) recreate: no ownership needed
-            cursor.execute(load_sql("warehouse/build/begin_full_rebuild.sql"))
+            cursor.execute(load_sql("warehouse/queries/build/begin_full_rebuild.sql"))
             dropped_indexes = [(name, "") for (name,) in cursor.fetchall()]
             watermark = {source: ZERO_POSITION for source in SOURCES}
         elif full_rebuild:
-            cursor.execute(load_sql("warehouse/build/truncate_marts.sql"))
+            cursor.execute(load_sql("warehouse/queries/build/truncate_marts.sql"))
             dropped_indexes = _drop_fact_secondary_indexes(cursor)
             watermark = {source: ZERO_POSITION for source in SOURCES}
         else:
-            watermark = _read_positions(cursor, "warehouse/build/build_state_select.sql")
+            watermark = _read_positions(cursor, "warehouse/queries/build/build_state_select.sql")
         behind = [s for s in SOURCES if high_water[s] < watermark[s]]
         if behind:
             raise StagingBehindError(
@@ -216,7 +216,7 @@ def _build_in_transaction(conn, full_rebuild: bool, quality_checks: bool, throug
             cursor.execute(load_sql(statement), params)
             report["rows"][name] = max(cursor.rowcount, 0)
 
-        cursor.execute(load_sql("warehouse/build/fact_input_violations.sql"), {"limit": MAX_REPORTED_ROWS})
+        cursor.execute(load_sql("warehouse/queries/build/fact_input_violations.sql"), {"limit": MAX_REPORTED_ROWS})
         violations = [(int(row_id), problem) for row_id, problem in cursor.fetchall()]
         if violations:
             raise BuildInputError(violations)
@@ -237,7 +237,7 @@ def _build_in_transaction(conn, full_rebuild: bool, quality_checks: bool, throug
             if found:
                 raise QualityCheckError(found)
 
-        cursor.execute(load_sql("warehouse/build/fact_window_summary.sql"))
+        cursor.execute(load_sql("warehouse/queries/build/fact_window_summary.sql"))
         staged, first_day, last_day, max_id = cursor.fetchone()
         report["fact_window"] = (
             None if not staged else
@@ -245,16 +245,16 @@ def _build_in_transaction(conn, full_rebuild: bool, quality_checks: bool, throug
              "max_balance_transaction_id": int(max_id)}
         )
 
-        cursor.execute(load_sql("warehouse/build/source_window_commit_time.sql"), params)
+        cursor.execute(load_sql("warehouse/queries/build/source_window_commit_time.sql"), params)
         commit_at = dict(zip(("reference", "oltp"), cursor.fetchone(), strict=True))
         for source in SOURCES:
             cursor.execute(
-                load_sql("warehouse/build/build_state_upsert.sql"),
+                load_sql("warehouse/queries/build/build_state_upsert.sql"),
                 {"source": source, "commit_lsn": high_water[source][0], "index_in_txn": high_water[source][1]},
             )
         for table_name, source in TABLE_SOURCE.items():
             cursor.execute(
-                load_sql("warehouse/build/freshness_upsert.sql"),
+                load_sql("warehouse/queries/build/freshness_upsert.sql"),
                 {"table_name": table_name, "source_lsn": high_water[source][0],
                  "source_commit_at": commit_at[source]},
             )

@@ -72,13 +72,13 @@ def apply_warehouse_definitions(
         applied["features"] = definitions.offline_table
         # The scoring and monitoring tables (the ml role writes them, and may not create them).
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("scoring/schema.sql"))
-            cursor.execute(load_sql("monitoring/schema.sql"))
+            cursor.execute(load_sql("warehouse/queries/scoring/schema.sql"))
+            cursor.execute(load_sql("warehouse/queries/monitoring/schema.sql"))
         conn.commit()
         applied["ml_tables"] = True
         # Grants on named tables the steps above may just have created (warehouse migration V003).
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("warehouse/schema/apply_table_grants.sql"))
+            cursor.execute(load_sql("warehouse/queries/schema/apply_table_grants.sql"))
         conn.commit()
     finally:
         conn.close()

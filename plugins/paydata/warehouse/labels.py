@@ -4,7 +4,7 @@ A charge is fraud when a dispute with a fraud reason is opened on it within ``ma
 creation. Disputes come weeks after the payment (the generator's fraud disputes 5-45 days later),
 so a charge younger than the window at ``as_of`` is unlabelled (``is_fraud`` NULL), not "not
 fraud": training and evaluation leave it out instead of learning that recent fraud is legitimate.
-The rule itself is SQL (``include/sql/warehouse/labels/charge_label_derive.sql``); this module
+The rule itself is SQL (``include/sql/warehouse/queries/labels/charge_label_derive.sql``); this module
 only binds its parameters. ``LABEL_MATURITY`` and ``FRAUD_DISPUTE_REASONS`` are the one place
 they are set.
 """
@@ -44,9 +44,9 @@ def derive_charge_labels(cursor, as_of: dt.datetime, maturity: dt.timedelta = LA
     ``as_of``; return its row count. Writes nothing else: a training or evaluation job can derive
     labels at its own cut-off inside its own transaction without touching the published ones.
     """
-    cursor.execute(load_sql("warehouse/labels/charge_label_derive.sql"),
+    cursor.execute(load_sql("warehouse/queries/labels/charge_label_derive.sql"),
                    label_params(as_of, maturity, fraud_reasons))
-    cursor.execute(load_sql("warehouse/labels/charge_label_count.sql"))
+    cursor.execute(load_sql("warehouse/queries/labels/charge_label_count.sql"))
     return int(cursor.fetchone()[0])
 
 
@@ -54,7 +54,7 @@ def default_as_of(conn) -> dt.datetime | None:
     """What the marts know: the latest OLTP commit time they were built from (None before any build)."""
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("warehouse/labels/label_as_of_default.sql"))
+            cursor.execute(load_sql("warehouse/queries/labels/label_as_of_default.sql"))
             found = cursor.fetchone()
     finally:
         conn.rollback()
@@ -79,13 +79,13 @@ def label_charges(conn, as_of: dt.datetime | None = None, maturity: dt.timedelta
     try:
         with conn.cursor() as cursor:
             derived = derive_charge_labels(cursor, as_of, maturity, fraud_reasons)
-            cursor.execute(load_sql("warehouse/labels/fct_charge_label_upsert.sql"))
+            cursor.execute(load_sql("warehouse/queries/labels/fct_charge_label_upsert.sql"))
             written = max(cursor.rowcount, 0)
-            cursor.execute(load_sql("warehouse/labels/fct_charge_label_delete.sql"))
+            cursor.execute(load_sql("warehouse/queries/labels/fct_charge_label_delete.sql"))
             removed = max(cursor.rowcount, 0)
-            cursor.execute(load_sql("warehouse/labels/label_state_upsert.sql"),
+            cursor.execute(load_sql("warehouse/queries/labels/label_state_upsert.sql"),
                            dict(params, label_table=LABEL_TABLE))
-            cursor.execute(load_sql("warehouse/labels/charge_label_summary.sql"))
+            cursor.execute(load_sql("warehouse/queries/labels/charge_label_summary.sql"))
             matured, fraud = cursor.fetchone()
         conn.commit()
     except BaseException:

@@ -18,9 +18,9 @@ class QualityCheckError(RuntimeError):
 
 
 CHECKS = (
-    "warehouse/quality/fact_violations.sql",
-    "warehouse/quality/charge_violations.sql",
-    "warehouse/quality/dimension_violations.sql",
+    "warehouse/queries/quality/fact_violations.sql",
+    "warehouse/queries/quality/charge_violations.sql",
+    "warehouse/queries/quality/dimension_violations.sql",
 )
 
 
@@ -41,8 +41,8 @@ def check_quality(conn, limit: int = MAX_REPORTED_ROWS) -> dict[str, int]:
     """
     try:
         with conn.cursor() as cursor:
-            cursor.execute(load_sql("warehouse/quality/scope_all_facts.sql"))
-            cursor.execute(load_sql("warehouse/quality/scope_count.sql"))
+            cursor.execute(load_sql("warehouse/queries/quality/scope_all_facts.sql"))
+            cursor.execute(load_sql("warehouse/queries/quality/scope_count.sql"))
             facts, charges = cursor.fetchone()
             found = collect_violations(cursor, limit)
     finally:

@@ -53,8 +53,8 @@ def reconcile(
         "last_day": str(last_day),
         "max_balance_transaction_id": int(max_balance_transaction_id),
     }
-    oltp = _daily(oltp_conn, "warehouse/reconcile/oltp_ledger_daily.sql", params)
-    warehouse = _daily(warehouse_conn, "warehouse/reconcile/fact_daily.sql", params)
+    oltp = _daily(oltp_conn, "oltp/queries/reconcile/ledger_daily.sql", params)
+    warehouse = _daily(warehouse_conn, "warehouse/queries/reconcile/fact_daily.sql", params)
     differences = []
     for key in sorted(set(oltp) | set(warehouse)):
         source_rows, source_amount = oltp.get(key, (0, 0))

@@ -13,10 +13,10 @@ AGGREGATES = ("agg_daily_merchant_volume", "agg_authorisation_rate", "agg_refund
 MARTS_SCHEMA = "marts"
 # The definitions ensure_marts applies, in order; their checksum is recorded on a migrated warehouse.
 DEFINITION_FILES = (
-    "warehouse/schema/marts.sql",
-    "warehouse/schema/aggregates.sql",
-    "warehouse/schema/analytics.sql",
-    "warehouse/schema/row_security.sql",
+    "warehouse/queries/schema/marts.sql",
+    "warehouse/queries/schema/aggregates.sql",
+    "warehouse/queries/schema/analytics.sql",
+    "warehouse/queries/schema/row_security.sql",
 )
 DEFINITIONS_NAME = "marts"
 MIGRATE_COMMAND = "python -m paydata.migrations apply --db warehouse"
@@ -45,9 +45,9 @@ def ensure_marts(conn) -> None:
     with conn.cursor() as cursor:
         for name in DEFINITION_FILES:
             cursor.execute(load_sql(name))
-        cursor.execute(load_sql("warehouse/schema/definitions_table_exists.sql"))
+        cursor.execute(load_sql("warehouse/queries/schema/definitions_table_exists.sql"))
         if cursor.fetchone()[0]:
-            cursor.execute(load_sql("warehouse/schema/definitions_record.sql"),
+            cursor.execute(load_sql("warehouse/queries/schema/definitions_record.sql"),
                            {"name": DEFINITIONS_NAME, "checksum": definitions_checksum()})
     conn.commit()
 
@@ -59,10 +59,10 @@ def require_marts(conn) -> None:
     naming the command to run as the owner when nothing or other definitions were applied.
     """
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("warehouse/schema/definitions_table_exists.sql"))
+        cursor.execute(load_sql("warehouse/queries/schema/definitions_table_exists.sql"))
         found = None
         if cursor.fetchone()[0]:
-            cursor.execute(load_sql("warehouse/schema/definitions_select.sql"), {"name": DEFINITIONS_NAME})
+            cursor.execute(load_sql("warehouse/queries/schema/definitions_select.sql"), {"name": DEFINITIONS_NAME})
             found = cursor.fetchone()
     conn.rollback()
     if found is None:
@@ -77,7 +77,7 @@ def may_define(conn) -> tuple[bool, bool]:
     """``(has_functions, may_define)``: whether the owner's runtime functions exist (migration V002)
     and whether this session may create objects itself (the owner or a superuser)."""
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("warehouse/build/runtime_functions.sql"))
+        cursor.execute(load_sql("warehouse/queries/build/runtime_functions.sql"))
         has_functions, allowed = cursor.fetchone()
     conn.rollback()
     return bool(has_functions), bool(allowed)
@@ -94,7 +94,7 @@ def apply_or_require(conn, statement: str, tables: tuple[str, ...]) -> None:
     missing = []
     with conn.cursor() as cursor:
         for table in tables:
-            cursor.execute(load_sql("monitoring/table_exists.sql"), {"table": table})
+            cursor.execute(load_sql("warehouse/queries/monitoring/table_exists.sql"), {"table": table})
             if not cursor.fetchone()[0]:
                 missing.append(table)
     conn.rollback()
@@ -127,18 +127,18 @@ def refresh_aggregates(conn) -> dict[str, str]:
         with conn.cursor() as cursor:
             for name in AGGREGATES:
                 cursor.execute(
-                    load_sql("warehouse/schema/matview_is_populated.sql"), {"schema": MARTS_SCHEMA, "name": name}
+                    load_sql("warehouse/queries/schema/matview_is_populated.sql"), {"schema": MARTS_SCHEMA, "name": name}
                 )
                 found = cursor.fetchone()
                 if found is None:
                     raise LookupError(f"materialized view {MARTS_SCHEMA}.{name} is missing: run ensure_marts")
                 if through_function:
-                    cursor.execute(load_sql("warehouse/schema/refresh_marts_view.sql"),
+                    cursor.execute(load_sql("warehouse/queries/schema/refresh_marts_view.sql"),
                                    {"name": name, "concurrent": bool(found[0])})
                 else:
                     statement = "refresh_matview_concurrently.sql" if found[0] else "refresh_matview.sql"
                     cursor.execute(
-                        sql.SQL(load_sql(f"warehouse/schema/{statement}")).format(
+                        sql.SQL(load_sql(f"warehouse/queries/schema/{statement}")).format(
                             view=sql.Identifier(MARTS_SCHEMA, name)
                         )
                     )
@@ -152,7 +152,7 @@ def freshness(conn) -> list[dict[str, Any]]:
     """Rows of ``marts.freshness``: per table the source LSN and commit time it is complete up to,
     when it was loaded and the lag (now - source commit time)."""
     with conn.cursor() as cursor:
-        cursor.execute(load_sql("warehouse/build/freshness_select.sql"))
+        cursor.execute(load_sql("warehouse/queries/build/freshness_select.sql"))
         columns = [c.name for c in cursor.description]
         rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     conn.rollback()

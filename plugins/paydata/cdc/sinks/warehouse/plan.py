@@ -29,7 +29,7 @@ META_COLUMNS = frozenset(
 ROW_KINDS = {"insert": "I", "update": "U", "snapshot": "S"}
 KINDS = frozenset({*ROW_KINDS, "delete", "truncate"})
 _ROW_KINDS = frozenset({"insert", "update", "delete", "truncate"})  # streamed rows: snapshots go through apply()
-SQL_FOLDER = "warehouse_staging"
+SQL_FOLDER = "warehouse/queries/staging"
 
 
 # --- per-table plan ----------------------------------------------------------------------------------

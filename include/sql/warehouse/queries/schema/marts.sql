@@ -189,7 +189,7 @@ CREATE INDEX IF NOT EXISTS fct_charge_currency_idx ON marts.fct_charge (currency
 CREATE INDEX IF NOT EXISTS fct_charge_created_idx ON marts.fct_charge (created_at);
 
 -- Fraud labels of authorised charges as known at one time (marts.label_state says which as_of,
--- maturity and fraud reasons); derived by include/sql/warehouse/labels/charge_label_derive.sql.
+-- maturity and fraud reasons); derived by include/sql/warehouse/queries/labels/charge_label_derive.sql.
 -- is_fraud is NULL while the label has not matured (label_matured_at after as_of).
 CREATE TABLE IF NOT EXISTS marts.fct_charge_label (
     charge_id         bigint      PRIMARY KEY,
