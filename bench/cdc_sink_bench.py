@@ -23,13 +23,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from psycopg2 import sql
 
 from paydata import settings
 from paydata.cdc.model import STAGING_SCHEMA, CapturedChange, Position, TableSpec, staging_table
 from paydata.cdc.sinks.warehouse import WarehouseSink, copy_text
-from paydata.sql import load_sql
+from paydata.sql import SqlLibrary, load_sql
 from paydata.stack import admin_connect
 from paydata.stack.postgres import sql_statement
 
@@ -121,8 +122,11 @@ def baseline_text(batch: list[CapturedChange]) -> str:
     return "".join(lines)
 
 
+BENCH_SQL = SqlLibrary(Path(__file__).resolve().parent / "sql")
+
+
 def bench_statement(name: str, **parts: sql.Composable) -> sql.Composed:
-    return sql.SQL(load_sql(f"warehouse/queries/staging/{name}.sql").strip()).format(**parts)
+    return sql.SQL(BENCH_SQL.load(f"cdc/sink_{name}.sql").strip()).format(**parts)
 
 
 def run_baseline(connect, total: int, batch_size: int, seed: int) -> float:
@@ -137,14 +141,14 @@ def run_baseline(connect, total: int, batch_size: int, seed: int) -> float:
     source, target = sql.Identifier("bench_copy_source"), sql.Identifier("bench_copy_target")
     with source_conn.cursor() as cursor:
         for table in (source, target):
-            cursor.execute(bench_statement("bench_create_plain_table", table=table, columns=definitions))
-        copy_in = bench_statement("bench_copy_from", table=source).as_string(source_conn)
+            cursor.execute(bench_statement("create_plain_table", table=table, columns=definitions))
+        copy_in = bench_statement("copy_from", table=source).as_string(source_conn)
         for batch in synthetic_batches(total, batch_size, seed):
             cursor.copy_expert(copy_in, io.StringIO(baseline_text(batch)))
     source_conn.commit()
     target_conn.commit()
-    copy_out = bench_statement("bench_copy_to", table=source).as_string(source_conn)
-    copy_in = bench_statement("bench_copy_from", table=target).as_string(target_conn)
+    copy_out = bench_statement("copy_to", table=source).as_string(source_conn)
+    copy_in = bench_statement("copy_from", table=target).as_string(target_conn)
     read_end, write_end = os.pipe()
     errors: list[BaseException] = []
 
@@ -201,7 +205,7 @@ def main() -> None:
         wall_seconds = time.perf_counter() - generate_started
         peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         with connect() as check, check.cursor() as cursor:
-            cursor.execute(bench_statement("bench_mirror_counts", schema=sql.Identifier(STAGING_SCHEMA),
+            cursor.execute(bench_statement("mirror_counts", schema=sql.Identifier(STAGING_SCHEMA),
                                            table=sql.Identifier(staging_table(SOURCE, "charge"))))
             rows, tombstones = cursor.fetchone()
         sink.close()

@@ -232,7 +232,7 @@ def _internal_error(message: str):
 
 
 def test_unlabelled_commit_conflict_is_retried_and_other_errors_are_not():
-    from paydata.cdc.sinks.mongo.sink import run_transaction_retrying_conflicts
+    from paydata.cdc.sinks.mongo.transactions import run_transaction_retrying_conflicts
 
     calls = []
 
