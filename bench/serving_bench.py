@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 200.0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--servers", nargs="+", choices=("scorer", "mlflow"), default=["scorer", "mlflow"],
+                        help="which servers to run (both by default; the ratios need both)")
     args = parser.parse_args(argv)
 
     import mlflow
@@ -230,32 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         print("load average (1 / 5 / 15 min) before the runs: "
               + " / ".join(f"{value:.2f}" for value in os.getloadavg()), flush=True)
         for run in range(args.runs):
-            port = free_port()
-            scorer_process = subprocess.Popen([sys.executable, "-m", "ml.serving", "--port", str(port),
-                                               "--log-level", "warning"], env=env, cwd=REPO)
-            servers.append(scorer_process)
-            wait_ready(f"http://127.0.0.1:{port}/readyz", scorer_process)
-            results["scorer"].append(measure(f"http://127.0.0.1:{port}/v1/score", bodies, {"X-API-Key": key},
-                                             scorer_process.pid, args.rates, args.seconds))
-            scorer_process.terminate()
-            scorer_process.wait(timeout=30)
-            port = free_port()
-            log = (work / f"mlflow-serve-{run}.log").open("w")
-            mlflow_process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
-                 f"models:/fraud_scoring/{world['model_version']}", "--env-manager", "local", "-w", "1",
-                 "-h", "127.0.0.1", "-p", str(port)], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-            servers.append(mlflow_process)
-            try:
-                wait_ready(f"http://127.0.0.1:{port}/ping", mlflow_process)
-            except RuntimeError:
-                print((work / f"mlflow-serve-{run}.log").read_text()[-3000:], file=sys.stderr)
-                raise
-            results["mlflow"].append(measure(f"http://127.0.0.1:{port}/invocations", mlflow_bodies, {},
-                                             mlflow_process.pid, args.rates, args.seconds))
-            os.killpg(mlflow_process.pid, 15)
-            mlflow_process.wait(timeout=30)
+            if "scorer" in args.servers:
+                measure_scorer(env, key, bodies, args, results, servers)
+            if "mlflow" in args.servers:
+                measure_mlflow(env, work, run, world, mlflow_bodies, args, results, servers)
             print(f"run {run + 1}: {json.dumps(results, default=float)[:2000]}", flush=True)
         floor = floors(world, database, bodies)
         report(results, floor, args)
@@ -270,6 +250,39 @@ def main(argv: list[str] | None = None) -> int:
             cursor.execute(sql_statement("drop_database_force", database=name))
         admin.close()
     return 0
+
+
+def measure_scorer(env: dict, key: str, bodies: list, args, results: dict, servers: list) -> None:
+    port = free_port()
+    scorer_process = subprocess.Popen([sys.executable, "-m", "ml.serving", "--port", str(port),
+                                       "--log-level", "warning"], env=env, cwd=REPO)
+    servers.append(scorer_process)
+    wait_ready(f"http://127.0.0.1:{port}/readyz", scorer_process)
+    results["scorer"].append(measure(f"http://127.0.0.1:{port}/v1/score", bodies, {"X-API-Key": key},
+                                     scorer_process.pid, args.rates, args.seconds))
+    scorer_process.terminate()
+    scorer_process.wait(timeout=30)
+
+
+def measure_mlflow(env: dict, work: Path, run: int, world: dict, mlflow_bodies: list, args, results: dict,
+                   servers: list) -> None:
+    port = free_port()
+    log = (work / f"mlflow-serve-{run}.log").open("w")
+    mlflow_process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+         f"models:/fraud_scoring/{world['model_version']}", "--env-manager", "local", "-w", "1",
+         "-h", "127.0.0.1", "-p", str(port)], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    servers.append(mlflow_process)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/ping", mlflow_process)
+    except RuntimeError:
+        print((work / f"mlflow-serve-{run}.log").read_text()[-3000:], file=sys.stderr)
+        raise
+    results["mlflow"].append(measure(f"http://127.0.0.1:{port}/invocations", mlflow_bodies, {},
+                                     mlflow_process.pid, args.rates, args.seconds))
+    os.killpg(mlflow_process.pid, 15)
+    mlflow_process.wait(timeout=30)
 
 
 def report(results: dict, floor: dict, args) -> None:
@@ -289,6 +302,8 @@ def report(results: dict, floor: dict, args) -> None:
     print("|---|---|---|---|---|---|---|")
     for target, label in (("scorer", "scorer `/v1/score` (with feature lookup)"),
                           ("mlflow", "`mlflow models serve` (features given)")):
+        if not results[target]:
+            continue
         for rate in args.rates:
             key = f"rate_{int(rate)}"
             print(f"| {label} | {int(rate)} | {median(target, key, 'p50_ms'):.1f} | {median(target, key, 'p99_ms'):.1f} "
