@@ -48,6 +48,38 @@ def throwaway_logins(admin, groups: dict[str, str | None], databases: list[str])
                 cursor.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
+@contextmanager
+def migrated_database(stack: StackConfig, admin_connect, prefix: str, owner_role: str, migrations: str,
+                      groups: dict[str, str | None]):
+    """A fresh database owned by the stack's ``owner_role`` and migrated by it (``migrations``: the
+    database kind), with throwaway logins of ``groups`` (:func:`throwaway_logins`); yields
+    ``(dbname, owner connection, logins)``. The database is dropped before the logins."""
+    from paydata.migrations import apply_migrations
+
+    admin = admin_connect("postgres")
+    admin.autocommit = True
+    dbname = unique(prefix)
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(owner_role)))
+    try:
+        owner = login(stack, owner_role, stack.password_file(owner_role).read_text().strip(), dbname)
+        try:
+            apply_migrations(owner, migrations)
+            with throwaway_logins(admin, groups, [dbname]) as logins:
+                try:
+                    yield dbname, owner, logins
+                finally:
+                    owner.close()
+                    with admin.cursor() as cursor:
+                        cursor.execute(drop)
+        finally:
+            owner.close()
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(drop)
+
+
 def login(stack: StackConfig, role: str, password: str, dbname: str):
     """A connection as ``role`` over the cluster's socket (SCRAM, like every stack login)."""
     return psycopg2.connect(host=str(stack.pg_socket_dir), port=stack.pg_port, user=role, password=password,

@@ -11,12 +11,10 @@ import re
 
 import psycopg2
 import pytest
-from psycopg2 import sql
 
-from paydata.migrations import apply_migrations
 from paydata.oltp import audit
 
-from .privilege_fixtures import SQLSTATE_DENIED, login, throwaway_logins, unique
+from .privilege_fixtures import SQLSTATE_DENIED, login, migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -27,36 +25,21 @@ EVENTS = 5
 def chain(stack, admin_connect):
     """A migrated OLTP database with customers 1-3 and five audit rows written by the application;
     yields ``{"owner", "app", "auditor"}`` connections."""
-    admin = admin_connect("postgres")
-    admin.autocommit = True
-    dbname = unique("sec_audit")
-    with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("CREATE DATABASE {} OWNER oltp_owner").format(sql.Identifier(dbname)))
-    owner = login(stack, "oltp_owner", stack.password_file("oltp_owner").read_text().strip(), dbname)
-    try:
-        apply_migrations(owner, "oltp")
+    groups = {"app": "oltp_app", "auditor": "auditor"}
+    with migrated_database(stack, admin_connect, "sec_audit", "oltp_owner", "oltp", groups) as (dbname, owner, logins):
         with owner.cursor() as cursor:
             cursor.execute("INSERT INTO currency_ref (currency_code, minor_units) VALUES ('USD', 2)")
             cursor.execute("INSERT INTO merchant_ref (merchant_id, country_code, default_currency_code, status) "
                            "VALUES (1, 'US', 'USD', 'active')")
             cursor.execute("INSERT INTO customer (merchant_id) SELECT 1 FROM generate_series(1, 3)")
         owner.commit()
-        with throwaway_logins(admin, {"app": "oltp_app", "auditor": "auditor"}, [dbname]) as logins:
-            try:
-                conns = {label: login(stack, role, password, dbname) for label, (role, password) in logins.items()}
-                with conns["app"].cursor() as cursor:
-                    for number in range(EVENTS):
-                        audit.record(cursor, "personal_data_read", "customer", number % 3 + 1,
-                                     reason="support_request", detail={"fields": ["email"]})
-                conns["app"].commit()
-                yield {"owner": owner, **conns}
-            finally:
-                owner.close()
-                with admin.cursor() as cursor:
-                    cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        conns = {label: login(stack, role, password, dbname) for label, (role, password) in logins.items()}
+        with conns["app"].cursor() as cursor:
+            for number in range(EVENTS):
+                audit.record(cursor, "personal_data_read", "customer", number % 3 + 1,
+                             reason="support_request", detail={"fields": ["email"]})
+        conns["app"].commit()
+        yield {"owner": owner, **conns}
 
 
 def as_owner(chain, *statements: str) -> None:

@@ -13,11 +13,10 @@ import pytest
 from psycopg2 import sql
 
 from paydata.crypto import default_tokeniser
-from paydata.migrations import apply_migrations
 from paydata.nosql.scrub import KnownValues
 from paydata.oltp import app, audit
 
-from .privilege_fixtures import SQLSTATE_DENIED, login, throwaway_logins, unique
+from .privilege_fixtures import SQLSTATE_DENIED, login, migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -27,14 +26,8 @@ CUSTOMERS = [("Ada Lovelace", "+44 20 7946 0018"), ("Grace Hopper", "+1 212 555 
 @pytest.fixture
 def oltp(stack, admin_connect, fresh_keystore):
     """A migrated OLTP database with three encrypted customers; ``{"owner", "app", "reader", ...}``."""
-    admin = admin_connect("postgres")
-    admin.autocommit = True
-    dbname = unique("sec_bulk_read")
-    with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("CREATE DATABASE {} OWNER oltp_owner").format(sql.Identifier(dbname)))
-    owner = login(stack, "oltp_owner", stack.password_file("oltp_owner").read_text().strip(), dbname)
-    try:
-        apply_migrations(owner, "oltp")
+    groups = {"app": "oltp_app", "auditor": "auditor", "reader": None}
+    with migrated_database(stack, admin_connect, "sec_bulk_read", "oltp_owner", "oltp", groups) as (dbname, owner, logins):
         with owner.cursor() as cursor:
             cursor.execute("INSERT INTO currency_ref (currency_code, minor_units) VALUES ('USD', 2)")
             cursor.execute("INSERT INTO merchant_ref (merchant_id, country_code, default_currency_code, status) "
@@ -42,21 +35,11 @@ def oltp(stack, admin_connect, fresh_keystore):
         owner.commit()
         ids = [app.create_customer(owner, 1, f"c{number}@example.com", name, phone)
                for number, (name, phone) in enumerate(CUSTOMERS)]
-        with throwaway_logins(admin, {"app": "oltp_app", "auditor": "auditor", "reader": None}, [dbname]) as logins:
-            try:
-                with owner.cursor() as cursor:  # a reader of customers outside every group: no audit function
-                    cursor.execute(sql.SQL("GRANT SELECT ON customer TO {}").format(
-                        sql.Identifier(logins["reader"][0])))
-                owner.commit()
-                conns = {label: login(stack, role, password, dbname) for label, (role, password) in logins.items()}
-                yield {"owner": owner, "ids": ids, "logins": logins, **conns}
-            finally:
-                owner.close()
-                with admin.cursor() as cursor:
-                    cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        with owner.cursor() as cursor:  # a reader of customers outside every group: no audit function
+            cursor.execute(sql.SQL("GRANT SELECT ON customer TO {}").format(sql.Identifier(logins["reader"][0])))
+        owner.commit()
+        conns = {label: login(stack, role, password, dbname) for label, (role, password) in logins.items()}
+        yield {"owner": owner, "ids": ids, "logins": logins, **conns}
 
 
 def bulk_reads(conn) -> list[dict]:

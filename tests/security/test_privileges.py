@@ -346,15 +346,6 @@ def test_connect_is_granted_only_where_the_matrix_says(stack, admin_connect, gro
     assert allowed == (database in privileges.GROUP_DATABASES[group])
 
 
-@pytest.fixture(scope="module")
-def migrated_stack(stack):
-    """The stack's own databases migrated and defined, as `stack up` and `schema_migrate` leave them."""
-    from paydata.migrations import apply_all
-
-    apply_all()
-    return stack
-
-
 def test_the_application_connection_is_denied_the_audit_log_on_the_real_stack(migrated_stack):
     conn = settings.pg_connect(settings.OLTP_APP_CONN_ID)
     try:

@@ -11,12 +11,10 @@ import json
 
 import psycopg2
 import pytest
-from psycopg2 import sql
 
-from paydata.migrations import apply_migrations
 from paydata.oltp import audit
 
-from .privilege_fixtures import SQLSTATE_DENIED, login, throwaway_logins, unique
+from .privilege_fixtures import SQLSTATE_DENIED, login, migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +30,9 @@ def record(cursor, action: str, subject_table: str, subject_id: int | None) -> i
 def chain(stack, admin_connect):
     """A migrated reference database with one merchant and five audit rows written by its owner;
     yields ``{"owner", "auditor", "other", "merchant_id"}``."""
-    admin = admin_connect("postgres")
-    admin.autocommit = True
-    dbname = unique("sec_ref_audit")
-    with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("CREATE DATABASE {} OWNER reference_owner").format(sql.Identifier(dbname)))
-    owner = login(stack, "reference_owner", stack.password_file("reference_owner").read_text().strip(), dbname)
-    try:
-        apply_migrations(owner, "reference")
+    groups = {"auditor": "auditor", "other": "oltp_app"}
+    with migrated_database(stack, admin_connect, "sec_ref_audit", "reference_owner", "reference",
+                           groups) as (dbname, owner, logins):
         with owner.cursor() as cursor:
             cursor.execute("INSERT INTO currency (currency_code, numeric_code, name, minor_units) "
                            "VALUES ('USD', '840', 'US Dollar', 2)")
@@ -55,17 +48,8 @@ def chain(stack, admin_connect):
                 else:
                     record(cursor, "merchant_data_key_rotated", "merchant", merchant_id)
         owner.commit()
-        with throwaway_logins(admin, {"auditor": "auditor", "other": "oltp_app"}, [dbname]) as logins:
-            try:
-                conns = {label: login(stack, role, password, dbname) for label, (role, password) in logins.items()}
-                yield {"owner": owner, "merchant_id": merchant_id, **conns}
-            finally:
-                owner.close()
-                with admin.cursor() as cursor:
-                    cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        conns = {label: login(stack, role, password, dbname) for label, (role, password) in logins.items()}
+        yield {"owner": owner, "merchant_id": merchant_id, **conns}
 
 
 def verify(chain, **kwargs) -> audit.ChainReport:
