@@ -103,13 +103,25 @@ def run_gate(client, *, model_name: str, challenger_version: str, challenger_pro
         if run_id:
             client.set_tag(run_id, key, value)
     if warehouse_conn is not None:
-        try:
-            with warehouse_conn.cursor() as cursor:
-                cursor.execute(load_sql("warehouse/queries/features/schema.sql"))
-                cursor.execute(load_sql("warehouse/queries/features/model_decision_insert.sql"), decision)
-                decision["decision_id"] = cursor.fetchone()[0]
-            warehouse_conn.commit()
-        except BaseException:
-            warehouse_conn.rollback()
-            raise
+        decision["decision_id"] = record_decision(warehouse_conn, decision)
     return decision
+
+
+def record_decision(warehouse_conn, decision: dict[str, Any]) -> int:
+    """Insert the gate's ``decision`` into ``features.model_decision`` and commit; its id.
+
+    The ml role (``fraud_train``) may not run DDL: the table is the migrate step's, and only a
+    session that may define (the owner) creates it here.
+    """
+    from paydata.warehouse.schema import apply_or_require
+
+    apply_or_require(warehouse_conn, "warehouse/queries/features/schema.sql", ("features.model_decision",))
+    try:
+        with warehouse_conn.cursor() as cursor:
+            cursor.execute(load_sql("warehouse/queries/features/model_decision_insert.sql"), decision)
+            decision_id = cursor.fetchone()[0]
+        warehouse_conn.commit()
+    except BaseException:
+        warehouse_conn.rollback()
+        raise
+    return decision_id

@@ -371,5 +371,14 @@ def test_the_ml_role_builds_features_and_training_sets_of_a_migrated_warehouse_w
     assert build_features(ml, DEFINITIONS, rebuild=True)["feature_rows"] == 6  # TRUNCATE of its own data
     reference = build_training_set(ml, DEFINITIONS, label_as_of=T0 + dt.timedelta(days=120))
     assert reference["training_set_id"] and len(load_training_frame(ml, DEFINITIONS, reference["training_set_id"])) >= 1
+    from ml.registry.gate import record_decision
+
+    decision = {"model_name": "fraud_scoring", "challenger_version": "2", "champion_version": "1",
+                "training_set_id": reference["training_set_id"], "run_id": "run-1", "challenger_pr_auc": 0.6,
+                "champion_pr_auc": 0.5, "baseline_pr_auc": 0.3, "challenger_brier": 0.01, "champion_brier": 0.01,
+                "promoted": True, "reason": "better"}
+    decision_id = record_decision(ml, decision)  # fraud_train's gate, as the ml role
+    assert query(ml, "SELECT promoted, reason FROM features.model_decision WHERE decision_id = %s",
+                 (decision_id,)) == [(True, "better")]
     assert query(owner, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'features'") == [
         ("warehouse_owner",)], "the ml role created nothing"
