@@ -108,6 +108,11 @@ class FailureNotifier(BaseNotifier):
         super().__init__()
         self.conn_id = conn_id
 
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        """Nothing of this notifier is templated. Skipping the rendering also keeps DAG-level
+        callbacks working under `airflow dags test`, whose context holds a SerializedDAG without a
+        template environment (apache/airflow#64649)."""
+
     def notify(self, context) -> None:
         facts = failure_facts(dict(context))
         log.error("%s%s", facts["text"], f" log: {facts['log_url']}" if facts.get("log_url") else "")

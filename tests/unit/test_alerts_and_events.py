@@ -129,6 +129,15 @@ def test_failure_notifier_logs_one_line_and_posts_the_webhook(receiver, monkeypa
     assert payload["dag_id"] == "oltp_cdc" and payload["task_id"] == "capture" and "slot lost" in payload["text"]
 
 
+def test_a_dag_callback_with_a_serialized_dag_in_its_context_still_alerts(monkeypatch, caplog):
+    # `airflow dags test` hands DAG-level callbacks a SerializedDAG, which has no template environment
+    monkeypatch.delenv("AIRFLOW_CONN_PAYDATA_ALERTS", raising=False)
+    context = {**_context(), "dag": SimpleNamespace(dag_id="oltp_cdc")}
+    with caplog.at_level(logging.ERROR, logger="paydata.alerts"):
+        alerts.FailureNotifier()(context)
+    assert any("oltp_cdc.capture failed in run manual__1" in r.message for r in caplog.records)
+
+
 def test_failure_notifier_without_connection_or_with_a_dead_webhook_never_raises(monkeypatch, caplog):
     monkeypatch.delenv("AIRFLOW_CONN_PAYDATA_ALERTS", raising=False)
     alerts.FailureNotifier().notify(_context())
