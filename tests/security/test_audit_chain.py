@@ -14,7 +14,7 @@ import pytest
 
 from paydata.oltp import audit
 
-from .privilege_fixtures import SQLSTATE_DENIED, login, migrated_database
+from .privilege_fixtures import SQLSTATE_DENIED, as_owner, login, migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +40,6 @@ def chain(stack, admin_connect):
                              reason="support_request", detail={"fields": ["email"]})
         conns["app"].commit()
         yield {"owner": owner, **conns}
-
-
-def as_owner(chain, *statements: str) -> None:
-    """Run ``statements`` as the schema owner with every trigger of audit_log switched off."""
-    with chain["owner"].cursor() as cursor:
-        cursor.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
-        for statement in statements:
-            cursor.execute(statement)
-        cursor.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
-    chain["owner"].commit()
 
 
 def test_an_untouched_chain_verifies_and_names_its_head(chain):

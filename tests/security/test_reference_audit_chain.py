@@ -14,7 +14,7 @@ import pytest
 
 from paydata.oltp import audit
 
-from .privilege_fixtures import SQLSTATE_DENIED, login, migrated_database
+from .privilege_fixtures import SQLSTATE_DENIED, as_owner, login, migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -54,15 +54,6 @@ def chain(stack, admin_connect):
 
 def verify(chain, **kwargs) -> audit.ChainReport:
     return audit.verify_chain(chain["auditor"], database="reference", **kwargs)
-
-
-def as_owner(chain, *statements: str) -> None:
-    with chain["owner"].cursor() as cursor:
-        cursor.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
-        for statement in statements:
-            cursor.execute(statement)
-        cursor.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
-    chain["owner"].commit()
 
 
 def test_an_untouched_reference_chain_verifies_and_its_actor_is_the_login(chain):
