@@ -60,7 +60,8 @@ def test_round_trip_at_chunk_boundaries(size):
 def test_plaintext_never_appears_in_the_file():
     data = b"alice@example.com,+1 555 0100 200," * 100
     blob = sealed(data)
-    assert b"alice" not in blob and b"555" not in blob
+    # whole values: a three-byte needle turns up by chance in a few kilobytes of random ciphertext
+    assert b"alice@example.com" not in blob and b"+1 555 0100" not in blob
 
 
 def test_a_flipped_bit_anywhere_after_the_header_fails():
