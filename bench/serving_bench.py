@@ -12,7 +12,11 @@ documents in throwaway databases, then per run:
   ``/v1/score`` with the online feature lookup, mlflow gets ``/invocations`` with the model's
   inputs already computed (``dataframe_split``, no lookup);
 * measures peak throughput closed-loop (16 concurrent callers, 10 s) and the RSS of each server's
-  process tree after the load.
+  process tree after the load;
+* swap phase (scorer; ``--no-swap`` skips it): 40 s of open loop at the highest rate while the
+  ``champion`` alias moves to the other of two registered versions 10 s in; reports when the new
+  version first answers, errors, and the p99 from the move until 2 s after that first answer
+  against the p99 before the move.
 
 The charges' sessions are copied into the Mongo ``sessions`` collection with the landing ingest's
 index, so the lookup reads both collections as in production. Also the in-process floors: one
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import json
 import os
 import secrets
@@ -34,11 +39,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK_CONCURRENCY = 16
 PEAK_SECONDS = 10
+SWAP_SECONDS = 40  # the swap phase: open loop this long, the champion alias moves SWAP_AT in
+SWAP_AT = 10
+SWAP_WINDOW_AFTER = 2  # the swap window ends this long after the first answer by the new version
 
 
 def free_port() -> int:
@@ -68,20 +77,26 @@ def wait_ready(url: str, process: subprocess.Popen, seconds: float = 180) -> Non
     raise RuntimeError(f"{url} not ready (exit code {process.poll()})")
 
 
-async def open_loop(url: str, bodies: list, headers: dict, rate: float, seconds: float) -> dict:
+async def open_loop(url: str, bodies: list, headers: dict, rate: float, seconds: float, *,
+                    answers: list | None = None, action: tuple[float, Callable[[], None]] | None = None) -> dict:
+    """Requests leave at ``start + i / rate`` whatever the answers do; latency counts from that due
+    time. One dispatcher creates each request's task when it is due (thousands of sleeping tasks
+    created up front stalled the client itself at the start of a phase); how late the client sent
+    (``send_lag``) is reported beside the latencies, so a tail the client made shows as such.
+    ``answers`` collects ``(due offset, latency, model version)`` per answered request; ``action``
+    ``(offset, call)`` runs ``call`` in a thread at that offset (the alias move of the swap phase)."""
     import httpx
 
     latencies: list[float] = []
+    send_lags: list[float] = []
     errors = 0
     count = int(rate * seconds)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(headers=headers, timeout=10, limits=limits) as client:
-        start = time.perf_counter() + 0.2
 
-        async def one(index: int) -> None:
+        async def one(index: int, due: float) -> None:
             nonlocal errors
-            due = start + index / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            send_lags.append(time.perf_counter() - due)
             try:
                 response = await client.post(url, json=bodies[index % len(bodies)])
                 if response.status_code != 200:
@@ -91,44 +106,101 @@ async def open_loop(url: str, bodies: list, headers: dict, rate: float, seconds:
                 errors += 1
                 return
             latencies.append(time.perf_counter() - due)
+            if answers is not None:
+                answers.append((due - start, latencies[-1], response.json()["model_version"]))
 
-        await asyncio.gather(*(one(i) for i in range(count)))
+        tasks = []
+        start = time.perf_counter() + 0.1
+        if action is not None:
+            offset, call = action
+            acted = asyncio.get_running_loop().run_in_executor(
+                None, lambda: (time.sleep(max(0.0, start + offset - time.perf_counter())), call()))
+        for index in range(count):
+            due = start + index / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(index, due)))
+        await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
+        if action is not None:
+            await acted
     latencies.sort()
+    send_lags.sort()
 
-    def pct(q: float) -> float:
-        return 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")
+    def pct(values: list[float], q: float) -> float:
+        return 1000 * values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
-    return {"p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": errors, "sent": count,
-            "achieved_rps": len(latencies) / elapsed}
+    return {"p50_ms": pct(latencies, 0.50), "p99_ms": pct(latencies, 0.99), "errors": errors, "sent": count,
+            "achieved_rps": len(latencies) / elapsed, "send_lag_p99_ms": pct(send_lags, 0.99),
+            "send_lag_max_ms": pct(send_lags, 1.0)}
 
 
-async def closed_loop(url: str, bodies: list, headers: dict) -> float:
+async def closed_loop(url: str, bodies: list, headers: dict) -> dict:
     import httpx
 
-    done = 0
+    done = errors = 0
     async with httpx.AsyncClient(headers=headers, timeout=10) as client:
         stop = time.perf_counter() + PEAK_SECONDS
 
         async def caller(offset: int) -> None:
-            nonlocal done
+            nonlocal done, errors
             index = offset
             while time.perf_counter() < stop:
-                response = await client.post(url, json=bodies[index % len(bodies)])
-                done += response.status_code == 200
+                try:
+                    response = await client.post(url, json=bodies[index % len(bodies)])
+                    done += response.status_code == 200
+                    errors += response.status_code != 200
+                except httpx.HTTPError:
+                    errors += 1
                 index += PEAK_CONCURRENCY
 
         started = time.perf_counter()
         await asyncio.gather(*(caller(i) for i in range(PEAK_CONCURRENCY)))
-        return done / (time.perf_counter() - started)
+        return {"rps": done / (time.perf_counter() - started), "errors": errors}
+
+
+def settled_client() -> None:
+    """Collect the client's garbage and freeze what survives (the prepared world, earlier phases'
+    leftovers) so a collection during a timed phase walks only that phase's objects."""
+    gc.collect()
+    gc.freeze()
 
 
 def measure(url: str, bodies: list, headers: dict, pid: int, rates: list[float], seconds: float) -> dict:
     asyncio.run(open_loop(url, bodies, headers, 50, 2))  # warm-up: connections, lazy imports
-    result = {f"rate_{int(rate)}": asyncio.run(open_loop(url, bodies, headers, rate, seconds)) for rate in rates}
-    result["peak_rps"] = asyncio.run(closed_loop(url, bodies, headers))
+    result = {}
+    for rate in rates:
+        settled_client()
+        result[f"rate_{int(rate)}"] = asyncio.run(open_loop(url, bodies, headers, rate, seconds))
+    settled_client()
+    peak = asyncio.run(closed_loop(url, bodies, headers))
+    result["peak_rps"], result["peak_errors"] = peak["rps"], peak["errors"]
     result["rss_mb"] = tree_rss(pid) / 2**20
     return result
+
+
+def swap_phase(url: str, bodies: list, headers: dict, rate: float, move: Callable[[], str]) -> dict:
+    """Open loop at ``rate`` while the champion alias moves (``move`` moves it, returns the new
+    version): seconds until the new version answers, and the p99 of the requests due from the move
+    to ``SWAP_WINDOW_AFTER`` s after that first answer against the p99 of those due before it."""
+    answers: list[tuple[float, float, str]] = []
+    moved: dict[str, str] = {}
+    settled_client()
+    result = asyncio.run(open_loop(url, bodies, headers, rate, SWAP_SECONDS, answers=answers,
+                                   action=(SWAP_AT, lambda: moved.setdefault("version", move()))))
+    new_version = moved["version"]
+    first_new = min((due for due, _, version in answers if version == new_version), default=float("inf"))
+    last_old = max((due for due, _, version in answers if version != new_version), default=0.0)
+    steady = sorted(latency for due, latency, _ in answers if due < SWAP_AT)
+    window = sorted(latency for due, latency, _ in answers if SWAP_AT <= due <= first_new + SWAP_WINDOW_AFTER)
+
+    def p99(values: list[float]) -> float:
+        return 1000 * values[min(len(values) - 1, int(0.99 * len(values)))] if values else float("nan")
+
+    return {"served_after_s": first_new - SWAP_AT, "old_answers_until_s": last_old - SWAP_AT,
+            "steady_p99_ms": p99(steady), "swap_p99_ms": p99(window), "swap_max_ms": 1000 * max(window, default=0),
+            "swap_requests": len(window), "errors": result["errors"], "sent": result["sent"]}
 
 
 def floors(world: dict, database, bodies: list) -> dict:
@@ -171,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--servers", nargs="+", choices=("scorer", "mlflow"), default=["scorer", "mlflow"],
                         help="which servers to run (both by default; the ratios need both)")
+    parser.add_argument("--no-swap", action="store_true",
+                        help="skip the scorer's swap phase (the champion alias moved under load)")
     args = parser.parse_args(argv)
 
     import mlflow
@@ -229,11 +303,27 @@ def main(argv: list[str] | None = None) -> int:
                    "conn_type": "mongo", "host": "127.0.0.1", "port": stack.mongo_port, "schema": name,
                    "extra": {"uri": user_uri(stack, "paydata_root", root_password)}})}
         results: dict[str, list[dict]] = {"scorer": [], "mlflow": []}
+        move = None
+        if "scorer" in args.servers and not args.no_swap:
+            from mlflow.tracking import MlflowClient
+
+            from ml.registry.gate import CHAMPION, MODEL_NAME
+            from ml.training.run import train_and_register
+
+            registry = MlflowClient(uri)
+            versions = [str(world["model_version"]),
+                        train_and_register(conn, world["training_set_id"], tracking_uri=uri)["model_version"]]
+
+            def move() -> str:
+                served = str(registry.get_model_version_by_alias(MODEL_NAME, CHAMPION).version)
+                target = next(version for version in versions if version != served)
+                registry.set_registered_model_alias(MODEL_NAME, CHAMPION, target)
+                return target
         print("load average (1 / 5 / 15 min) before the runs: "
               + " / ".join(f"{value:.2f}" for value in os.getloadavg()), flush=True)
         for run in range(args.runs):
             if "scorer" in args.servers:
-                measure_scorer(env, key, bodies, args, results, servers)
+                measure_scorer(env, key, bodies, args, results, servers, move)
             if "mlflow" in args.servers:
                 measure_mlflow(env, work, run, world, mlflow_bodies, args, results, servers)
             print(f"run {run + 1}: {json.dumps(results, default=float)[:2000]}", flush=True)
@@ -252,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure_scorer(env: dict, key: str, bodies: list, args, results: dict, servers: list) -> None:
+def measure_scorer(env: dict, key: str, bodies: list, args, results: dict, servers: list,
+                   move: Callable[[], str] | None) -> None:
     port = free_port()
     scorer_process = subprocess.Popen([sys.executable, "-m", "ml.serving", "--port", str(port),
                                        "--log-level", "warning"], env=env, cwd=REPO)
@@ -260,6 +351,9 @@ def measure_scorer(env: dict, key: str, bodies: list, args, results: dict, serve
     wait_ready(f"http://127.0.0.1:{port}/readyz", scorer_process)
     results["scorer"].append(measure(f"http://127.0.0.1:{port}/v1/score", bodies, {"X-API-Key": key},
                                      scorer_process.pid, args.rates, args.seconds))
+    if move is not None:
+        results["scorer"][-1]["swap"] = swap_phase(f"http://127.0.0.1:{port}/v1/score", bodies, {"X-API-Key": key},
+                                                   max(args.rates), move)
     scorer_process.terminate()
     scorer_process.wait(timeout=30)
 
@@ -298,17 +392,34 @@ def report(results: dict, floor: dict, args) -> None:
     load = " / ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"\n{dt.date.today()}: medians of {args.runs} runs, {args.seconds:.0f} s per rate, one worker each; "
           f"load average (1 / 5 / 15 min) at the end {load}\n")
-    print("| server | rate (req/s) | p50 (ms) | p99 (ms) | errors | peak (req/s) | RSS (MB) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| server | rate (req/s) | p50 (ms) | p99 (ms) | p99 per run (ms) | client send lag p99 / max (ms) "
+          "| errors | peak (req/s) | RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for target, label in (("scorer", "scorer `/v1/score` (with feature lookup)"),
                           ("mlflow", "`mlflow models serve` (features given)")):
         if not results[target]:
             continue
         for rate in args.rates:
             key = f"rate_{int(rate)}"
+            per_run = " / ".join(f"{r[key]['p99_ms']:.1f}" for r in results[target])
+            errors = sum(r[key]["errors"] for r in results[target])
+            peak_errors = sum(r["peak_errors"] for r in results[target])
             print(f"| {label} | {int(rate)} | {median(target, key, 'p50_ms'):.1f} | {median(target, key, 'p99_ms'):.1f} "
-                  f"| {sum(r[key]['errors'] for r in results[target])} | {median(target, 'peak_rps'):.0f} "
-                  f"| {median(target, 'rss_mb'):.0f} |")
+                  f"| {per_run} | {median(target, key, 'send_lag_p99_ms'):.1f} / "
+                  f"{max(r[key]['send_lag_max_ms'] for r in results[target]):.1f} "
+                  f"| {errors} | {median(target, 'peak_rps'):.0f} ({peak_errors} errors) | {median(target, 'rss_mb'):.0f} |")
+    swaps = [run["swap"] for run in results["scorer"] if "swap" in run]
+    if swaps:
+        print(f"\nChampion alias moved {SWAP_AT} s into {SWAP_SECONDS} s of open loop at {int(max(args.rates))} req/s "
+              f"(poll interval {os.environ.get('PAYDATA_SCORER_POLL_SECONDS', '10')} s), per run:\n")
+        print("| run | new version answers after (s) | old version's last answer (s) | steady p99 (ms) "
+              "| p99 during the swap (ms) | ratio | max during the swap (ms) | requests in the window | errors / sent |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for number, swap in enumerate(swaps, 1):
+            print(f"| {number} | {swap['served_after_s']:.1f} | {swap['old_answers_until_s']:.1f} "
+                  f"| {swap['steady_p99_ms']:.1f} | {swap['swap_p99_ms']:.1f} "
+                  f"| {swap['swap_p99_ms'] / swap['steady_p99_ms']:.2f} | {swap['swap_max_ms']:.1f} "
+                  f"| {swap['swap_requests']} | {swap['errors']} / {swap['sent']} |")
     print(f"\nIn-process floors (medians): one predict_proba on a one-row DataFrame {floor['predict_proba_ms']:.2f} ms; "
           f"the unwrapped model on the same row (a 1 x n array) {floor['unwrapped_ms']:.2f} ms; "
           f"the scorer's path without HTTP (lookup, inputs, model, reasons) {floor['scorer_path_ms']:.2f} ms")
