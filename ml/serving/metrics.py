@@ -14,6 +14,9 @@ class ScorerMetrics:
         r = self.registry
         self.latency = Histogram("fraud_scorer_request_seconds", "Time to answer a scoring request",
                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.lookup = Histogram("fraud_scorer_feature_lookup_seconds",
+                                "Time of the online feature lookup of one request (both queries)",
+                                buckets=LATENCY_BUCKETS, registry=r)
         self.scores = Histogram("fraud_scorer_score", "Fraud probabilities answered", buckets=SCORE_BUCKETS,
                                 registry=r)
         self.decisions = Counter("fraud_scorer_decisions_total", "Charges scored, by decision band", ["band"],

@@ -9,6 +9,8 @@ checks it).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ml.features.definitions import Definitions
@@ -42,13 +44,19 @@ class Scorer:
         self.unknown_when_unavailable = dict.fromkeys(
             name for name in definitions.stored_columns if name not in request_names)
 
-    def inputs(self, charges: list[ChargeAttributes]) -> tuple[np.ndarray, list[list[str]], bool]:
+    def inputs(self, charges: list[ChargeAttributes], timings: dict[str, float] | None = None
+               ) -> tuple[np.ndarray, list[list[str]], bool]:
         """Model inputs of the charges (rows x ``model_features``), the entities each missed, and
-        whether the store answered."""
+        whether the store answered; ``timings["lookup"]``: seconds of the store lookup."""
         attributes = [attributes_of(charge) for charge in charges]
         ids = [document_ids(self.definitions, a) for a in attributes]
+        started = time.perf_counter()
         lookup = self.store.lookup([i for per_charge in ids for i in per_charge.values()],
                                    [a["session_id"] for a in attributes if a["session_id"]])
+        elapsed = time.perf_counter() - started
+        self.metrics.lookup.observe(elapsed)
+        if timings is not None:
+            timings["lookup"] = elapsed
         rows, misses = [], []
         entities = self.entities
         for charge, attrs, per_charge in zip(charges, attributes, ids, strict=True):
@@ -70,9 +78,11 @@ class Scorer:
             misses.append(list(missed))
         return self.model_inputs.matrix(rows), misses, lookup.available
 
-    def score(self, model: LoadedModel, charges: list[ChargeAttributes]) -> list[ScoreResponse]:
-        """Score with ``model`` (the caller's snapshot of the served model, kept for the whole request)."""
-        inputs, misses, available = self.inputs(charges)
+    def score(self, model: LoadedModel, charges: list[ChargeAttributes],
+              timings: dict[str, float] | None = None) -> list[ScoreResponse]:
+        """Score with ``model`` (the caller's snapshot of the served model, kept for the whole
+        request); ``timings`` receives the lookup's seconds (:meth:`inputs`)."""
+        inputs, misses, available = self.inputs(charges, timings)
         scores, reasons = model.score_with_reasons(inputs, self.reasons)
         results = []
         for charge, score, why, missed in zip(charges, scores, reasons, misses, strict=True):

@@ -168,6 +168,21 @@ def test_an_unknown_entity_is_a_flagged_miss_read_as_no_history(served, scoring_
     assert 'fraud_scorer_feature_misses_total{entity="customer",reason="absent"} 1.0' in metrics
 
 
+def test_an_answer_says_where_the_scorers_time_went(served, scoring_world):
+    import re
+
+    from ml.serving.sample import charges
+
+    response = served.client.post("/v1/score", json=charges(scoring_world["conn"], 1)[0], headers=headers(served.key))
+    timing = dict(re.fullmatch(r"(\w+);dur=([0-9.]+)", part.strip()).groups()
+                  for part in response.headers["Server-Timing"].split(","))
+    assert set(timing) == {"lookup", "total"}
+    assert 0 < float(timing["lookup"]) <= float(timing["total"])
+    metrics = served.client.get("/metrics").text
+    count = re.search(r"^fraud_scorer_feature_lookup_seconds_count ([0-9.]+)$", metrics, re.MULTILINE)
+    assert count is not None and float(count.group(1)) >= 1
+
+
 def test_a_feature_store_outage_degrades_to_flagged_misses_then_readyz_fails(scoring_app, scoring_world, stack):
     from ml.serving.sample import charges
     from paydata.stack import mongo_root_client
