@@ -12,10 +12,12 @@ with the production code, and drop the database afterwards.
   split; PR-AUC of the model and of the rules baseline on the newest 15 %, with the fraud rate.
   Session documents are kept in memory (the local wire server needs minutes for 40k sessions).
 * volume: the point-in-time feature rebuild of every charge, per full-build formulation
-  (--formulations: the bounded join, the window passes, the LATERAL builder for every charge),
-  against one plain aggregate scan of the same fact table in the same run (medians of --repeats,
-  interleaved), training time on the labelled set, and (unless --offline-only) the incremental
-  online refresh after --changes new charges on a --small and a full-size history.
+  (--formulations: the bounded join, the window passes, the LATERAL builder for every charge), and
+  the point-in-time training set a training run asks for (labels joined to the maintained store's
+  rows, then read into a frame), each against one plain aggregate scan of the same fact table in
+  the same run (medians of --repeats, interleaved); the offline increment after --changes new
+  charges; training time on the labelled set; and (unless --offline-only) the incremental online
+  refresh after --changes new charges on a --small and a full-size history.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from paydata.warehouse import build
 from tests.staging_layout import create_staging_layout
 
 START = dt.datetime(2025, 9, 1, tzinfo=dt.UTC)
+LABEL_AS_OF = START + dt.timedelta(days=121)  # every charge of the 60 days matured (60-day window)
 PLAIN_SCAN = "SELECT customer_id, count(*), sum(amount_usd) FROM marts.fct_charge GROUP BY customer_id"
 
 
@@ -118,6 +121,39 @@ def _plain_scan(conn) -> float:
     return seconds
 
 
+def _training_sets(conn, definitions, repeats: int):
+    """What a training run asks for: the labelled charges, labels as of a time, joined to the
+    point-in-time rows the store keeps current (a new version each repeat: a later label time),
+    and reading that set into a frame; each between two plain scans. Returns the last frame."""
+    built, read, scans = [], [], []
+    frame = reference = None
+    for repeat in range(repeats):
+        scans.append(_plain_scan(conn))
+        seconds, reference = _timed(lambda r=repeat: build_training_set(
+            conn, definitions, label_as_of=LABEL_AS_OF + dt.timedelta(minutes=r)))
+        built.append(seconds)
+        seconds, frame = _timed(lambda s=reference["training_set_id"]: load_training_frame(conn, definitions, s))
+        read.append(seconds)
+        scans.append(_plain_scan(conn))
+    scan = statistics.median(scans)
+    print(f"point-in-time training set of {reference['row_count']:,} labelled charges from the maintained store: "
+          f"built (labels + examples) median {statistics.median(built):.2f} s (runs "
+          f"{', '.join(f'{t:.2f}' for t in built)}), read into a frame median {statistics.median(read):.2f} s; "
+          f"plain scan median {scan:.2f} s of {len(scans)}; ratios {statistics.median(built) / scan:.1f}x built, "
+          f"{(statistics.median(built) + statistics.median(read)) / scan:.1f}x built and read", flush=True)
+    return frame
+
+
+def _increment(conn, definitions, history: SyntheticHistory, changes: int) -> None:
+    """Keeping the store current: ``changes`` new charges (one more day), marts and features built
+    incrementally as the warehouse build and ``fraud_features`` do after a CDC run."""
+    history.traffic(TrafficConfig(payments=changes, start=START + dt.timedelta(days=60), days=1, seed=99))
+    marts_s, _ = _timed(lambda: build(conn))
+    features_s, report = _timed(lambda: build_features(conn, definitions))
+    print(f"after {changes:,} new charges: marts increment {marts_s:.1f} s, offline feature increment "
+          f"{features_s:.2f} s ({report['feature_rows']:,} rows)", flush=True)
+
+
 def _online_after_changes(config, admin, charges: int, changes: int, definitions) -> dict:
     name = _database(admin)
     try:
@@ -153,7 +189,7 @@ def volume(args) -> None:
     name = _database(admin)
     try:
         conn = admin_connect(dbname=name, config=config)
-        seconds, _ = _timed(lambda: _history(conn, args.charges, 60, 3, batches=max(6, args.charges // 100000)))
+        seconds, history = _timed(lambda: _history(conn, args.charges, 60, 3, batches=max(6, args.charges // 100000)))
         print(f"generated {args.charges:,} payments in {seconds:.0f} s", flush=True)
         seconds, _ = _timed(lambda: build(conn))
         print(f"marts built in {seconds:.0f} s", flush=True)
@@ -177,8 +213,8 @@ def volume(args) -> None:
                   f"(runs {', '.join(f'{t:.1f}' for t in times)}; set-based rows "
                   f"{paths[formulation]['set_based_rows']:,}, LATERAL rows {paths[formulation]['lateral_rows']:,}); "
                   f"ratio to the scan {rebuild / scan:.1f}x", flush=True)
-        reference = build_training_set(conn, definitions, label_as_of=START + dt.timedelta(days=121))
-        frame = load_training_frame(conn, definitions, reference["training_set_id"])
+        frame = _training_sets(conn, definitions, args.repeats)
+        _increment(conn, definitions, history, args.changes)
         parts = time_split(frame)
         from ml.training.data import model_matrix
 

@@ -8,7 +8,9 @@ documents in throwaway databases, then per run:
 * starts the scorer (``python -m ml.serving``, one uvicorn worker, threads pinned to one) and
   ``mlflow models serve --env-manager local -w 1`` on the same model version;
 * sends open-loop load at each rate for ``--seconds`` (requests leave at fixed times whatever the
-  answers do; latency counts from the scheduled send, so queueing shows): the scorer gets
+  answers do; latency counts from the scheduled send, so queueing shows; beside it the scorer's
+  own handler and feature-lookup times from its ``Server-Timing`` header, and how late the client
+  sent): the scorer gets
   ``/v1/score`` with the online feature lookup, mlflow gets ``/invocations`` with the model's
   inputs already computed (``dataframe_split``, no lookup);
 * measures peak throughput closed-loop (16 concurrent callers, 10 s) and the RSS of each server's
@@ -89,6 +91,7 @@ async def open_loop(url: str, bodies: list, headers: dict, rate: float, seconds:
 
     latencies: list[float] = []
     send_lags: list[float] = []
+    handler: dict[str, list[float]] = {"lookup": [], "total": []}  # the scorer's Server-Timing, seconds
     errors = 0
     count = int(rate * seconds)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
@@ -106,6 +109,8 @@ async def open_loop(url: str, bodies: list, headers: dict, rate: float, seconds:
                 errors += 1
                 return
             latencies.append(time.perf_counter() - due)
+            for name, milliseconds in server_timing(response.headers.get("server-timing")).items():
+                handler.setdefault(name, []).append(milliseconds / 1000)
             if answers is not None:
                 answers.append((due - start, latencies[-1], response.json()["model_version"]))
 
@@ -125,15 +130,26 @@ async def open_loop(url: str, bodies: list, headers: dict, rate: float, seconds:
         elapsed = time.perf_counter() - start
         if action is not None:
             await acted
-    latencies.sort()
-    send_lags.sort()
+    for values in (latencies, send_lags, *handler.values()):
+        values.sort()
 
     def pct(values: list[float], q: float) -> float:
         return 1000 * values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
     return {"p50_ms": pct(latencies, 0.50), "p99_ms": pct(latencies, 0.99), "errors": errors, "sent": count,
             "achieved_rps": len(latencies) / elapsed, "send_lag_p99_ms": pct(send_lags, 0.99),
-            "send_lag_max_ms": pct(send_lags, 1.0)}
+            "send_lag_max_ms": pct(send_lags, 1.0), "handler_p99_ms": pct(handler["total"], 0.99),
+            "lookup_p99_ms": pct(handler["lookup"], 0.99), "lookup_max_ms": pct(handler["lookup"], 1.0)}
+
+
+def server_timing(header: str | None) -> dict[str, float]:
+    """``lookup;dur=1.20, total;dur=2.31`` -> ``{"lookup": 1.2, "total": 2.31}`` (milliseconds)."""
+    timings = {}
+    for part in (header or "").split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if duration:
+            timings[name] = float(duration)
+    return timings
 
 
 async def closed_loop(url: str, bodies: list, headers: dict) -> dict:
@@ -379,6 +395,10 @@ def measure_mlflow(env: dict, work: Path, run: int, world: dict, mlflow_bodies: 
     mlflow_process.wait(timeout=30)
 
 
+def shown(milliseconds: float) -> str:
+    return "n/a" if milliseconds != milliseconds else f"{milliseconds:.1f}"  # NaN: no Server-Timing
+
+
 def report(results: dict, floor: dict, args) -> None:
     def median(target: str, *path) -> float:
         values = []
@@ -392,9 +412,9 @@ def report(results: dict, floor: dict, args) -> None:
     load = " / ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"\n{dt.date.today()}: medians of {args.runs} runs, {args.seconds:.0f} s per rate, one worker each; "
           f"load average (1 / 5 / 15 min) at the end {load}\n")
-    print("| server | rate (req/s) | p50 (ms) | p99 (ms) | p99 per run (ms) | client send lag p99 / max (ms) "
-          "| errors | peak (req/s) | RSS (MB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| server | rate (req/s) | p50 (ms) | p99 (ms) | p99 per run (ms) | handler p99 (ms) "
+          "| lookup p99 / max (ms) | client send lag p99 / max (ms) | errors | peak (req/s) | RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for target, label in (("scorer", "scorer `/v1/score` (with feature lookup)"),
                           ("mlflow", "`mlflow models serve` (features given)")):
         if not results[target]:
@@ -405,7 +425,10 @@ def report(results: dict, floor: dict, args) -> None:
             errors = sum(r[key]["errors"] for r in results[target])
             peak_errors = sum(r["peak_errors"] for r in results[target])
             print(f"| {label} | {int(rate)} | {median(target, key, 'p50_ms'):.1f} | {median(target, key, 'p99_ms'):.1f} "
-                  f"| {per_run} | {median(target, key, 'send_lag_p99_ms'):.1f} / "
+                  f"| {per_run} | {shown(median(target, key, 'handler_p99_ms'))} "
+                  f"| {shown(median(target, key, 'lookup_p99_ms'))} / "
+                  f"{shown(max(r[key]['lookup_max_ms'] for r in results[target]))} "
+                  f"| {median(target, key, 'send_lag_p99_ms'):.1f} / "
                   f"{max(r[key]['send_lag_max_ms'] for r in results[target]):.1f} "
                   f"| {errors} | {median(target, 'peak_rps'):.0f} ({peak_errors} errors) | {median(target, 'rss_mb'):.0f} |")
     swaps = [run["swap"] for run in results["scorer"] if "swap" in run]
