@@ -85,7 +85,7 @@ async def open_loop(url: str, bodies: list, headers: dict, rate: float, seconds:
     time. One dispatcher creates each request's task when it is due (thousands of sleeping tasks
     created up front stalled the client itself at the start of a phase); how late the client sent
     (``send_lag``) is reported beside the latencies, so a tail the client made shows as such.
-    ``answers`` collects ``(due offset, latency, model version)`` per answered request; ``action``
+    ``answers`` collects ``(due offset, latency, model version, handler seconds)`` per answered request; ``action``
     ``(offset, call)`` runs ``call`` in a thread at that offset (the alias move of the swap phase)."""
     import httpx
 
@@ -112,7 +112,8 @@ async def open_loop(url: str, bodies: list, headers: dict, rate: float, seconds:
             for name, milliseconds in server_timing(response.headers.get("server-timing")).items():
                 handler.setdefault(name, []).append(milliseconds / 1000)
             if answers is not None:
-                answers.append((due - start, latencies[-1], response.json()["model_version"]))
+                handler_total = server_timing(response.headers.get("server-timing")).get("total", float("nan")) / 1000
+                answers.append((due - start, latencies[-1], response.json()["model_version"], handler_total))
 
         tasks = []
         start = time.perf_counter() + 0.1
@@ -200,22 +201,29 @@ def swap_phase(url: str, bodies: list, headers: dict, rate: float, move: Callabl
     """Open loop at ``rate`` while the champion alias moves (``move`` moves it, returns the new
     version): seconds until the new version answers, and the p99 of the requests due from the move
     to ``SWAP_WINDOW_AFTER`` s after that first answer against the p99 of those due before it."""
-    answers: list[tuple[float, float, str]] = []
+    answers: list[tuple[float, float, str, float]] = []
     moved: dict[str, str] = {}
     settled_client()
     result = asyncio.run(open_loop(url, bodies, headers, rate, SWAP_SECONDS, answers=answers,
                                    action=(SWAP_AT, lambda: moved.setdefault("version", move()))))
     new_version = moved["version"]
-    first_new = min((due for due, _, version in answers if version == new_version), default=float("inf"))
-    last_old = max((due for due, _, version in answers if version != new_version), default=0.0)
-    steady = sorted(latency for due, latency, _ in answers if due < SWAP_AT)
-    window = sorted(latency for due, latency, _ in answers if SWAP_AT <= due <= first_new + SWAP_WINDOW_AFTER)
+    first_new = min((due for due, _, version, _ in answers if version == new_version), default=float("inf"))
+    last_old = max((due for due, _, version, _ in answers if version != new_version), default=0.0)
+
+    def in_window(due: float) -> bool:
+        return SWAP_AT <= due <= first_new + SWAP_WINDOW_AFTER
+
+    steady = sorted(latency for due, latency, _, _ in answers if due < SWAP_AT)
+    window = sorted(latency for due, latency, _, _ in answers if in_window(due))
+    steady_handler = sorted(handler for due, _, _, handler in answers if due < SWAP_AT)
+    window_handler = sorted(handler for due, _, _, handler in answers if in_window(due))
 
     def p99(values: list[float]) -> float:
         return 1000 * values[min(len(values) - 1, int(0.99 * len(values)))] if values else float("nan")
 
     return {"served_after_s": first_new - SWAP_AT, "old_answers_until_s": last_old - SWAP_AT,
             "steady_p99_ms": p99(steady), "swap_p99_ms": p99(window), "swap_max_ms": 1000 * max(window, default=0),
+            "steady_handler_p99_ms": p99(steady_handler), "swap_handler_p99_ms": p99(window_handler),
             "swap_requests": len(window), "errors": result["errors"], "sent": result["sent"]}
 
 
@@ -436,12 +444,14 @@ def report(results: dict, floor: dict, args) -> None:
         print(f"\nChampion alias moved {SWAP_AT} s into {SWAP_SECONDS} s of open loop at {int(max(args.rates))} req/s "
               f"(poll interval {os.environ.get('PAYDATA_SCORER_POLL_SECONDS', '10')} s), per run:\n")
         print("| run | new version answers after (s) | old version's last answer (s) | steady p99 (ms) "
-              "| p99 during the swap (ms) | ratio | max during the swap (ms) | requests in the window | errors / sent |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "| p99 during the swap (ms) | ratio | max during the swap (ms) | handler p99 steady / swap (ms) "
+              "| requests in the window | errors / sent |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for number, swap in enumerate(swaps, 1):
             print(f"| {number} | {swap['served_after_s']:.1f} | {swap['old_answers_until_s']:.1f} "
                   f"| {swap['steady_p99_ms']:.1f} | {swap['swap_p99_ms']:.1f} "
                   f"| {swap['swap_p99_ms'] / swap['steady_p99_ms']:.2f} | {swap['swap_max_ms']:.1f} "
+                  f"| {swap['steady_handler_p99_ms']:.1f} / {swap['swap_handler_p99_ms']:.1f} "
                   f"| {swap['swap_requests']} | {swap['errors']} / {swap['sent']} |")
     print(f"\nIn-process floors (medians): one predict_proba on a one-row DataFrame {floor['predict_proba_ms']:.2f} ms; "
           f"the unwrapped model on the same row (a 1 x n array) {floor['unwrapped_ms']:.2f} ms; "

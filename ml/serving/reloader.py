@@ -12,13 +12,30 @@ is logged and counted, and that version is not tried again until the alias moves
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from ml.serving.metrics import ScorerMetrics
 from ml.serving.model import LoadedModel, ModelRefused, load_version
 
 log = logging.getLogger(__name__)
+
+# While a version loads on the reload thread, the event loop must win the GIL back quickly: each
+# request gives it up around its store reads, and with the interpreter's default 5 ms switch
+# interval every read would wait up to that long behind the loading thread.
+LOADING_SWITCH_INTERVAL = 0.0005
+
+
+@contextmanager
+def loop_first():
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, LOADING_SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 class ModelHolder:
@@ -49,7 +66,8 @@ class ModelHolder:
             if version in self.refused:
                 return "known_refused"
             try:
-                loaded = self.loader(self.client, self.name, version, self.model_features)
+                with loop_first():
+                    loaded = self.loader(self.client, self.name, version, self.model_features)
             except ModelRefused as exc:
                 self.refused[version] = str(exc)
                 self.metrics.reloads.labels(outcome="refused").inc()

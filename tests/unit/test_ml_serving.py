@@ -225,3 +225,30 @@ def test_after_a_failed_lookup_the_store_is_not_asked_again_until_the_retry_time
     now[0] += RETRY_AFTER_SECONDS
     found = store.lookup(["customer:c1"], [])
     assert found.available and list(found.documents) == ["customer:c1"] and calls == ["find", "find"]
+
+
+@pytest.mark.parametrize("outcome", ["loaded", "refused"])
+def test_a_version_loads_with_a_short_switch_interval_that_is_restored_afterwards(outcome):
+    import sys
+    from types import SimpleNamespace
+
+    from ml.serving.metrics import ScorerMetrics
+    from ml.serving.model import ModelRefused
+    from ml.serving.reloader import LOADING_SWITCH_INTERVAL, ModelHolder
+
+    seen = []
+
+    def loader(_client, _name, version, _features):
+        seen.append(sys.getswitchinterval())
+        if outcome == "refused":
+            raise ModelRefused("broken")
+        return SimpleNamespace(version=version, loaded_at=0.0)
+
+    registry = SimpleNamespace(get_model_version_by_alias=lambda _name, _alias: SimpleNamespace(version="7"))
+    holder = ModelHolder(registry, name="fraud_scoring", alias="champion", model_features=(),
+                         metrics=ScorerMetrics(), loader=loader)
+    before = sys.getswitchinterval()
+    assert before > LOADING_SWITCH_INTERVAL
+    assert holder.poll_once() == outcome
+    assert seen == [LOADING_SWITCH_INTERVAL]
+    assert sys.getswitchinterval() == before
