@@ -31,7 +31,7 @@ RUN apt-get update \
     && /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y \
     && apt-get install -y --no-install-recommends postgresql-client-17 \
     && rm -rf /var/lib/apt/lists/*
-RUN install -d -o airflow -g 0 -m 2770 /opt/paydata/backups
+RUN install -d -o airflow -g 0 -m 2770 /opt/paydata/backups /opt/paydata/landing
 USER airflow
 
 COPY --chown=airflow:0 compose/tls/make_certs.py /opt/paydata/bin/make_certs.py

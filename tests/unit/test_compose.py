@@ -554,6 +554,19 @@ def test_the_owner_worker_consumes_only_the_owner_queue(services):
         assert any(v.startswith(volume) for v in owner["volumes"])
 
 
+def test_landing_files_live_on_a_volume_of_the_only_worker_that_reads_and_writes_them(services):
+    """Every task that touches the landing files runs on the owner queue (dagconfig.LANDING), so one
+    volume on the owner worker holds them, where PAYDATA_LANDING_DIR points."""
+    landing_tasks = {(dag_id, task) for dag_id in dagconfig.TASK_ACCESS if "{" not in dag_id
+                     for task, access in dagconfig.task_access(dag_id).items() if dagconfig.LANDING in access}
+    assert landing_tasks and all(dagconfig.queue_for(dagconfig.task_access(dag_id)[task]) == dagconfig.OWNER_QUEUE
+                                 for dag_id, task in landing_tasks)
+    landing_dir = env_of(services[OWNER_WORKER])["PAYDATA_LANDING_DIR"]
+    assert f"paydata-landing:{landing_dir}" in services[OWNER_WORKER]["volumes"]
+    assert not [name for name, service in services.items() if name != OWNER_WORKER
+                and any(v.startswith("paydata-landing:") for v in service.get("volumes", []))]
+
+
 def test_all_services_are_present_and_the_ui_is_on_8080(services):
     required = {*AIRFLOW_SERVICES, "redis", "airflow-db", "paydata-postgres", "mongodb", "mlflow", "tls-init"}
     assert required <= set(services)
