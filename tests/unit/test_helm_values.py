@@ -32,6 +32,7 @@ from paydata import alerts, dagconfig, privileges, settings
 REPO = Path(__file__).resolve().parents[2]
 VALUES = REPO / "helm" / "airflow-values.yaml"
 SECRETS = REPO / "helm" / "paydata-secrets.example.yaml"
+VOLUMES = REPO / "helm" / "paydata-volumes.yaml"
 K8S_VERSION = "1.30.0"
 
 
@@ -43,6 +44,11 @@ def values() -> dict:
 @pytest.fixture(scope="module")
 def secrets() -> dict[str, dict]:
     return {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(SECRETS.read_text()) if doc}
+
+
+@pytest.fixture(scope="module")
+def claims() -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(VOLUMES.read_text()) if doc}
 
 
 def _validate(obj: dict) -> None:
@@ -170,6 +176,33 @@ def test_a_default_task_pod_has_no_way_to_an_owner_login(values, secrets):
     assert OWNER_SECRET in {ref["secretRef"]["name"] for ref in owner_pod["spec"]["containers"][0]["envFrom"]}
 
 
+def test_volume_claims_are_valid_and_shared_across_nodes(claims):
+    assert set(claims) == {"paydata-backups", "paydata-landing"}
+    for claim in claims.values():
+        _validate(claim)
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_owner_pods_keep_backups_and_landing_files_on_the_claims_and_the_backup_key_apart(
+        values, secrets, claims):
+    """Each task is its own pod: what the backup task writes and the drill reads, and what the
+    generator lands and the ingest reads, must be on a volume that outlives the pod."""
+    pod = render_task_pod(values, secrets, owner=True)["spec"]
+    env = {item["name"]: item.get("value") for item in pod["containers"][0]["env"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in pod["containers"][0]["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    for variable, claim in (("PAYDATA_BACKUP_DIR", "paydata-backups"), ("PAYDATA_LANDING_DIR", "paydata-landing")):
+        volume = volumes[mounts[env[variable]]]
+        assert volume["persistentVolumeClaim"]["claimName"] == claim and claim in claims
+    backup_key = volumes[mounts[str(Path(env["PAYDATA_BACKUP_KEK_FILE"]).parent)]]
+    data_key = volumes[mounts[str(Path(env["PAYDATA_KEK_FILE"]).parent)]]
+    assert backup_key["secret"]["secretName"] == "paydata-backup-key" != data_key["secret"]["secretName"]
+    # the default task pod has none of them
+    default = render_task_pod(values, secrets)["spec"]
+    assert not {"paydata-backups", "paydata-landing", "paydata-backup-key", "paydata-keys"} & {
+        volume["name"] for volume in default["volumes"]}
+
+
 def test_no_password_is_written_in_the_values():
     text = VALUES.read_text().lower()
     for word in ("password:", "pass:", "fernetkey:", "webserversecretkey:"):
@@ -189,9 +222,17 @@ def render_task_pod(values: dict, secrets: dict, owner: bool = False) -> dict:
     volumes, mounts = list(values["volumes"]), list(values["volumeMounts"])
     if owner:
         env += [{"name": name, "value": value} for name, value in
-                re.findall(r'dict "name" "(PAYDATA_\w+_FILE)" "value" "([^"]+)"', template)]
-        volumes.append({"name": "paydata-keys", "secret": {"secretName": "paydata-keys", "defaultMode": 256}})
-        mounts.append({"name": "paydata-keys", "mountPath": "/opt/paydata/keys", "readOnly": True})
+                re.findall(r'dict "name" "(PAYDATA_\w+)" "value" "([^"]+)"', template)]
+        for name, secret, mode in re.findall(
+                r'dict "name" "([\w-]+)" "secret" \(dict "secretName" "([\w-]+)" "defaultMode" (\d+)\)', template):
+            assert secret in secrets, f"the owner template mounts a Secret that does not exist: {secret}"
+            volumes.append({"name": name, "secret": {"secretName": secret, "defaultMode": int(mode)}})
+        for name, claim in re.findall(
+                r'dict "name" "([\w-]+)" "persistentVolumeClaim" \(dict "claimName" "([\w-]+)"\)', template):
+            volumes.append({"name": name, "persistentVolumeClaim": {"claimName": claim}})
+        for name, path, read_only in re.findall(
+                r'dict "name" "([\w-]+)" "mountPath" "([^"]+)"( "readOnly" true)?\)', template):
+            mounts.append({"name": name, "mountPath": path, **({"readOnly": True} if read_only else {})})
     for secret in env_from_secrets(template):
         assert secret in secrets, f"the pod template reads a Secret that does not exist: {secret}"
     return {
@@ -221,6 +262,7 @@ def test_the_task_pods_these_values_give_are_valid(values, secrets):
         _validate(pod)
         names = {item["name"] for item in pod["spec"]["containers"][0]["env"]}
         assert ("PAYDATA_KEK_FILE" in names) is owner
+        assert ("PAYDATA_BACKUP_KEK_FILE" in names) is owner
     for component in ("apiServer", "scheduler", "dagProcessor", "triggerer", "workers"):
         resources = values[component]["resources"]
         assert resources["requests"]["memory"] and resources["limits"]["memory"], component
