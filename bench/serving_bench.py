@@ -109,11 +109,12 @@ async def open_loop(url: str, bodies: list, headers: dict, rate: float, seconds:
                 errors += 1
                 return
             latencies.append(time.perf_counter() - due)
-            for name, milliseconds in server_timing(response.headers.get("server-timing")).items():
+            timing = server_timing(response.headers.get("server-timing"))
+            for name, milliseconds in timing.items():
                 handler.setdefault(name, []).append(milliseconds / 1000)
             if answers is not None:
-                handler_total = server_timing(response.headers.get("server-timing")).get("total", float("nan")) / 1000
-                answers.append((due - start, latencies[-1], response.json()["model_version"], handler_total))
+                answers.append((due - start, latencies[-1], response.json()["model_version"],
+                                timing.get("total", float("nan")) / 1000))
 
         tasks = []
         start = time.perf_counter() + 0.1
@@ -133,14 +134,17 @@ async def open_loop(url: str, bodies: list, headers: dict, rate: float, seconds:
             await acted
     for values in (latencies, send_lags, *handler.values()):
         values.sort()
+    return {"p50_ms": percentile_ms(latencies, 0.50), "p99_ms": percentile_ms(latencies, 0.99),
+            "errors": errors, "sent": count, "achieved_rps": len(latencies) / elapsed,
+            "send_lag_p99_ms": percentile_ms(send_lags, 0.99), "send_lag_max_ms": percentile_ms(send_lags, 1.0),
+            "handler_p99_ms": percentile_ms(handler["total"], 0.99),
+            "lookup_p99_ms": percentile_ms(handler["lookup"], 0.99),
+            "lookup_max_ms": percentile_ms(handler["lookup"], 1.0)}
 
-    def pct(values: list[float], q: float) -> float:
-        return 1000 * values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
-    return {"p50_ms": pct(latencies, 0.50), "p99_ms": pct(latencies, 0.99), "errors": errors, "sent": count,
-            "achieved_rps": len(latencies) / elapsed, "send_lag_p99_ms": pct(send_lags, 0.99),
-            "send_lag_max_ms": pct(send_lags, 1.0), "handler_p99_ms": pct(handler["total"], 0.99),
-            "lookup_p99_ms": pct(handler["lookup"], 0.99), "lookup_max_ms": pct(handler["lookup"], 1.0)}
+def percentile_ms(ascending: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted seconds, in milliseconds (NaN for none)."""
+    return 1000 * ascending[min(len(ascending) - 1, int(q * len(ascending)))] if ascending else float("nan")
 
 
 def server_timing(header: str | None) -> dict[str, float]:
@@ -218,12 +222,11 @@ def swap_phase(url: str, bodies: list, headers: dict, rate: float, move: Callabl
     steady_handler = sorted(handler for due, _, _, handler in answers if due < SWAP_AT)
     window_handler = sorted(handler for due, _, _, handler in answers if in_window(due))
 
-    def p99(values: list[float]) -> float:
-        return 1000 * values[min(len(values) - 1, int(0.99 * len(values)))] if values else float("nan")
-
     return {"served_after_s": first_new - SWAP_AT, "old_answers_until_s": last_old - SWAP_AT,
-            "steady_p99_ms": p99(steady), "swap_p99_ms": p99(window), "swap_max_ms": 1000 * max(window, default=0),
-            "steady_handler_p99_ms": p99(steady_handler), "swap_handler_p99_ms": p99(window_handler),
+            "steady_p99_ms": percentile_ms(steady, 0.99), "swap_p99_ms": percentile_ms(window, 0.99),
+            "swap_max_ms": 1000 * max(window, default=0),
+            "steady_handler_p99_ms": percentile_ms(steady_handler, 0.99),
+            "swap_handler_p99_ms": percentile_ms(window_handler, 0.99),
             "swap_requests": len(window), "errors": result["errors"], "sent": result["sent"]}
 
 
